@@ -6,9 +6,13 @@ from the median step (and the mean) and peak RSS. sparsify runs from a separate 
 (`--sparsify-python`, default .venv-bench; make it with
 `python -m venv .venv-bench && .venv-bench/bin/pip install torch==2.13.0 eai-sparsify`).
 
-Per latent count it also times the dense encoder product `x @ W_enc` for one batch alone: no
-training step can be faster than that one matmul, so batch / that time is the bound (tokens/s) and
-each trainer's fraction of it says how much the step costs beyond the product.
+Per latent count it also times the dense fp32 encoder product `x @ W_enc` for one batch alone: a
+training step that forms that product cannot be faster, so batch / that time is the bound (tokens/s)
+and each trainer's fraction of it says how much the step costs beyond the product. interp-eval's
+default selection (INTERP_EVAL_ENCODE=auto) on CPUs with AMX forms the product in bf16 only to pick
+candidates, proves the fp32 top-k among them and rescores them in fp32 (interp_eval/coders/topk.py),
+so it can pass the fp32 bound; the SAE and BAE are run a second time with the selection forced to
+dense fp32 (`--fp32-select`) to show both.
 
     python bench/train_throughput.py                          # d=576, k=32, batch 4096, M = 4608 and 36864
     python bench/train_throughput.py --latents 4608 --steps 10
@@ -96,8 +100,14 @@ for _ in range(args["steps"]):
     xb = next(it)
     t = time.perf_counter(); step(xb); ts.append(time.perf_counter() - t)
 median = sorted(ts)[len(ts) // 2]  # the median step: this VM's neighbours make single steps noisy
+extra = {}
+if args["impl"] != "sparsify":
+    from interp_eval.coders import topk as topk_mod
+    st = topk_mod.CANDIDATE_STATS
+    extra = {"selection": "bf16 candidates" if st["rows"] else "dense fp32",
+             "fallback": st["fallback_rows"] / st["rows"] if st["rows"] else None}
 print(json.dumps({"tokens_per_s": b / median, "mean_tokens_per_s": len(ts) * b / sum(ts),
-                  "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+                  "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, **extra}))
 """
 
 TRAINERS = (
@@ -108,11 +118,12 @@ TRAINERS = (
 )
 
 
-def run(impl: str, python: str, a: argparse.Namespace, latents: int, steps: int, warmup: int) -> dict:
+def run(impl: str, python: str, a: argparse.Namespace, latents: int, steps: int, warmup: int,
+        encode: str = "auto") -> dict:
     args = dict(impl=impl, d=a.d, latents=latents, k=a.k, batch=a.batch, steps=steps, warmup=warmup, reps=a.bound_reps,
                 optimizer=a.optimizer, threads=a.threads, root=str(ROOT))
     out = subprocess.run([python, "-c", WORKER, json.dumps(args)], capture_output=True, text=True,
-                         env={**os.environ, "SPARSIFY_DISABLE_TRITON": "1"})
+                         env={**os.environ, "SPARSIFY_DISABLE_TRITON": "1", "INTERP_EVAL_ENCODE": encode})
     if out.returncode != 0:
         raise SystemExit(f"{impl} failed:\n{out.stderr[-2000:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -145,6 +156,9 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--only", nargs="+", default=None, choices=[t for t, _ in TRAINERS],
                    help="run only these interp-eval trainers (sparsify and the bound always run)")
+    p.add_argument("--fp32-select", nargs="*", default=list(BOUND_TRAINERS), choices=[t for t, _ in TRAINERS],
+                   help="also run these trainers with the encoder's selection forced to dense fp32 "
+                        "(INTERP_EVAL_ENCODE=fp32), for comparison with the default (auto) selection")
     p.add_argument("--sparsify-python", default=str(ROOT / ".venv-bench" / "bin" / "python"))
     a = p.parse_args()
     print(f"d={a.d} k={a.k} batch={a.batch} optimizer={a.optimizer} threads={a.threads}, fp32 CPU")
@@ -156,19 +170,27 @@ def main() -> None:
         for impl, _ in TRAINERS:
             if a.only is None or impl in a.only:
                 res[impl] = run(impl, sys.executable, a, m, steps, warmup)
+        for impl in a.fp32_select:
+            if a.only is None or impl in a.only:
+                res[impl + "/fp32"] = run(impl, sys.executable, a, m, steps, warmup, encode="fp32")
         results[m] = res
         base, b = res["sparsify"]["tokens_per_s"], bound["tokens_per_s"]
         layouts = ", ".join(f"{k} {v:,.0f}" for k, v in bound["layouts"].items())
         print(f"\nlatents={m}  ({steps} timed steps after {warmup} warm-up)")
         print(f"encoder product x @ W_enc alone: {bound['seconds'] * 1e3:.0f} ms a batch -> bound {b:,.0f} tokens/s "
               f"(layouts: {layouts})")
-        print(f"{'trainer':<26}{'tokens/s':>10}{'vs sparsify':>13}{'of bound':>10}{'mean tok/s':>12}{'peak RSS MB':>13}")
+        print(f"{'trainer':<34}{'tokens/s':>10}{'vs sparsify':>13}{'of bound':>10}{'mean tok/s':>12}"
+              f"{'peak RSS MB':>13}  selection")
         rows = [("sparsify", "sparsify TopK SAE")] + [t for t in TRAINERS if t[0] in res]
+        rows += [(i + "/fp32", label + " fp32-sel") for i, label in TRAINERS if i + "/fp32" in res]
         for impl, label in rows:
             r = res[impl]
             tps = r["tokens_per_s"]
-            print(f"{label:<26}{tps:>10,.0f}{tps / base:>12.2f}x{tps / b:>9.0%}{r['mean_tokens_per_s']:>12,.0f}"
-                  f"{r['peak_rss_mb']:>13,.0f}")
+            sel = r.get("selection") or ""
+            if r.get("fallback") is not None:
+                sel += f" ({r['fallback']:.1%} of rows recomputed)"
+            print(f"{label:<34}{tps:>10,.0f}{tps / base:>12.2f}x{tps / b:>9.0%}{r['mean_tokens_per_s']:>12,.0f}"
+                  f"{r['peak_rss_mb']:>13,.0f}  {sel}")
     print("\ntargets:")
     for impl, m_target, ratio in RATIO_TARGETS:
         for m, res in results.items():
@@ -176,7 +198,7 @@ def main() -> None:
                 continue
             got = res[impl]["tokens_per_s"] / res["sparsify"]["tokens_per_s"]
             print(f"  {impl} >= {ratio:.1f}x sparsify at {m} latents: {got:.2f}x -> {'met' if got >= ratio else 'NOT met'}")
-    for impl in BOUND_TRAINERS:
+    for impl in BOUND_TRAINERS + tuple(i + "/fp32" for i in BOUND_TRAINERS):
         for m, res in results.items():
             if impl not in res:
                 continue

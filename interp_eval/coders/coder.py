@@ -7,14 +7,13 @@
 | btc        | transcoder | binary     | MLP input  | MLP out  |
 
 Parameters use sae-lens' names and shapes so saving is a rename-free copy:
-W_enc [d_in, d_sae], b_enc [d_sae], W_dec [d_sae, d_out], b_dec [d_out], W_skip [d_out, d_in],
+W_enc [d_in, d_sae] (stored transposed as W_enc_t, see SparseCoder.W_enc), b_enc [d_sae], W_dec [d_sae, d_out], b_dec [d_out], W_skip [d_out, d_in],
 log_threshold [d_sae] (binary only; theta = exp(log_threshold)).
 """
 
 from __future__ import annotations
 
 import math
-import threading
 import warnings
 from dataclasses import asdict, dataclass
 from typing import Literal, NamedTuple
@@ -22,6 +21,8 @@ from typing import Literal, NamedTuple
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from .topk import encoder_topk, topk_rows
 
 Kind = Literal["sae", "transcoder"]
 Activation = Literal["topk", "binary"]
@@ -111,28 +112,6 @@ class BinaryTopK(torch.autograd.Function):
         return grad_pre, grad_theta, None, None
 
 
-def topk_rows(s: torch.Tensor, k: int, block: int = 16) -> tuple[torch.Tensor, torch.Tensor]:
-    """(values, indices) of the k largest entries of each row of s [N, M], unsorted; exact.
-
-    Two stages instead of a selection over all M columns: split each row into M / block groups of
-    `block` columns (group j = columns j, j + M/block, ...), take each group's max (an elementwise max of
-    `block` contiguous slices, a vectorised pass), pick the k groups with the largest maxima, and take
-    the top k of those k * block candidates. Exact: the k chosen group maxima are k entries at least as
-    large as every entry of an unchosen group, so the row's top k lies inside the chosen groups (ties
-    at the boundary resolve arbitrarily, as torch.topk's do). Falls back to torch.topk where the
-    two stages would not pay (few groups, M not a multiple of block, or not on CPU).
-    """
-    n, m = s.shape
-    groups = m // block if block > 1 else 0
-    if s.device.type != "cpu" or groups < 4 * k or m % block:
-        return torch.topk(s, k, dim=-1, sorted=False)
-    gmax = s.view(n, block, groups).amax(1)  # [N, groups]
-    _, gi = torch.topk(gmax, k, dim=-1, sorted=False)  # [N, k]
-    cols = (gi.unsqueeze(-1) + torch.arange(0, m, groups, device=s.device)).view(n, k * block)
-    v, j = torch.topk(s.gather(1, cols), k, dim=-1, sorted=False)
-    return v, cols.gather(1, j)
-
-
 SPARSE_T_MM = "csr"  # how scatter_rows() accumulates on CPU: "csr" (sparse CSR @ dense) or "index_add"
 _CHUNK_ELEMENTS = 1 << 22  # temporaries of at most this many elements (16 MiB fp32) in chunked loops
 
@@ -158,24 +137,6 @@ def scatter_rows(indices: torch.Tensor, weights: torch.Tensor, rows: torch.Tenso
         src = (weights[i : i + step, :, None] * rows[i : i + step, None, :]).reshape(-1, d)
         out.index_add_(0, indices[i : i + step].reshape(-1), src)
     return out
-
-
-DIRECT_T_MIN_LATENTS = 16384  # from this many latents, grad W_enc comes straight out as rows^T @ G
-
-
-def scatter_rows_t(indices: torch.Tensor, weights: torch.Tensor, rows: torch.Tensor, m: int) -> torch.Tensor:
-    """scatter_rows(...).T as a contiguous [d, M] tensor (W_enc's layout). With many latents, rows^T @ G
-    with G in its natural CSR form (row n holds its k entries: no sort) beats accumulating [M, d] and
-    transposing; with few, the transposing copy is the cheaper of the two."""
-    n, k = indices.shape
-    if rows.device.type == "cpu" and SPARSE_T_MM == "csr" and m >= DIRECT_T_MIN_LATENTS:
-        crow = torch.arange(0, n * k + 1, k, device=rows.device)
-        with warnings.catch_warnings():  # "sparse CSR support is in beta"
-            warnings.simplefilter("ignore", UserWarning)
-            g = torch.sparse_csr_tensor(crow, indices.reshape(-1), weights.to(rows.dtype).reshape(-1), (n, m),
-                                        check_invariants=False)
-            return (rows.T @ g).contiguous()  # already contiguous: a no-op
-    return scatter_rows(indices, weights, rows, m).T.contiguous()
 
 
 def gather_dots(indices: torch.Tensor, table: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
@@ -205,38 +166,13 @@ def gather_dots_chunked(indices: torch.Tensor, table: torch.Tensor, rows: torch.
     return out
 
 
-ENCODE_CHUNK_ROWS = 512  # rows of pre computed at a time into the scratch block; 0: all at once
-_scratch = threading.local()  # per thread: one reused [rows, M] block
-
-
-def _chunked_topk(x: torch.Tensor, W: torch.Tensor, bias: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """topk_rows(x @ W + bias, k) computed a block of rows at a time into one reused scratch buffer, so
-    the [N, M] product is never held whole (no fresh page-faulted allocation each step, and each
-    block's selection reads it while it is still in cache)."""
-    n, m = x.shape[0], W.shape[1]
-    dtype = torch.result_type(x, W) if not torch.is_autocast_enabled(x.device.type) else None
-    rows = n if ENCODE_CHUNK_ROWS <= 0 or x.device.type != "cpu" or dtype is None else ENCODE_CHUNK_ROWS
-    if rows >= n:
-        return topk_rows(torch.addmm(bias, x, W), k)
-    buf = getattr(_scratch, "buf", None)
-    if buf is None or buf.shape != (rows, m) or buf.dtype != dtype or buf.device != x.device:
-        _scratch.buf = None
-        buf = _scratch.buf = torch.empty(rows, m, dtype=dtype, device=x.device)
-    values = torch.empty(n, k, dtype=dtype, device=x.device)
-    indices = torch.empty(n, k, dtype=torch.long, device=x.device)
-    for i in range(0, n, rows):
-        c = min(rows, n - i)
-        block = torch.addmm(bias, x[i : i + c], W, out=buf[:c])
-        v, j = topk_rows(block, k)
-        values[i : i + c] = v
-        indices[i : i + c] = j
-    return values, indices
-
-
 class SparseEncode(torch.autograd.Function):
     """pre = x' @ W_enc + b_enc (x' = x - b_dec for SAEs, x for transcoders), then the k-sparse code, in
     one function whose backward never forms an [N, M] tensor: only the k selected latents of a row get
     gradient, so grad W_enc = x'^T G with G holding N * k entries is a sparse accumulation.
+
+    Takes the encoder as W_enc_t = W_enc^T [M, d] (one row per latent): the selection's fp32 rescoring
+    gathers those rows and the gradient is accumulated into them, neither needing a transpose.
 
     TopK:   values = relu(v) with (v, idx) = topk(pre, k); gradient passes where v > 0.
     binary: (v, idx) = topk(pre - theta, k), theta = exp(log_threshold), values = 1[v > 0]; backward as
@@ -246,7 +182,7 @@ class SparseEncode(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, x, W_enc, b_enc, b_dec, log_threshold, k: int, temperature: float, keep_pre: bool):
+    def forward(ctx, x, W_enc_t, b_enc, b_dec, log_threshold, k: int, temperature: float, keep_pre: bool):
         binary = log_threshold is not None
         if b_dec is not None:
             x = x - b_dec  # x' = x - b_dec: an [N, d] pass, cheaper than folding b_dec @ W_enc into the bias
@@ -254,28 +190,28 @@ class SparseEncode(torch.autograd.Function):
         theta = log_threshold.exp() if binary else None
         pre = None
         if keep_pre:
-            pre = torch.addmm(bias, x, W_enc)
+            pre = torch.addmm(bias, x, W_enc_t.T)
             v, idx = topk_rows(pre - theta if binary else pre, k)
         else:
-            # the threshold folds into the bias: top k of (pre - theta) straight out of one addmm
-            v, idx = _chunked_topk(x, W_enc, bias - theta if binary else bias, k)
+            # the threshold folds into the bias: top k of (pre - theta) straight out of the selection
+            v, idx = encoder_topk(x, W_enc_t, bias - theta if binary else bias, k)
         values = (v > 0).to(v.dtype) if binary else v.clamp_min(0)
-        ctx.save_for_backward(x, W_enc, b_dec, log_threshold, v, idx)
+        ctx.save_for_backward(x, W_enc_t, b_dec, log_threshold, v, idx)
         ctx.temperature = temperature
         ctx.mark_non_differentiable(idx)
         return (values, idx) if pre is None else (values, idx, pre)
 
     @staticmethod
     def backward(ctx, grad_values, _grad_idx, *grad_pre):
-        x, W_enc, b_dec, log_threshold, v, idx = ctx.saved_tensors
+        x, W_enc_t, b_dec, log_threshold, v, idx = ctx.saved_tensors
         need_x, need_w, need_b, need_bdec, need_th = ctx.needs_input_grad[:5]
-        dtype = W_enc.dtype
+        dtype = W_enc_t.dtype
         if log_threshold is not None:
             s = torch.sigmoid(v.to(dtype) / ctx.temperature)
             g = grad_values.to(dtype) * s * (1 - s)
         else:
             g = grad_values.to(dtype) * (v > 0)
-        m = W_enc.shape[1]
+        m = W_enc_t.shape[0]
         xs = x.to(dtype)  # x' (x - b_dec for SAEs)
         dense = grad_pre[0] if grad_pre else None
         g_sum = torch.zeros(m, dtype=dtype, device=g.device).index_add_(0, idx.reshape(-1), g.reshape(-1))
@@ -284,17 +220,17 @@ class SparseEncode(torch.autograd.Function):
             dense = dense.to(dtype).scatter_add(1, idx, g)
             bias_grad = dense.sum(0)
             if need_w:
-                grad_w = xs.T @ dense
+                grad_w = dense.T @ xs
             if need_x:
-                grad_x = dense @ W_enc.T
+                grad_x = dense @ W_enc_t
         else:
             bias_grad = g_sum
             if need_w:
-                grad_w = scatter_rows_t(idx, g, xs, m)  # [d, M], W_enc's layout
+                grad_w = scatter_rows(idx, g, xs, m)  # [M, d], W_enc_t's layout
             if need_x:
-                grad_x = F.embedding_bag(idx, W_enc.T.contiguous(), per_sample_weights=g, mode="sum")
+                grad_x = F.embedding_bag(idx, W_enc_t, per_sample_weights=g, mode="sum")
         grad_b = bias_grad if need_b else None
-        grad_bdec = -(W_enc @ bias_grad) if need_bdec else None
+        grad_bdec = -(bias_grad @ W_enc_t) if need_bdec else None
         grad_th = -(g_sum * log_threshold.exp()) if need_th else None
         if grad_x is not None:
             grad_x = grad_x.to(x.dtype)
@@ -329,8 +265,9 @@ class SparseCoder(nn.Module):
         # encoder init as nn.Linear's default (kaiming uniform, bound 1/sqrt(d_in)); bias zero
         bound = 1.0 / math.sqrt(d_in)
         w_enc = torch.empty(m, d_in).uniform_(-bound, bound, generator=gen)
-        # contiguous: schedule-free's Signum views parameters as bytes, which needs a unit last stride
-        self.W_enc = nn.Parameter(w_enc.T.contiguous())
+        # stored as W_enc^T [d_sae, d_in], one row per latent (nn.Linear's layout): the encoder's
+        # selection and gradient work on rows; `W_enc` is the sae-lens view, and state dicts carry W_enc.
+        self.W_enc_t = nn.Parameter(w_enc)
         self.b_enc = nn.Parameter(torch.zeros(m))
         if cfg.kind == "sae":
             w_dec = w_enc.clone()  # decoder starts as the encoder's copy, rows unit-norm
@@ -347,7 +284,27 @@ class SparseCoder(nn.Module):
             self.log_threshold = nn.Parameter(torch.full((m,), math.log(cfg.theta_init)))
         else:
             self.register_parameter("log_threshold", None)
+        self._register_state_dict_hook(SparseCoder._state_dict_to_saelens)
+        self._register_load_state_dict_pre_hook(self._load_saelens_state)
         self.to(device)
+
+    # ------------------------------------------------------------------ sae-lens layout
+    @property
+    def W_enc(self) -> torch.Tensor:
+        """The encoder in sae-lens' orientation [d_in, d_sae] (a view of W_enc_t)."""
+        return self.W_enc_t.T
+
+    @staticmethod
+    def _state_dict_to_saelens(module, state, prefix, local_metadata):
+        """State dicts (checkpoints) carry sae-lens' W_enc [d_in, d_sae], not the internal transpose."""
+        key = prefix + "W_enc_t"
+        if key in state:
+            state[prefix + "W_enc"] = state.pop(key).T.contiguous()
+        return state
+
+    def _load_saelens_state(self, state, prefix, *args):
+        if prefix + "W_enc" in state:
+            state[prefix + "W_enc_t"] = state.pop(prefix + "W_enc").T.contiguous()
 
     # ------------------------------------------------------------------ forward pieces
     @property
@@ -358,14 +315,14 @@ class SparseCoder(nn.Module):
         """W_enc (x - b_dec) + b_enc for SAEs, W_enc x + b_enc for transcoders, as one fused addmm."""
         bias = self.b_enc
         if self.cfg.kind == "sae":
-            bias = bias - self.b_dec @ self.W_enc  # (x - b_dec) W = x W - b_dec W, without an [N, d] copy
-        return torch.addmm(bias, x.reshape(-1, x.shape[-1]), self.W_enc).reshape(*x.shape[:-1], -1)
+            bias = bias - self.W_enc_t @ self.b_dec  # (x - b_dec) W = x W - b_dec W, without an [N, d] copy
+        return torch.addmm(bias, x.reshape(-1, x.shape[-1]), self.W_enc_t.T).reshape(*x.shape[:-1], -1)
 
     def encode(self, x: torch.Tensor, keep_pre: bool = False) -> Encoded:
         lead = x.shape[:-1]
         out = SparseEncode.apply(
             x.reshape(-1, x.shape[-1]),
-            self.W_enc,
+            self.W_enc_t,
             self.b_enc,
             self.b_dec if self.cfg.kind == "sae" else None,
             self.log_threshold,
@@ -416,7 +373,7 @@ class SparseCoder(nn.Module):
         """First batch: b_dec = mean(y); transcoders also b_enc = -mean(x) @ W_enc."""
         self.b_dec.copy_(y_mean)
         if self.cfg.kind == "transcoder":
-            self.b_enc.copy_(-(x_mean @ self.W_enc))
+            self.b_enc.copy_(-(self.W_enc_t @ x_mean))
 
 
 def fvu(y: torch.Tensor, y_hat: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,184 @@
+"""The encoder's selection: the k largest entries of each row of x @ W^T + bias, exactly.
+
+Two ways to the same answer:
+
+- dense fp32 (`dense_topk`): the [N, M] product a block of rows at a time into a reused scratch
+  buffer, then a two-stage top-k (`topk_rows`) of each block while it is still in cache.
+- bf16 candidates, verified (`candidate_topk`): on hardware whose bf16 matrix units are many times
+  faster than fp32 (Intel AMX: 8x here), the product is taken in bf16 only to find each row's
+  `n_cand` best candidates; the candidates are then rescored in fp32 (a k-sparse gather, not a
+  product) and the row's top k taken among them. A rigorous error bound on the bf16 scores proves, row
+  by row, that no latent outside the candidates can reach the k-th rescored value; a row whose proof
+  fails (near-ties, too few candidates, NaN) is recomputed by the dense path. So the selection and the
+  fp32 values are those of the dense path (up to the rounding any two fp32 GEMMs differ by), on every
+  row, whatever the data.
+
+The bound. With x' = [x, 1] and w'_j = [w_j, b_j] (the bias rides in the product as one more
+column), bf16 rounding x^ = x' + dx and w^ = w' + dw (|dx_i| <= u |x'_i|, u = 2^-8), fp32
+accumulation (error <= gamma sum |x^_i w^_i|, gamma = d u32 / (1 - d u32)) and one rounding of the
+output s^ (|s^ - s~| <= u |s~|):
+    |s~_j - x'.w'_j| <= |x^|.|dw_j| + |dx|.|w'_j| + gamma |x^| |w^_j|       (Cauchy-Schwarz)
+and every non-candidate j has s^_j <= m, the smallest candidate score, so
+    x'.w'_j <= m + u / (1 - u) |m| + |x^| u W + |dx| W + gamma |x^| (1 + u) W = U     (W = max_j |w'_j|).
+A row is proved when its k-th rescored value exceeds U plus the fp32 rescoring's own error.
+
+`ENCODE_PRECISION` (env INTERP_EVAL_ENCODE): "auto" uses bf16 candidates on CPUs with AMX for fp32
+coders and large enough batches, "bf16" forces them (any device), "fp32" never uses them.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+
+import torch
+
+ENCODE_PRECISION = os.environ.get("INTERP_EVAL_ENCODE", "auto")
+ENCODE_CHUNK_ROWS = 512  # rows of the product computed at a time into the scratch block; 0: all at once
+CANDIDATE_MIN_ROWS = 256  # fewer rows than this: converting W to bf16 would cost more than it saves
+_U = 2.0**-8  # bf16 unit roundoff
+_U32 = 2.0**-24  # fp32 unit roundoff
+
+_scratch = threading.local()  # per thread: reused buffers, keyed by role
+# rows handled by candidate_topk and how many of them needed the dense recomputation (for benches)
+CANDIDATE_STATS = {"rows": 0, "fallback_rows": 0}
+# candidates per row, per (latents, k): starts at 2k and grows by k/2 (up to 4k) while more than
+# MAX_FALLBACK of a call's rows fail their proof (the answer is exact either way; this is speed only)
+_n_cand: dict[tuple[int, int], int] = {}
+MAX_FALLBACK = 0.02
+
+
+def _buffer(role: str, shape: tuple[int, ...], dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """A per-thread scratch tensor reused across calls (no fresh page-faulted allocation each step)."""
+    bufs = _scratch.__dict__.setdefault("bufs", {})
+    buf = bufs.get(role)
+    if buf is None or buf.shape != shape or buf.dtype != dtype or buf.device != device:
+        bufs[role] = None
+        buf = bufs[role] = torch.empty(shape, dtype=dtype, device=device)
+    return buf
+
+
+def topk_rows(s: torch.Tensor, k: int, block: int = 16) -> tuple[torch.Tensor, torch.Tensor]:
+    """(values, indices) of the k largest entries of each row of s [N, M], unsorted; exact.
+
+    Two stages instead of a selection over all M columns: split each row into M / block groups of
+    `block` columns (group j = columns j, j + M/block, ...), take each group's max (an elementwise max of
+    `block` contiguous slices, a vectorised pass), pick the k groups with the largest maxima, and take
+    the top k of those k * block candidates. Exact: the k chosen group maxima are k entries at least as
+    large as every entry of an unchosen group, so the row's top k lies inside the chosen groups (ties
+    at the boundary resolve arbitrarily, as torch.topk's do). Falls back to torch.topk where the
+    two stages would not pay (few groups, M not a multiple of block, or not on CPU).
+    """
+    n, m = s.shape
+    groups = m // block if block > 1 else 0
+    if s.device.type != "cpu" or groups < 4 * k or m % block:
+        return torch.topk(s, k, dim=-1, sorted=False)
+    gmax = s.view(n, block, groups).amax(1)  # [N, groups]
+    _, gi = torch.topk(gmax, k, dim=-1, sorted=False)  # [N, k]
+    cols = (gi.unsqueeze(-1) + torch.arange(0, m, groups, device=s.device)).view(n, k * block)
+    v, j = torch.topk(s.gather(1, cols), k, dim=-1, sorted=False)
+    return v, cols.gather(1, j)
+
+
+def dense_topk(x: torch.Tensor, W_t: torch.Tensor, bias: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """topk_rows(x @ W_t^T + bias, k), a block of rows at a time into one reused scratch buffer, so
+    the [N, M] product is never held whole and each block's selection reads it while in cache."""
+    n, m = x.shape[0], W_t.shape[0]
+    dtype = torch.result_type(x, W_t) if not torch.is_autocast_enabled(x.device.type) else None
+    rows = n if ENCODE_CHUNK_ROWS <= 0 or x.device.type != "cpu" or dtype is None else ENCODE_CHUNK_ROWS
+    if rows >= n:
+        return topk_rows(torch.addmm(bias, x, W_t.T), k)
+    buf = _buffer("dense", (rows, m), dtype, x.device)
+    values = torch.empty(n, k, dtype=dtype, device=x.device)
+    indices = torch.empty(n, k, dtype=torch.long, device=x.device)
+    for i in range(0, n, rows):
+        c = min(rows, n - i)
+        v, j = topk_rows(torch.addmm(bias, x[i : i + c], W_t.T, out=buf[:c]), k)
+        values[i : i + c] = v
+        indices[i : i + c] = j
+    return values, indices
+
+
+def fast_bf16(device: torch.device) -> bool:
+    """Whether bf16 products are much faster than fp32 here: CPUs with AMX tiles. (CUDA tensor cores
+    would be too, but torch may reduce bf16 partial sums in bf16 there, which the bound does not cover.)"""
+    if device.type != "cpu":
+        return False
+    try:
+        return bool(torch.cpu._is_amx_tile_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
+def use_candidates(x: torch.Tensor, W_t: torch.Tensor, k: int) -> bool:
+    if ENCODE_PRECISION == "fp32" or x.dtype != torch.float32 or W_t.dtype != torch.float32:
+        return False
+    if torch.is_autocast_enabled(x.device.type) or W_t.shape[0] < 8 * k:
+        return False
+    if ENCODE_PRECISION == "bf16":
+        return True
+    return x.shape[0] >= CANDIDATE_MIN_ROWS and fast_bf16(x.device)
+
+
+def encoder_topk(x: torch.Tensor, W_t: torch.Tensor, bias: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(values, indices) of the k largest entries of each row of x @ W_t^T + bias, unsorted: the
+    verified bf16-candidate path where it pays (see the module doc), the dense fp32 path otherwise."""
+    if use_candidates(x, W_t, k):
+        return candidate_topk(x, W_t, bias, k)
+    return dense_topk(x, W_t, bias, k)
+
+
+def candidate_topk(
+    x: torch.Tensor, W_t: torch.Tensor, bias: torch.Tensor, k: int, n_cand: int | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The exact top k of x @ W_t^T + bias per row, found among bf16-scored candidates and proved."""
+    from .coder import gather_dots  # the fp32 rescoring: a k-sparse gather of encoder rows
+
+    n, d = x.shape
+    m = W_t.shape[0]
+    kc = min(m, n_cand or _n_cand.get((m, k), max(2 * k, k + 8)))
+    dev = x.device
+    d_pad = -(-(d + 1) // 32) * 32  # bias column, then zeros to a multiple of 32 (whole AMX tiles)
+    with torch.no_grad():
+        Wb = _buffer("w_bf16", (m, d_pad), torch.bfloat16, dev)
+        Wb[:, :d].copy_(W_t)
+        Wb[:, d].copy_(bias)
+        Wb[:, d + 1 :].zero_()
+        xb = torch.zeros(n, d_pad, dtype=torch.bfloat16, device=dev)
+        xb[:, :d].copy_(x)
+        xb[:, d] = 1.0
+        w_norm = torch.sqrt(torch.linalg.vector_norm(W_t, dim=1).square() + bias.square()).max()
+        xb_norm = torch.linalg.vector_norm(xb.float(), dim=1)
+        dx_norm = torch.linalg.vector_norm(xb[:, :d].float() - x, dim=1)
+        x_norm = torch.linalg.vector_norm(x, dim=1).add(1.0)  # |x'| <= |x| + 1
+        gamma = (d + 1) * _U32 / (1 - (d + 1) * _U32)
+        # everything in U except the per-row bound m of the bf16 scores (see the module doc)
+        slack = xb_norm * (_U * w_norm) + dx_norm * w_norm + gamma * xb_norm * (1 + _U) * w_norm
+        slack += 2 * gamma * x_norm * w_norm  # the fp32 rescoring's own error
+
+        rows = n if ENCODE_CHUNK_ROWS <= 0 or dev.type != "cpu" else min(n, ENCODE_CHUNK_ROWS)
+        buf = _buffer("scores_bf16", (rows, m), torch.bfloat16, dev)
+        cand = torch.empty(n, kc, dtype=torch.long, device=dev)
+        bound = torch.empty(n, dtype=torch.float32, device=dev)
+        for i in range(0, n, rows):
+            c = min(rows, n - i)
+            s = torch.mm(xb[i : i + c], Wb.T, out=buf[:c])
+            v, j = topk_rows(s, kc)
+            cand[i : i + c] = j
+            bound[i : i + c] = v.amin(1).float()
+        bound += bound.abs() * (_U / (1 - _U)) + slack
+
+    z = gather_dots(cand, W_t, x).add_(bias[cand])  # fp32 scores of the candidates
+    values, j = torch.topk(z, k, dim=-1, sorted=False)
+    indices = cand.gather(1, j)
+    bad = ~(values.amin(1) > bound)  # not proved (includes NaN)
+    CANDIDATE_STATS["rows"] += n
+    if bad.any():
+        rows_bad = bad.nonzero().squeeze(1)
+        CANDIDATE_STATS["fallback_rows"] += int(rows_bad.numel())
+        if n_cand is None and rows_bad.numel() > MAX_FALLBACK * n and kc < min(m, 4 * k):
+            _n_cand[(m, k)] = min(m, 4 * k, kc + max(1, k // 2))
+        v, i = dense_topk(x[rows_bad], W_t, bias, k)
+        values[rows_bad] = v
+        indices[rows_bad] = i
+    return values, indices

@@ -1,0 +1,123 @@
+"""The encoder's selection: bf16 candidates proved against the dense fp32 top-k."""
+
+import math
+
+import pytest
+import torch
+
+from interp_eval.coders import topk as topk_mod
+from interp_eval.coders.coder import CoderConfig, SparseCoder
+from interp_eval.coders.topk import candidate_topk, dense_topk
+
+_U = 2.0**-8
+
+
+def _same_sets(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    return (a.sort(-1).values == b.sort(-1).values).all(-1)
+
+
+def _problem(n=600, d=48, m=1536, seed=0, scale=1.0):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, d, generator=g) * scale
+    W_t = torch.empty(m, d).uniform_(-1 / math.sqrt(d), 1 / math.sqrt(d), generator=g)
+    bias = torch.randn(m, generator=g) * 0.05
+    return x, W_t, bias
+
+
+@pytest.mark.parametrize("chunk", [0, 128])
+def test_candidates_equal_dense_selection(chunk, monkeypatch):
+    monkeypatch.setattr(topk_mod, "ENCODE_CHUNK_ROWS", chunk)
+    x, W_t, bias = _problem()
+    k = 16
+    before = dict(topk_mod.CANDIDATE_STATS)
+    v, i = candidate_topk(x, W_t, bias, k)
+    ref_v, ref_i = torch.topk(x @ W_t.T + bias, k, dim=-1)
+    assert _same_sets(i, ref_i).all()
+    assert torch.allclose(v.sort(-1).values, ref_v.sort(-1).values, rtol=1e-5, atol=1e-6)
+    assert torch.allclose(v, (x @ W_t.T + bias).gather(1, i), atol=1e-6)  # fp32 values of the chosen
+    rows = topk_mod.CANDIDATE_STATS["rows"] - before["rows"]
+    fallback = topk_mod.CANDIDATE_STATS["fallback_rows"] - before["fallback_rows"]
+    assert rows == 600 and fallback < 60  # the proof holds for almost every row of random data
+
+
+def test_unprovable_rows_fall_back_and_stay_exact():
+    """Latents that bf16 cannot tell apart (duplicates perturbed below bf16 resolution), exact ties and
+    NaN rows: the proof fails there, the dense path decides, and the answer is still the dense one."""
+    x, W_t, bias = _problem(n=300, m=512)
+    W_t[256:] = W_t[:256] * (1 + 1e-4)  # each latent has a near-twin 1e-4 above it
+    x[5] = 0.0  # every score equals its bias: exact ties among the biases' duplicates
+    bias[256:] = bias[:256]
+    x[7, 3] = float("nan")
+    k = 8
+    before = topk_mod.CANDIDATE_STATS["fallback_rows"]
+    v, i = candidate_topk(x, W_t, bias, k, n_cand=k + 1)
+    assert topk_mod.CANDIDATE_STATS["fallback_rows"] - before > 0
+    ref_v, ref_i = dense_topk(x, W_t, bias, k)
+    ok = torch.ones(300, dtype=torch.bool)
+    ok[[5, 7]] = False  # exact ties (either twin may be chosen) and a NaN row (indices arbitrary)
+    assert _same_sets(i[ok], ref_i[ok]).all()
+    ok[5] = True
+    assert torch.equal(v[5].sort().values, ref_v[5].sort().values)
+    full = x @ W_t.T + bias
+    kth = torch.topk(full, k, dim=-1).values[:, -1]
+    # every chosen latent is at least the row's k-th largest score (ties may pick either twin)
+    assert (full.gather(1, i)[ok] >= kth[ok, None] - 1e-6).all()
+    assert torch.isnan(v[7]).any()
+
+
+def test_bf16_product_error_is_within_the_bound():
+    """The proof's premise on this machine: bf16 GEMM with fp32 accumulation and one output rounding."""
+    x, W_t, bias = _problem(n=256, d=96, m=1024, scale=3.0)
+    d = x.shape[1]
+    xb, wb = x.bfloat16(), W_t.bfloat16()
+    s = (xb @ wb.T).double()
+    exact = x.double() @ W_t.double().T
+    dx = (xb.double() - x.double()).norm(dim=1, keepdim=True)
+    dw = (wb.double() - W_t.double()).norm(dim=1)
+    xbn = xb.double().norm(dim=1, keepdim=True)
+    wn = W_t.double().norm(dim=1)
+    gamma = d * 2.0**-24 / (1 - d * 2.0**-24)
+    pre_round = xbn * dw + dx * wn + gamma * xbn * wb.double().norm(dim=1)
+    bound = pre_round + _U / (1 - _U) * s.abs()
+    assert ((s - exact).abs() <= bound).all()
+
+
+@pytest.mark.parametrize("short", ["sae", "bae", "tc", "btc"])
+def test_coder_encode_same_code_either_way(short, monkeypatch):
+    from interp_eval.coders.coder import CODER_KINDS
+
+    kind, act = CODER_KINDS[short]
+    c = SparseCoder(CoderConfig(kind, act, 64, 1024, 16), seed=3)
+    with torch.no_grad():
+        c.b_enc.normal_(0, 0.02)
+        c.b_dec.normal_(0, 0.1)
+    x = torch.randn(512, 64)
+    codes = {}
+    for precision in ("fp32", "bf16"):
+        monkeypatch.setattr(topk_mod, "ENCODE_PRECISION", precision)
+        with torch.no_grad():
+            codes[precision] = c.encode(x)
+    a, b = codes["fp32"], codes["bf16"]
+    assert _same_sets(a.indices, b.indices).all()
+    oa, ob = a.indices.argsort(-1), b.indices.argsort(-1)
+    assert torch.allclose(a.values.gather(1, oa), b.values.gather(1, ob), atol=1e-5)
+
+
+def test_auto_mode_and_small_problems(monkeypatch):
+    x, W_t, bias = _problem(n=100, m=256)
+    monkeypatch.setattr(topk_mod, "ENCODE_PRECISION", "auto")
+    assert not topk_mod.use_candidates(x, W_t, 8)  # too few rows to pay for converting W
+    assert not topk_mod.use_candidates(x.double(), W_t.double(), 8)
+    monkeypatch.setattr(topk_mod, "ENCODE_PRECISION", "fp32")
+    assert not topk_mod.use_candidates(torch.randn(4096, 48), W_t, 8)
+    monkeypatch.setattr(topk_mod, "ENCODE_PRECISION", "bf16")
+    assert topk_mod.use_candidates(x, W_t, 8) and not topk_mod.use_candidates(x, W_t, 64)  # M < 8k
+
+
+def test_state_dict_is_in_saelens_layout():
+    c = SparseCoder(CoderConfig("sae", "topk", 32, 128, 4), seed=0)
+    state = c.state_dict()
+    assert "W_enc_t" not in state and state["W_enc"].shape == (32, 128)
+    d = SparseCoder(CoderConfig("sae", "topk", 32, 128, 4), seed=1)
+    d.load_state_dict(state)
+    assert torch.equal(d.W_enc, c.W_enc) and d.W_enc_t.is_contiguous()
