@@ -13,14 +13,18 @@ Two ways to the same answer:
   fp32 values are those of the dense path (up to the rounding any two fp32 GEMMs differ by), on every
   row, whatever the data.
 
-The bound. With x' = [x, 1] and w'_j = [w_j, b_j] (the bias rides in the product as one more
-column), bf16 rounding x^ = x' + dx and w^ = w' + dw (|dx_i| <= u |x'_i|, u = 2^-8), fp32
-accumulation (error <= gamma sum |x^_i w^_i|, gamma = d u32 / (1 - d u32)) and one rounding of the
-output s^ (|s^ - s~| <= u |s~|):
-    |s~_j - x'.w'_j| <= |x^|.|dw_j| + |dx|.|w'_j| + gamma |x^| |w^_j|       (Cauchy-Schwarz)
-and every non-candidate j has s^_j <= m, the smallest candidate score, so
-    x'.w'_j <= m + u / (1 - u) |m| + |x^| u W + |dx| W + gamma |x^| (1 + u) W = U     (W = max_j |w'_j|).
-A row is proved when its k-th rescored value exceeds U plus the fp32 rescoring's own error.
+The bound. Write x' = [x, 1] and w'_j = [w_j, b_j] (the bias rides in the product as one more
+column). bf16 rounding gives x^ = x' + dx and w^_j = w'_j + dw_j with |dw_j| <= u |w'_j| (u = 2^-8);
+the product accumulates in fp32 (error <= gamma sum |x^_i w^_ij|, gamma = d u32 / (1 - d u32)). By
+Cauchy-Schwarz the accumulated score p_j of latent j is within
+    e_j <= (u |x^| + |dx| + gamma (1 + u) |x^|) r_j = A r_j,    r_j = |w'_j|,
+of the exact x'.w'_j. One more product column carries that per-(row, latent) slack: x^ gets A
+(rounded up) and w^_j gets r_j (rounded up), so the bf16 product returns o_j = round(p_j + A r_j),
+an upper bound of x'.w'_j up to the one output rounding: x'.w'_j <= o_j + u / (1 - u) |o_j|.
+Candidates are the n_cand largest o_j; every other latent has o_j <= m (the smallest candidate's), so
+    x'.w'_j <= m + u / (1 - u) |m| = U         for every non-candidate j.
+A row is proved when its k-th fp32-rescored value, less the rescoring's own error (gamma |x'| max r),
+exceeds U.
 
 `ENCODE_PRECISION` (env INTERP_EVAL_ENCODE): "auto" uses bf16 candidates on CPUs with AMX for fp32
 coders and large enough batches, "bf16" forces them (any device), "fp32" never uses them.
@@ -42,10 +46,12 @@ _U32 = 2.0**-24  # fp32 unit roundoff
 _scratch = threading.local()  # per thread: reused buffers, keyed by role
 # rows handled by candidate_topk and how many of them needed the dense recomputation (for benches)
 CANDIDATE_STATS = {"rows": 0, "fallback_rows": 0}
-# candidates per row, per (latents, k): starts at 2k and grows by k/2 (up to 4k) while more than
-# MAX_FALLBACK of a call's rows fail their proof (the answer is exact either way; this is speed only)
+# candidates per row, per (latents, k): starts at 1.5k and grows by k/4 while more than MAX_FALLBACK of
+# a call's rows fail their proof, up to 4k or as far as topk_rows' two stages stay cheap (the answer
+# is exact either way; this is speed only: a failed row costs a dense row, a candidate a gathered dot)
 _n_cand: dict[tuple[int, int], int] = {}
 MAX_FALLBACK = 0.02
+SELECT_BLOCK = 8  # topk_rows' group width for the candidates (measured: 8 beats 16 for 48-72 of 4,608)
 
 
 def _buffer(role: str, shape: tuple[int, ...], dtype: torch.dtype, device: torch.device) -> torch.Tensor:
@@ -136,25 +142,26 @@ def candidate_topk(
 
     n, d = x.shape
     m = W_t.shape[0]
-    kc = min(m, n_cand or _n_cand.get((m, k), max(2 * k, k + 8)))
+    kc = min(m, n_cand or _n_cand.get((m, k), k + max(8, k // 2)))
     dev = x.device
-    d_pad = -(-(d + 1) // 32) * 32  # bias column, then zeros to a multiple of 32 (whole AMX tiles)
+    d_pad = -(-(d + 2) // 32) * 32  # bias and slack columns, then zeros to whole AMX tiles of 32
+    gamma = (d + 2) * _U32 / (1 - (d + 2) * _U32)
+    up = 1 + 8 * _U  # rounding-up margin for the slack column (covers its rounding and accumulation)
     with torch.no_grad():
+        r = torch.sqrt(torch.linalg.vector_norm(W_t, dim=1).square() + bias.square())  # |w'_j|
         Wb = _buffer("w_bf16", (m, d_pad), torch.bfloat16, dev)
         Wb[:, :d].copy_(W_t)
         Wb[:, d].copy_(bias)
-        Wb[:, d + 1 :].zero_()
+        Wb[:, d + 1].copy_(r * up)
+        Wb[:, d + 2 :].zero_()
         xb = torch.zeros(n, d_pad, dtype=torch.bfloat16, device=dev)
         xb[:, :d].copy_(x)
         xb[:, d] = 1.0
-        w_norm = torch.sqrt(torch.linalg.vector_norm(W_t, dim=1).square() + bias.square()).max()
-        xb_norm = torch.linalg.vector_norm(xb.float(), dim=1)
+        xb_norm = torch.linalg.vector_norm(xb[:, : d + 1].float(), dim=1)
         dx_norm = torch.linalg.vector_norm(xb[:, :d].float() - x, dim=1)
-        x_norm = torch.linalg.vector_norm(x, dim=1).add(1.0)  # |x'| <= |x| + 1
-        gamma = (d + 1) * _U32 / (1 - (d + 1) * _U32)
-        # everything in U except the per-row bound m of the bf16 scores (see the module doc)
-        slack = xb_norm * (_U * w_norm) + dx_norm * w_norm + gamma * xb_norm * (1 + _U) * w_norm
-        slack += 2 * gamma * x_norm * w_norm  # the fp32 rescoring's own error
+        xb[:, d + 1].copy_((_U * xb_norm + dx_norm + gamma * (1 + _U) * xb_norm) * up)  # A, rounded up
+        # the fp32 rescoring's own error, charged to the candidates' side of the proof
+        rescore_err = gamma * (torch.linalg.vector_norm(x, dim=1) + 1.0) * r.max()
 
         rows = n if ENCODE_CHUNK_ROWS <= 0 or dev.type != "cpu" else min(n, ENCODE_CHUNK_ROWS)
         buf = _buffer("scores_bf16", (rows, m), torch.bfloat16, dev)
@@ -162,11 +169,11 @@ def candidate_topk(
         bound = torch.empty(n, dtype=torch.float32, device=dev)
         for i in range(0, n, rows):
             c = min(rows, n - i)
-            s = torch.mm(xb[i : i + c], Wb.T, out=buf[:c])
-            v, j = topk_rows(s, kc)
+            o = torch.mm(xb[i : i + c], Wb.T, out=buf[:c])  # upper bounds of the scores (module doc)
+            v, j = topk_rows(o, kc, block=SELECT_BLOCK)
             cand[i : i + c] = j
             bound[i : i + c] = v.amin(1).float()
-        bound += bound.abs() * (_U / (1 - _U)) + slack
+        bound += bound.abs() * (_U / (1 - _U)) + rescore_err
 
     z = gather_dots(cand, W_t, x).add_(bias[cand])  # fp32 scores of the candidates
     values, j = torch.topk(z, k, dim=-1, sorted=False)
@@ -176,8 +183,9 @@ def candidate_topk(
     if bad.any():
         rows_bad = bad.nonzero().squeeze(1)
         CANDIDATE_STATS["fallback_rows"] += int(rows_bad.numel())
-        if n_cand is None and rows_bad.numel() > MAX_FALLBACK * n and kc < min(m, 4 * k):
-            _n_cand[(m, k)] = min(m, 4 * k, kc + max(1, k // 2))
+        grown = min(m, 4 * k, kc + max(1, k // 4))
+        if n_cand is None and rows_bad.numel() > MAX_FALLBACK * n and grown > kc and m // SELECT_BLOCK >= 4 * grown:
+            _n_cand[(m, k)] = grown
         v, i = dense_topk(x[rows_bad], W_t, bias, k)
         values[rows_bad] = v
         indices[rows_bad] = i

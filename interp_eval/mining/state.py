@@ -112,11 +112,33 @@ def _replace(old: torch.Tensor, cand: torch.Tensor, largest: bool, empty: int):
 def _merge_sparse(old: torch.Tensor, rows: torch.Tensor, keys: torch.Tensor, largest: bool, empty: int):
     """Merge candidates (row, key), `rows` sorted, into kept keys [L, K].
 
-    Returns (rows, slots, candidate indices) to write. Only rows with candidates are touched.
+    Returns (rows, slots, candidate indices) to write. Only rows with candidates are touched. A row
+    with at least as many empty slots as candidates (most rows while a run is young: a reservoir of
+    200 fills slowly) keeps every candidate and takes its first empty slots, no selection needed.
     """
     if keys.numel() == 0:
         z = torch.zeros(0, dtype=torch.long, device=old.device)
         return z, z, z
+    dev = old.device
+    urows, counts = torch.unique_consecutive(rows, return_counts=True)
+    group = torch.repeat_interleave(torch.arange(urows.numel(), device=dev), counts)
+    free = old[urows] == empty  # [U, K]
+    fits = counts <= free.sum(1)
+    out = []
+    if fits.any():
+        f = fits.nonzero().squeeze(1)
+        take = free[f] & (free[f].cumsum(1) <= counts[f, None])  # the first count empty slots of a row
+        fr, fs = take.nonzero(as_tuple=True)  # row-major, count per row: pairs with the candidates below
+        out.append((urows[f][fr], fs, fits[group].nonzero().squeeze(1)))
+    if not fits.all():
+        sel = (~fits)[group].nonzero().squeeze(1)
+        r, slots, c = _select_sparse(old, rows[sel], keys[sel], largest, empty)
+        out.append((r, slots, sel[c]))
+    return tuple(torch.cat(parts) for parts in zip(*out))
+
+
+def _select_sparse(old: torch.Tensor, rows: torch.Tensor, keys: torch.Tensor, largest: bool, empty: int):
+    """_merge_sparse's general case: per touched row, a selection over kept + candidate keys."""
     dev = old.device
     urows, counts = torch.unique_consecutive(rows, return_counts=True)
     group = torch.repeat_interleave(torch.arange(urows.numel(), device=dev), counts)
@@ -214,10 +236,10 @@ class CoderState:
         n = values.shape[0]
         self.n_tokens += n
 
-        fire = values > 0
-        lat = indices[fire].long()
-        val = values[fire].float()
-        tok = torch.arange(n, device=dev)[:, None].expand_as(fire)[fire]
+        fired = (values > 0).view(-1).nonzero().squeeze(1)  # one pass, then plain takes
+        lat = indices.reshape(-1)[fired].long()
+        val = values.reshape(-1)[fired].float()
+        tok = fired // values.shape[1]
         self.firing_count += torch.bincount(lat, minlength=L)
         self.max_act.scatter_reduce_(0, lat, val, reduce="amax")
 
@@ -264,12 +286,14 @@ class CoderState:
             lookup[wanted] = torch.arange(wanted.numel(), device=dev)
             pos = lookup[flat]
             hit = (pos >= 0).nonzero().squeeze(1)
-            acts = torch.zeros(wanted.numel(), W, dtype=torch.float32, device=dev)
-            acts[pos[hit], t[hit] % W] = val[hit]
-            acts = acts[lookup[wanted]]  # a pair kept both as top and in the reservoir was filled once
+            acts = torch.zeros(wanted.numel() * W, dtype=torch.float32, device=dev)
+            acts.index_put_((pos[hit] * W + t[hit] % W,), val[hit])
+            # a pair kept both as top and in the reservoir was filled once (at its last listing)
+            acts = acts.view(-1, W).index_select(0, lookup[wanted])
             nt = t_pairs.numel()
-            self.top_acts[t_rows, t_slots] = acts[:nt]
-            self.res_acts[r_rows, r_slots] = acts[nt:]
+            N, R = self.top_acts.shape[1], self.res_acts.shape[1]
+            self.top_acts.view(L * N, W).index_copy_(0, t_rows * N + t_slots, acts[:nt])
+            self.res_acts.view(L * R, W).index_copy_(0, r_rows * R + r_slots, acts[nt:])
 
         # negative pool: the P windows with the smallest window-only hash, with their firing masks
         wkey = window_hash(window_ids, int(latent_salts(1, seed, _SALT_POOL)[0]))
