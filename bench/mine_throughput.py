@@ -11,8 +11,10 @@ Prints tokens/s, the overhead of mining over the bare forward pass, and peak RSS
     python bench/mine_throughput.py --tokens 16384 65536  # a quick check
     python bench/mine_throughput.py --hookpoint layers.0.mlp --no-bare --tokens 100000 1000000  # memory only
 
-Coders are random-weight (training does not change the cost): one per --kinds entry, expansion
---expansion, k --k, at --hookpoint. The packaged corpus has ~311k held-out tokens; above that the
+Coders are random-weight by default: one per --kinds entry, expansion --expansion, k --k, at
+--hookpoint. Training changes the encoders' cost a little (their bf16-candidate selection proves
+most rows with fewer candidates on trained coders, see interp_eval/coders/topk.py): --coders
+RUN/coders mines trained coders instead (e.g. runs/demo/coders after `make demo`). The packaged corpus has ~311k held-out tokens; above that the
 benchmark treats every document as held out (--heldout-fraction 1.0, ~1M tokens), which only the
 benchmark does.
 """
@@ -89,6 +91,7 @@ def main() -> None:
     ap.add_argument("--tokens", type=int, nargs="+", default=[100_000, 1_000_000])
     ap.add_argument("--hookpoint", default="layers.9.mlp")
     ap.add_argument("--kinds", nargs="+", default=["sae", "bae"], help="coder kinds: sae bae tc btc")
+    ap.add_argument("--coders", type=Path, default=None, help="a folder of trained coders to mine instead of random ones")
     ap.add_argument("--expansion", type=int, default=8)
     ap.add_argument("--k", type=int, default=32)
     ap.add_argument("--batch-contexts", type=int, default=32)
@@ -106,9 +109,17 @@ def main() -> None:
     from interp_eval.lm.model import PACKAGED
 
     with tempfile.TemporaryDirectory(prefix="mine-bench-") as tmp:
-        make_coders(Path(tmp), args.kinds, args.hookpoint, args.expansion, args.k, PACKAGED)
-        print(f"coders: {', '.join(args.kinds)} at {args.hookpoint}, {576 * args.expansion} latents, k={args.k}; "
-              f"batches of {args.batch_contexts} x 256 tokens; device {args.device}, {args.threads} threads")
+        if args.coders is not None:
+            (Path(tmp) / "coders").mkdir()
+            for folder in sorted(p for p in args.coders.iterdir() if p.is_dir()):
+                (Path(tmp) / "coders" / folder.name).symlink_to(folder.resolve())
+            names = sorted(p.name for p in (Path(tmp) / "coders").iterdir())
+            print(f"coders: trained, from {args.coders}: {', '.join(names)}; "
+                  f"batches of {args.batch_contexts} x 256 tokens; device {args.device}, {args.threads} threads")
+        else:
+            make_coders(Path(tmp), args.kinds, args.hookpoint, args.expansion, args.k, PACKAGED)
+            print(f"coders: random, {', '.join(args.kinds)} at {args.hookpoint}, {576 * args.expansion} latents, "
+                  f"k={args.k}; batches of {args.batch_contexts} x 256 tokens; device {args.device}, {args.threads} threads")
         results = []
         for n in args.tokens:
             frac = args.heldout_fraction if args.heldout_fraction is not None else (1.0 if n > 300_000 else 0.3)

@@ -409,3 +409,29 @@ def test_mine_command_reports_and_turns_bad_input_into_exit_2(mined, src, tmp_pa
     assert "already mined" in res.output and "too_rare" in res.output and "sae0" in res.output
     res = CliRunner().invoke(_cli_app(), ["--run", str(tmp_path / "none"), "--tokens", "512", "--device", "cpu"])
     assert res.exit_code == 2 and "no coders to mine" in res.output
+
+
+@pytest.mark.parametrize("largest", [True, False])
+def test_sparse_merge_keeps_the_best_keys_of_each_row(largest):
+    """Rows with room take every candidate, full rows select: either way a row ends with the K best
+    of its kept and new keys (checked against sorting the union), other rows untouched."""
+    from interp_eval.mining.state import _EMPTY_LOW, _EMPTY_TOP, _merge_sparse
+
+    empty = _EMPTY_TOP if largest else _EMPTY_LOW
+    g = torch.Generator().manual_seed(3)
+    L, K = 30, 8
+    keys = torch.randperm(10_000, generator=g)[: L * K + 400] + (1 << 33)
+    old = keys[: L * K].view(L, K).clone()
+    filled = torch.randint(0, K + 1, (L,), generator=g)  # row r has filled[r] real keys
+    for r in range(L):
+        old[r, torch.randperm(K, generator=g)[filled[r]:]] = empty
+    rows = torch.randint(0, L, (400,), generator=g).sort().values
+    cand = keys[L * K :]
+    before = old.clone()
+    r, slots, c = _merge_sparse(old, rows, cand, largest=largest, empty=empty)
+    old[r, slots] = cand[c]
+    for row in range(L):
+        union = torch.cat([before[row][before[row] != empty], cand[rows == row]])
+        best = union.sort(descending=largest).values[:K]
+        got = old[row][old[row] != empty].sort(descending=largest).values
+        assert torch.equal(got, best), row

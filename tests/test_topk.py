@@ -26,7 +26,7 @@ def _problem(n=600, d=48, m=1536, seed=0, scale=1.0):
 
 @pytest.mark.parametrize("chunk", [0, 128])
 def test_candidates_equal_dense_selection(chunk, monkeypatch):
-    monkeypatch.setattr(topk_mod, "ENCODE_CHUNK_ROWS", chunk)
+    monkeypatch.setattr(topk_mod, "CANDIDATE_CHUNK_ROWS", chunk)
     x, W_t, bias = _problem()
     k = 16
     before = dict(topk_mod.CANDIDATE_STATS)
