@@ -47,8 +47,9 @@ _U32 = 2.0**-24  # fp32 unit roundoff
 _scratch = threading.local()  # per thread: reused buffers, keyed by role
 # rows handled by candidate_topk and how many of them needed the dense recomputation (for benches)
 CANDIDATE_STATS = {"rows": 0, "fallback_rows": 0}
-# candidates per row, per encoder (its storage address, latents, k): starts at 1.5k and grows by k/4
-# while more than max_fallback(latents) of a call's rows fail their proof, up to 4k or as far as
+# candidates per row, per encoder (its storage address, latents, k): starts at 2k and grows by k/4,
+# or by the failed fraction of the count if more, while more than max_fallback(latents) of a call's
+# rows fail their proof, up to 4k or as far as
 # topk_rows' two stages stay cheap. The answer is exact either way; this is speed only: a failed row
 # costs a dense row (in proportion to the latents), a candidate one gathered dot product. Measured at
 # 4,608 latents: 64 candidates with 2.6% failed rows beat 72 with 2.1%; at 36,864, 80 with 1.6%
@@ -152,7 +153,7 @@ def candidate_topk(
     n, d = x.shape
     m = W_t.shape[0]
     key = (W_t.data_ptr(), m, k)
-    kc = min(m, n_cand or _n_cand.get(key, k + max(8, k // 2)))
+    kc = min(m, n_cand or _n_cand.get(key, 2 * k))
     dev = x.device
     d_pad = -(-(d + 2) // 32) * 32  # bias and slack columns, then zeros to whole AMX tiles of 32
     gamma = (d + 2) * _U32 / (1 - (d + 2) * _U32)
@@ -196,7 +197,7 @@ def candidate_topk(
     if bad.any():
         rows_bad = bad.nonzero().squeeze(1)
         CANDIDATE_STATS["fallback_rows"] += int(rows_bad.numel())
-        grown = min(m, 4 * k, kc + max(1, k // 4))
+        grown = min(m, 4 * k, kc + max(1, k // 4, -(-kc * rows_bad.numel() // n)))
         if n_cand is None and rows_bad.numel() > max_fallback(m) * n and grown > kc and m // SELECT_BLOCK >= 4 * grown:
             _n_cand[key] = grown
         v, i = dense_topk(x[rows_bad], W_t, bias, k)
