@@ -121,3 +121,28 @@ def test_state_dict_is_in_saelens_layout():
     d = SparseCoder(CoderConfig("sae", "topk", 32, 128, 4), seed=1)
     d.load_state_dict(state)
     assert torch.equal(d.W_enc, c.W_enc) and d.W_enc_t.is_contiguous()
+
+
+def test_training_steps_agree_between_selections(monkeypatch):
+    """Twenty Adam steps with each selection reach the same losses (up to fp32 rounding)."""
+    from interp_eval.coders.coder import fvu
+    from interp_eval.coders.optim import Optimizer
+
+    g = torch.Generator().manual_seed(5)
+    data = torch.randn(20, 512, 64, generator=g) @ torch.randn(64, 64, generator=g) * 0.3
+    losses = {}
+    for precision in ("fp32", "bf16"):
+        monkeypatch.setattr(topk_mod, "ENCODE_PRECISION", precision)
+        c = SparseCoder(CoderConfig("sae", "binary", 64, 1024, 16), seed=0)
+        opt = Optimizer(c.parameters(), "adam", 1e-3, 20, 0)
+        out = []
+        for x in data:
+            y_hat, _ = c(x)
+            loss = fvu(x, y_hat)
+            loss.backward()
+            opt.step()
+            opt.zero_grad()
+            out.append(loss.item())
+        losses[precision] = torch.tensor(out)
+    assert torch.allclose(losses["fp32"], losses["bf16"], rtol=1e-3)
+    assert losses["bf16"][-1] < losses["bf16"][0]
