@@ -200,7 +200,11 @@ def candidate_topk(
         grown = min(m, 4 * k, kc + max(1, k // 4, -(-kc * rows_bad.numel() // n)))
         if n_cand is None and rows_bad.numel() > max_fallback(m) * n and grown > kc and m // SELECT_BLOCK >= 4 * grown:
             _n_cand[key] = grown
-        v, i = dense_topk(x[rows_bad], W_t, bias, k)
-        values[rows_bad] = v
+        _, i = dense_topk(x[rows_bad], W_t, bias, k)
         indices[rows_bad] = i
-    return values, indices
+        values[rows_bad] = gather_dots(i, W_t, x[rows_bad]).add_(bias[i])
+    # A canonical code: latents in ascending order, every value the same per-pair fp32 dot product
+    # whichever rows were proved, so the result does not depend on the candidate count (which adapts
+    # with the process's history) or on which rows fell back: a resumed run repeats an uninterrupted one.
+    indices, order = indices.sort(dim=1)
+    return values.gather(1, order), indices
