@@ -49,8 +49,8 @@ _scratch = threading.local()  # per thread: reused buffers, keyed by role
 CANDIDATE_STATS = {"rows": 0, "fallback_rows": 0}
 # candidates per row, per encoder (its storage address, latents, k): starts at 2k and grows by k/4,
 # or by the failed fraction of the count if more, while more than max_fallback(latents) of a call's
-# rows fail their proof, up to 4k or as far as
-# topk_rows' two stages stay cheap. The answer is exact either way; this is speed only: a failed row
+# rows fail their proof, up to 4k or as far as topk_rows' two stages stay cheap. The code is the same
+# either way (candidate_topk returns it canonical); this is speed only: a failed row
 # costs a dense row (in proportion to the latents), a candidate one gathered dot product. Measured at
 # 4,608 latents: 64 candidates with 2.6% failed rows beat 72 with 2.1%; at 36,864, 80 with 1.6%
 # beat 64 with 6.5%. So growing pays above about 256 / latents failed rows.
