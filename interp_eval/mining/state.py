@@ -131,23 +131,25 @@ def _merge_sparse(old: torch.Tensor, rows: torch.Tensor, keys: torch.Tensor, lar
         fr, fs = take.nonzero(as_tuple=True)  # row-major, count per row: pairs with the candidates below
         out.append((urows[f][fr], fs, fits[group].nonzero().squeeze(1)))
     if not fits.all():
+        full = (~fits).nonzero().squeeze(1)
         sel = (~fits)[group].nonzero().squeeze(1)
-        r, slots, c = _select_sparse(old, rows[sel], keys[sel], largest, empty)
+        r, slots, c = _select_sparse(old, urows[full], counts[full], keys[sel], largest, empty)
         out.append((r, slots, sel[c]))
     return tuple(torch.cat(parts) for parts in zip(*out))
 
 
-def _select_sparse(old: torch.Tensor, rows: torch.Tensor, keys: torch.Tensor, largest: bool, empty: int):
-    """_merge_sparse's general case: per touched row, a selection over kept + candidate keys."""
+def _select_sparse(old: torch.Tensor, urows: torch.Tensor, counts: torch.Tensor, keys: torch.Tensor, largest: bool,
+                   empty: int):
+    """_merge_sparse's general case: rows `urows` with `counts` candidates each (`keys`, row by row),
+    a selection over kept + candidate keys per row. Returns (rows, slots, indices into keys)."""
     dev = old.device
-    urows, counts = torch.unique_consecutive(rows, return_counts=True)
     group = torch.repeat_interleave(torch.arange(urows.numel(), device=dev), counts)
-    rank = torch.arange(rows.numel(), device=dev) - (counts.cumsum(0) - counts)[group]
+    rank = torch.arange(keys.numel(), device=dev) - (counts.cumsum(0) - counts)[group]
     width = int(counts.max())
     cand = torch.full((urows.numel(), width), empty, dtype=old.dtype, device=dev)
     cand[group, rank] = keys
     which = torch.zeros((urows.numel(), width), dtype=torch.long, device=dev)
-    which[group, rank] = torch.arange(rows.numel(), device=dev)
+    which[group, rank] = torch.arange(keys.numel(), device=dev)
     r, slots, cols = _replace(old[urows], cand, largest=largest, empty=empty)
     return urows[r], slots, which[r, cols]
 
