@@ -170,6 +170,13 @@ def _weighted_stat(vw: np.ndarray, idx: np.ndarray) -> np.ndarray:
         return np.where(den > 0, (v * w).sum(axis=1) / den, np.nan)
 
 
+def _pair_means(per_coder: pd.Series, p: Pair) -> tuple[float, float] | None:
+    """(binary, continuous): the mean of a per-coder figure over each side of a matched pair, or None
+    where either side has no value."""
+    b, c = per_coder.reindex(p.binary).mean(), per_coder.reindex(p.continuous).mean()
+    return None if math.isnan(b) or math.isnan(c) else (float(b), float(c))
+
+
 # -- the five claims ------------------------------------------------------------------------------------------
 
 def claim_fvu(data: RunData, table: pd.DataFrame, pairs: list[Pair]) -> Claim:
@@ -177,8 +184,8 @@ def claim_fvu(data: RunData, table: pd.DataFrame, pairs: list[Pair]) -> Claim:
     fvu = table.set_index("coder")["fvu"]
     cells = []
     for p in pairs:
-        b, c = fvu.reindex(p.binary).mean(), fvu.reindex(p.continuous).mean()
-        if not (math.isnan(b) or math.isnan(c)):
+        if (means := _pair_means(fvu, p)) is not None:
+            b, c = means
             cells.append(Cell(p.label, b, c, b - c))
     if not cells:
         return Claim(1, text, NOT_MEASURABLE, "No matched binary/continuous pair with FVU (recon_eval.parquet from `interp-eval train`).",
@@ -263,9 +270,9 @@ def claim_uhf(data: RunData, table: pd.DataFrame, pairs: list[Pair], threshold: 
     d_sae = table.set_index("coder")["d_sae"]
     cells = []
     for p in pairs:
-        b, c = frac.reindex(p.binary).mean(), frac.reindex(p.continuous).mean()
-        if not (math.isnan(b) or math.isnan(c)):
-            cells.append(Cell(p.label, float(b), float(c), float(b - c)))
+        if (means := _pair_means(frac, p)) is not None:
+            b, c = means
+            cells.append(Cell(p.label, b, c, b - c))
     if not cells:
         return Claim(4, text, NOT_MEASURABLE, "No matched pair has firing rates (recon_eval.parquet or latents.parquet).",
                      needed="train and evaluate (or mine) a binary and a continuous coder of the same family, hookpoint and k")
@@ -301,9 +308,9 @@ def claim_freq_weighted(data: RunData, pairs: list[Pair], seed: int, table: pd.D
             elif not len(s):
                 # no per-latent scores: the summary's figure, without an interval
                 t = table.set_index("coder")[f"{scorer}_freq_weighted_f1"]
-                wb, wa = t.reindex(p.binary).mean(), t.reindex(p.continuous).mean()
-                if not (math.isnan(wa) or math.isnan(wb)):
-                    cells.append(Cell(f"{p.label}, {scorer}", float(wb), float(wa), float(wa - wb)))
+                if (means := _pair_means(t, p)) is not None:
+                    wb, wa = means
+                    cells.append(Cell(f"{p.label}, {scorer}", wb, wa, wa - wb))
     if not cells:
         return Claim(5, text, NOT_MEASURABLE, "No matched pair has F1 scores with firing counts (latent_scores.parquet and latents.parquet).",
                      needed="score latents of a binary and a continuous coder of the same family, hookpoint and k")
