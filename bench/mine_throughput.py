@@ -14,9 +14,9 @@ Prints tokens/s, the overhead of mining over the bare forward pass, and peak RSS
 Coders are random-weight by default: one per --kinds entry, expansion --expansion, k --k, at
 --hookpoint. Training changes the encoders' cost a little (their bf16-candidate selection proves
 most rows with fewer candidates on trained coders, see interp_eval/coders/topk.py): --coders
-RUN/coders mines trained coders instead (e.g. runs/demo/coders after `make demo`). The packaged corpus has ~311k held-out tokens; above that the
-benchmark treats every document as held out (--heldout-fraction 1.0, ~1M tokens), which only the
-benchmark does.
+RUN/coders mines trained coders instead (e.g. runs/demo/coders after `make demo`). The packaged
+corpus has ~311k held-out tokens; above that the benchmark treats every document as held out
+(--heldout-fraction 1.0, ~1M tokens), which only the benchmark does.
 """
 
 from __future__ import annotations
@@ -114,12 +114,12 @@ def main() -> None:
             for folder in sorted(p for p in args.coders.iterdir() if p.is_dir()):
                 (Path(tmp) / "coders" / folder.name).symlink_to(folder.resolve())
             names = sorted(p.name for p in (Path(tmp) / "coders").iterdir())
-            print(f"coders: trained, from {args.coders}: {', '.join(names)}; "
-                  f"batches of {args.batch_contexts} x 256 tokens; device {args.device}, {args.threads} threads")
+            what = f"trained, from {args.coders}: {', '.join(names)}"
         else:
             make_coders(Path(tmp), args.kinds, args.hookpoint, args.expansion, args.k, PACKAGED)
-            print(f"coders: random, {', '.join(args.kinds)} at {args.hookpoint}, {576 * args.expansion} latents, "
-                  f"k={args.k}; batches of {args.batch_contexts} x 256 tokens; device {args.device}, {args.threads} threads")
+            what = f"random, {', '.join(args.kinds)} at {args.hookpoint}, {576 * args.expansion} latents, k={args.k}"
+        print(f"coders: {what}; batches of {args.batch_contexts} x 256 tokens; device {args.device}, "
+              f"{args.threads} threads")
         results = []
         for n in args.tokens:
             frac = args.heldout_fraction if args.heldout_fraction is not None else (1.0 if n > 300_000 else 0.3)

@@ -6,9 +6,9 @@
 | tc         | transcoder | topk       | MLP input  | MLP out  |
 | btc        | transcoder | binary     | MLP input  | MLP out  |
 
-Parameters use sae-lens' names and shapes so saving is a rename-free copy:
-W_enc [d_in, d_sae] (stored transposed as W_enc_t, see SparseCoder.W_enc), b_enc [d_sae], W_dec [d_sae, d_out], b_dec [d_out], W_skip [d_out, d_in],
-log_threshold [d_sae] (binary only; theta = exp(log_threshold)).
+Parameters use sae-lens' names and shapes so saving is a rename-free copy: W_enc [d_in, d_sae]
+(stored transposed as W_enc_t, see SparseCoder.W_enc), b_enc [d_sae], W_dec [d_sae, d_out],
+b_dec [d_out], W_skip [d_out, d_in], log_threshold [d_sae] (binary only; theta = exp(log_threshold)).
 """
 
 from __future__ import annotations
