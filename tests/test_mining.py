@@ -370,6 +370,8 @@ def test_merge_of_shards_equals_one_pass():
 
 def test_reservoir_is_a_uniform_sample():
     """One latent firing in every window of 4000: its reservoir picks windows evenly over the stream."""
+    from interp_eval.mining.state import _EMPTY_LOW, _best
+
     sampling = Sampling(window=4, n_top=2, n_explain=40, n_test=50, n_negative=1, reservoir=200, negative_pool=1, seed=0)
     totals = np.zeros(10)
     for seed in range(5):
@@ -379,8 +381,8 @@ def test_reservoir_is_a_uniform_sample():
             vals = torch.rand(400, 1, generator=torch.Generator().manual_seed(b))
             s.update(vals, torch.zeros(400, 1, dtype=torch.long), 4, ids, seed=seed)
         assert int(s.n_windows[0]) == 4000
-        kept = s.res_win[0].numpy()
-        assert len(np.unique(kept)) == 200
+        kept = s.res_win[0][_best(s.res_key, 200, largest=False, empty=_EMPTY_LOW)[0] != _EMPTY_LOW].numpy()
+        assert len(np.unique(kept)) == 200 == len(kept)
         totals += np.bincount(kept // 400, minlength=10)
     expected = totals.sum() / 10
     chi2 = ((totals - expected) ** 2 / expected).sum()
@@ -412,26 +414,36 @@ def test_mine_command_reports_and_turns_bad_input_into_exit_2(mined, src, tmp_pa
 
 
 @pytest.mark.parametrize("largest", [True, False])
-def test_sparse_merge_keeps_the_best_keys_of_each_row(largest):
-    """Rows with room take every candidate, full rows select: either way a row ends with the K best
-    of its kept and new keys (checked against sorting the union), other rows untouched."""
-    from interp_eval.mining.state import _EMPTY_LOW, _EMPTY_TOP, _merge_sparse
+def test_insert_keeps_the_best_keys_of_each_row(largest):
+    """Rounds of candidates into the lazily compacted buffers of the top-N and the reservoir: rows with
+    room take every candidate, overflowing rows compact to their `keep` best and raise their threshold.
+    After every round each row holds the `keep` best keys it was ever offered (checked against sorting
+    all of them, including those its threshold filtered out), and the returned writes are exactly the
+    candidates that went in."""
+    from interp_eval.mining.state import _EMPTY_LOW, _EMPTY_TOP, _insert
 
     empty = _EMPTY_TOP if largest else _EMPTY_LOW
     g = torch.Generator().manual_seed(3)
-    L, K = 30, 8
-    keys = torch.randperm(10_000, generator=g)[: L * K + 400] + (1 << 33)
-    old = keys[: L * K].view(L, K).clone()
-    filled = torch.randint(0, K + 1, (L,), generator=g)  # row r has filled[r] real keys
-    for r in range(L):
-        old[r, torch.randperm(K, generator=g)[filled[r]:]] = empty
-    rows = torch.randint(0, L, (400,), generator=g).sort().values
-    cand = keys[L * K :]
-    before = old.clone()
-    r, slots, c = _merge_sparse(old, rows, cand, largest=largest, empty=empty)
-    old[r, slots] = cand[c]
-    for row in range(L):
-        union = torch.cat([before[row][before[row] != empty], cand[rows == row]])
-        best = union.sort(descending=largest).values[:K]
-        got = old[row][old[row] != empty].sort(descending=largest).values
-        assert torch.equal(got, best), row
+    L, keep, C, per_round = 30, 6, 9, 60
+    pool = (torch.randperm(100_000, generator=g) + (1 << 33)).tolist()
+    keys = torch.full((L, C), empty, dtype=torch.long)
+    thr = torch.full((L,), empty, dtype=torch.long)
+    offered: list[list[int]] = [[] for _ in range(L)]
+    compacted = 0
+    for _ in range(15):
+        rows = torch.randint(0, L, (per_round,), generator=g).sort().values
+        cand = torch.tensor([pool.pop() for _ in range(per_round)])
+        for r, k in zip(rows.tolist(), cand.tolist()):
+            offered[r].append(k)
+        ok = cand > thr[rows] if largest else cand < thr[rows]
+        rows, cand = rows[ok], cand[ok]
+        before = thr.clone()
+        r, slots, c = _insert(keys, thr, rows, cand, keep, largest=largest, empty=empty)
+        compacted += int((thr != before).sum())
+        assert torch.equal(keys[r, slots], cand[c]) and len(set(c.tolist())) == len(c)
+        for row in range(L):
+            held = set(keys[row][keys[row] != empty].tolist())
+            best = sorted(offered[row], reverse=largest)[:keep]
+            assert set(best) <= held, row
+            assert len(held) <= C
+    assert compacted > L  # the overflow path ran, repeatedly

@@ -10,8 +10,9 @@ checkpoint is missing or was made with other settings). The stage is complete on
 line is written, after the three files were renamed into place; starting a run with another config
 first marks an older completion invalid, so its files cannot pass for the new one's.
 
-Memory: per coder about latents x (n_top + reservoir) x window x 4 bytes of kept activations plus
-keys (4,608 latents at the defaults: ~145 MiB; 36,864 latents: ~1.1 GiB), allocated up front, plus
+Memory: per coder about latents x 1.25 (n_top + reservoir) x window x 4 bytes of kept activations
+plus keys (the 1.25: room between compactions, see state.capacity; 4,608 latents at the defaults:
+~183 MiB; 36,864 latents: ~1.4 GiB), allocated up front, plus
 per-batch temporaries of latents x batch windows. Nothing grows with the number of tokens.
 """
 
@@ -56,7 +57,7 @@ log = logging.getLogger(__name__)
 
 STAGE = "mine"
 OUTPUTS = [LATENTS, WINDOWS, CONTEXTS]
-_CKPT_VERSION = 1
+_CKPT_VERSION = 2  # 2: lazily compacted top-N and reservoir buffers with their thresholds
 
 
 # --------------------------------------------------------------------------- coders
