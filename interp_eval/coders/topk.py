@@ -15,12 +15,15 @@ Two ways to the same answer:
 
 The bound. Write x' = [x, 1] and w'_j = [w_j, b_j] (the bias rides in the product as one more
 column). bf16 rounding gives x^ = x' + dx and w^_j = w'_j + dw_j with |dw_j| <= u |w'_j| (u = 2^-8);
-the product accumulates in fp32 (error <= gamma sum |x^_i w^_ij|, gamma = d u32 / (1 - d u32)). By
-Cauchy-Schwarz the accumulated score p_j of latent j is within
-    e_j <= (u |x^| + |dx| + gamma (1 + u) |x^|) r_j = A r_j,    r_j = |w'_j|,
-of the exact x'.w'_j. One more product column carries that per-(row, latent) slack: x^ gets A
-(rounded up) and w^_j gets r_j (rounded up), so the bf16 product returns o_j = round(p_j + A r_j),
-an upper bound of x'.w'_j up to the one output rounding: x'.w'_j <= o_j + u / (1 - u) |o_j|.
+the product accumulates in fp32 (error <= gamma sum |x^_i w^_ij|, gamma = d u32 / (1 - d u32)). As
+x'.w'_j = x^.w^_j - x^.dw_j - dx.w'_j, by Cauchy-Schwarz the accumulated score p_j of latent j is
+within
+    e_j <= |x^| |dw_j| + (|dx| + gamma (1 + u) |x^|) r_j = |x^| |dw_j| + A r_j,    r_j = |w'_j|,
+of the exact x'.w'_j. Both |dw_j| (the rounding latent j actually got, about 0.4 u r_j on average
+rather than the worst case u r_j) and |dx| are measured, not assumed. Two more product columns carry
+that per-(row, latent) slack: x^ gets |x^| and A (rounded up), w^_j gets |dw_j| and r_j (rounded
+up), so the bf16 product returns o_j = round(p_j + e_j), an upper bound of x'.w'_j up to the one
+output rounding: x'.w'_j <= o_j + u / (1 - u) |o_j|.
 Candidates are the n_cand largest o_j; every other latent has o_j <= m (the smallest candidate's), so
     x'.w'_j <= m + u / (1 - u) |m| = U         for every non-candidate j.
 A row is proved when its k-th fp32-rescored value, less the rescoring's own error (gamma |x'| max r),
@@ -47,13 +50,15 @@ _U32 = 2.0**-24  # fp32 unit roundoff
 _scratch = threading.local()  # per thread: reused buffers, keyed by role
 # rows handled by candidate_topk and how many of them needed the dense recomputation (for benches)
 CANDIDATE_STATS = {"rows": 0, "fallback_rows": 0}
-# candidates per row, per encoder (its storage address, latents, k): starts at 2k and grows by k/4,
-# or by the failed fraction of the count if more, while more than max_fallback(latents) of a call's
-# rows fail their proof, up to 4k or as far as topk_rows' two stages stay cheap. The code is the same
-# either way (candidate_topk returns it canonical); this is speed only: a failed row
-# costs a dense row (in proportion to the latents), a candidate one gathered dot product. Measured at
-# 4,608 latents: 64 candidates with 2.6% failed rows beat 72 with 2.1%; at 36,864, 80 with 1.6%
-# beat 64 with 6.5%. So growing pays above about 256 / latents failed rows.
+# candidates per row, per encoder (its storage address, latents, k): starts at k + k/4 and grows by
+# k/4, or by the failed fraction of the count if more, while more than max_fallback(latents) of a
+# call's rows fail their proof, up to 4k or as far as topk_rows' two stages stay cheap. The code is
+# the same either way (candidate_topk returns it canonical); this is speed only: a failed row costs a
+# dense row (in proportion to the latents), a candidate one gathered dot product. Measured at 4,608
+# latents, k = 32, four coders a batch of 8,192 rows: the demo's trained coders 394 ms with 40
+# candidates (8.5% failed rows), 362 ms with 48 (0.6%), 391 ms with 64; random-weight ones 439 ms
+# with 48 (10%), 398 ms with 56 (1.4%), 411 ms with 64 (0.6%). So growing pays above about
+# 256 / latents failed rows.
 _n_cand: dict[tuple[int, int, int], int] = {}
 
 
@@ -153,27 +158,32 @@ def candidate_topk(
     n, d = x.shape
     m = W_t.shape[0]
     key = (W_t.data_ptr(), m, k)
-    kc = min(m, n_cand or _n_cand.get(key, 2 * k))
+    kc = min(m, n_cand or _n_cand.get(key, k + max(1, k // 4)))
     dev = x.device
-    d_pad = -(-(d + 2) // 32) * 32  # bias and slack columns, then zeros to whole AMX tiles of 32
-    gamma = (d + 2) * _U32 / (1 - (d + 2) * _U32)
-    up = 1 + 8 * _U  # rounding-up margin for the slack column (covers its rounding and accumulation)
+    d_pad = -(-(d + 3) // 32) * 32  # bias and two slack columns, then zeros to whole AMX tiles of 32
+    gamma = (d + 3) * _U32 / (1 - (d + 3) * _U32)
+    up = 1 + 8 * _U  # rounding-up margin for the slack columns (covers their rounding and accumulation)
     with torch.no_grad():
         r = torch.sqrt(torch.linalg.vector_norm(W_t, dim=1).square() + bias.square())  # |w'_j|
         Wb = _buffer("w_bf16", (m, d_pad), torch.bfloat16, dev)
         Wb[:, :d].copy_(W_t)
         Wb[:, d].copy_(bias)
+        dw = torch.sqrt(  # |dw_j|, the rounding each latent actually got (<= u r_j)
+            torch.linalg.vector_norm(Wb[:, :d].float().sub_(W_t), dim=1).square_() + (Wb[:, d].float() - bias).square_()
+        )
         Wb[:, d + 1].copy_(r * up)
-        Wb[:, d + 2 :].zero_()
+        Wb[:, d + 2].copy_(dw * up)
+        Wb[:, d + 3 :].zero_()
         xb = _buffer("x_bf16", (n, d_pad), torch.bfloat16, dev)
         xb[:, :d].copy_(x)
         xb[:, d] = 1.0
-        xb[:, d + 2 :].zero_()
+        xb[:, d + 3 :].zero_()
         xf = xb[:, :d].float()  # x^ without its bias column (an exact 1)
         xb_norm = torch.linalg.vector_norm(xf, dim=1).square_().add_(1.0).sqrt_()
         dx_norm = torch.linalg.vector_norm(xf.sub_(x), dim=1)
         del xf
-        xb[:, d + 1].copy_((_U * xb_norm + dx_norm + gamma * (1 + _U) * xb_norm) * up)  # A, rounded up
+        xb[:, d + 1].copy_((dx_norm + gamma * (1 + _U) * xb_norm) * up)  # A, rounded up: pairs with r_j
+        xb[:, d + 2].copy_(xb_norm * up)  # |x^|, rounded up: pairs with |dw_j|
         # the fp32 rescoring's own error, charged to the candidates' side of the proof
         rescore_err = gamma * (torch.linalg.vector_norm(x, dim=1) + 1.0) * r.max()
 

@@ -16,6 +16,7 @@ import torch
 
 from ..errors import UserError
 from ..paths import cache_dir
+from .allocator import reuse_freed_memory
 
 log = logging.getLogger(__name__)
 
@@ -104,6 +105,8 @@ def load_subject_model(name: str | None = None, device: str = "auto") -> Subject
     hf_logging.disable_progress_bar()  # our own progress bars say what is happening
     name = name or PACKAGED
     dev = resolve_device(device)
+    if dev.type == "cpu":
+        reuse_freed_memory()  # the forward pass's large temporaries: reused, not page-faulted in per batch
     if name in PACKAGED_ALIASES:
         source, label = packaged_model_dir(), PACKAGED
     else:
