@@ -51,19 +51,23 @@ _scratch = threading.local()  # per thread: reused buffers, keyed by role
 # rows handled by candidate_topk and how many of them needed the dense recomputation (for benches)
 CANDIDATE_STATS = {"rows": 0, "fallback_rows": 0}
 # candidates per row, per encoder (its storage address, latents, k): starts at k + k/4 and grows by
-# k/4, or by the failed fraction of the count if more, while more than max_fallback(latents) of a
+# k/8, or by the failed fraction of the count if more, while more than max_fallback(latents) of a
 # call's rows fail their proof, up to 4k or as far as topk_rows' two stages stay cheap. The code is
 # the same either way (candidate_topk returns it canonical); this is speed only: a failed row costs a
 # dense row (in proportion to the latents), a candidate one gathered dot product. Measured at 4,608
-# latents, k = 32, four coders a batch of 8,192 rows: the demo's trained coders 394 ms with 40
-# candidates (8.5% failed rows), 362 ms with 48 (0.6%), 391 ms with 64; random-weight ones 439 ms
-# with 48 (10%), 398 ms with 56 (1.4%), 411 ms with 64 (0.6%). So growing pays above about
-# 256 / latents failed rows.
+# latents, k = 32, a batch of 8,192 rows, the demo's trained coders (ms, failed rows):
+#   candidates  36          40          44          48          56
+#   BAE         148, 31%    101, 4.0%   95, 0.5%    99, 0.1%    102, 0%
+#   BTC         146, 35%    94, 5.0%    88, 0.5%    90, 0.1%    94, 0%
+#   SAE         203, 69%    113, 18%    91, 3.8%    88, 2.2%    95, 1.9%
+#   TC          169, 46%    101, 7.4%   93, 0.9%    92, 0.1%    97, 0%
+# and random-weight ones settle at 56 (1.4% failed; 48: 10%, 64: 0.6%). A failed row costs about
+# 170 candidates' rescoring here, so growing pays above about 128 / latents failed rows (2.8%).
 _n_cand: dict[tuple[int, int, int], int] = {}
 
 
 def max_fallback(m: int) -> float:
-    return min(0.1, max(0.005, 256 / m))
+    return min(0.1, max(0.003, 128 / m))
 
 
 # topk_rows' group width for the candidates: the first of these that divides the latents. Measured on
@@ -214,7 +218,7 @@ def candidate_topk(
     if bad.any():
         rows_bad = bad.nonzero().squeeze(1)
         CANDIDATE_STATS["fallback_rows"] += int(rows_bad.numel())
-        grown = min(m, 4 * k, kc + max(1, k // 4, -(-kc * rows_bad.numel() // n)))
+        grown = min(m, 4 * k, kc + max(1, k // 8, -(-kc * rows_bad.numel() // n)))
         if n_cand is None and rows_bad.numel() > max_fallback(m) * n and grown > kc and m // select_block(m) >= 4 * grown:
             _n_cand[key] = grown
         _, i = dense_topk(x[rows_bad], W_t, bias, k)
