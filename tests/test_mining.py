@@ -366,6 +366,9 @@ def test_merge_of_shards_equals_one_pass():
     for b, batch in enumerate(batches):
         _feed(thirds[b % 3], [batch], first=b)
     _same(whole, merge_all(thirds), sampling)
+    # a merged state is a working state: more batches into it and into the single pass agree
+    more = list(_synthetic_batches(seed=5, n_batches=3))
+    _same(_feed(whole, more, first=len(batches)), _feed(merge(even, odd), more, first=len(batches)), sampling)
 
 
 def test_reservoir_is_a_uniform_sample():
