@@ -450,3 +450,27 @@ def test_insert_keeps_the_best_keys_of_each_row(largest):
             assert set(best) <= held, row
             assert len(held) <= C
     assert compacted > L  # the overflow path ran, repeatedly
+
+
+@pytest.mark.parametrize("slow_threads", ["one", "all"])
+def test_bookkeeping_threads_keep_the_faster_setting(slow_threads):
+    """After the first batch, one trial each of 1 thread and all threads; the faster one is kept."""
+    import time
+
+    from interp_eval.mining.stage import BookkeepingThreads
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        bt = BookkeepingThreads(torch.device("cpu"))
+        seen = []
+        for _ in range(6):
+            with bt():
+                n = torch.get_num_threads()
+                seen.append(n)
+                time.sleep(0.05 if (n == 1) == (slow_threads == "one") else 0.001)
+        assert bt.choice == (2 if slow_threads == "one" else 1)
+        assert seen[:3] == [2, 1, 2] and set(seen[3:]) == {bt.choice}
+        assert torch.get_num_threads() == 2  # restored after each batch
+    finally:
+        torch.set_num_threads(previous)

@@ -265,10 +265,12 @@ class BookkeepingThreads:
     time (measured: 66 -> 37 ms per batch and coder on 2 cores); on a busy one every op ends in a
     barrier that waits for a descheduled thread (measured: 1.3 s vs 0.15 s with 1 thread on 2 shared
     cores). So the first `trials` batches after the first alternate the two and the faster median
-    is kept. The forward pass and the encoders always use all threads; results do not depend on it.
+    is kept. One trial each: the gaps are large (1.6x on an idle machine, 8x on a busy one) and every
+    1-thread trial costs ~100 ms on an idle one. The forward pass and the encoders always use all
+    threads; results do not depend on it.
     """
 
-    def __init__(self, device: torch.device, trials: int = 6):
+    def __init__(self, device: torch.device, trials: int = 2):
         self.all = torch.get_num_threads()
         self.times: dict[int, list[float]] = {1: [], self.all: []}
         self.trials = trials
