@@ -5,7 +5,9 @@ For each token count, in a fresh subprocess (so peak RSS is that run's own):
      held-out tokens, timed before and after step 2 (the faster counts: the machine may be shared);
   2. the full mine stage over the same tokens (forward + encoding + bookkeeping + writing), timed,
      with its own split of forward vs encoding/bookkeeping time.
-Prints tokens/s, the overhead of mining over the bare forward pass, and peak RSS.
+Prints tokens/s, the time encoding + bookkeeping add as a share of the forward pass (timed inside the
+mining loop, and timed bare), the whole mining loop over the bare forward pass (which also carries
+any difference between the two forward timings), and peak RSS.
 
     python bench/mine_throughput.py                       # 100k and 1M tokens, layers.9.mlp, sae + bae x8
     python bench/mine_throughput.py --tokens 16384 65536  # a quick check
@@ -139,6 +141,7 @@ def main() -> None:
             if "bare_s" in r:
                 loop = r["forward_s"] + extra
                 msg += f"; bare forward {r['bare_s']:.1f}s ({r['bare_tokens'] / r['bare_s']:,.0f} tok/s): " \
+                       f"encode + bookkeeping = +{100 * extra / r['bare_s']:.1f}% of it, " \
                        f"mining loop / bare = {loop / r['bare_s']:.3f} (+{100 * (loop / r['bare_s'] - 1):.1f}%)"
             msg += f"; peak RSS {r['peak_rss_mib']:,.0f} MiB"
             print(msg, flush=True)

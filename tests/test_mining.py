@@ -474,3 +474,31 @@ def test_bookkeeping_threads_keep_the_faster_setting(slow_threads):
         assert torch.get_num_threads() == 2  # restored after each batch
     finally:
         torch.set_num_threads(previous)
+
+
+def test_tokens_after_the_last_whole_window_count_but_sit_in_no_window():
+    """Contexts of 20 tokens cut into windows of 8 leave 4 tokens per context in no window: they count
+    towards firing counts and max activations, never towards windows or their activations."""
+    sampling = Sampling(window=8, n_top=3, n_explain=1, n_test=1, n_negative=1, reservoir=4, negative_pool=6, seed=0)
+    ctx, n_ctx, L = 20, 3, 4
+    pos = torch.arange(n_ctx * ctx) % ctx
+    values = torch.zeros(n_ctx * ctx, 2)
+    indices = torch.zeros(n_ctx * ctx, 2, dtype=torch.long)
+    values[:, 0] = torch.where(pos >= 16, 5.0, 0.0)  # latent 0 fires in the tails only, above all else
+    indices[:, 1] = 1
+    values[:, 1] = torch.where(pos % 5 == 0, 1.0 + pos / 100, 0.0)  # latent 1 at positions 0, 5, 10, 15
+    state = CoderState.empty(L, sampling)
+    state.update(values, indices, ctx, torch.arange(n_ctx * 2), seed=0)
+    assert state.firing_count.tolist() == [12, 12, 0, 0] and state.max_act[0] == 5.0
+    assert state.n_windows.tolist() == [0, 6, 0, 0]
+    from interp_eval.mining.schema import KINDS
+
+    rows = select_rows(state, sampling, binary=False)
+    assert not ((rows.latent == 0) & (rows.kind != KINDS.index("random_negative"))).any()  # no activating window
+    top = (rows.latent == 1) & (rows.kind == KINDS.index("top"))
+    expected = np.zeros(8, np.float32)
+    expected[[0, 5]] = [1.0, 1.05]  # window 0 of a context: positions 0 and 5
+    assert top.sum() == 3
+    for acts, wid in zip(rows.activations[top], rows.window_id[top]):
+        want = expected if wid % 2 == 0 else np.array([0, 0, 1.1, 0, 0, 0, 0, 1.15], np.float32)
+        np.testing.assert_allclose(acts, want)

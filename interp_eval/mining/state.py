@@ -19,8 +19,9 @@ Each kept (latent, window) entry also holds the latent's activation at every tok
 The top-N and the reservoir rows are lazily compacted buffers of capacity(N) and capacity(R) slots
 holding a superset of the best N / R keys (see `_insert`): a batch's new keys go into empty slots,
 and only a row that would overflow pays for a selection. Readers take each row's N / R best
-(`_best`). No Python loop runs over latents, tokens or windows. `merge` is a plain function (top-N of top-Ns,
-bottom-R of reservoirs, summed counts), used for torchrun ranks and testable without processes.
+(`_best`). No Python loop runs over latents, tokens or windows. `merge` is a plain function (top-N
+of top-Ns, bottom-R of reservoirs, summed counts), used for torchrun ranks and testable without
+processes.
 """
 
 from __future__ import annotations
