@@ -52,19 +52,26 @@ def test_candidates_equal_dense_selection(chunk, monkeypatch):
     assert rows == 600 and fallback <= 6  # the proof holds for almost every row of random data
 
 
-def test_candidate_count_grows_while_too_many_rows_fail():
-    """The count starts at k + k/4; a call where more than max_fallback(latents) of the rows fail their
-    proof raises it for that encoder, and the next call needs the dense product for fewer rows."""
+def test_candidate_count_adapts_to_the_failed_rows():
+    """More than max_fallback(latents) of a call's rows failing their proof raises the encoder's count
+    for the next call (which then needs the dense product for far fewer rows); a call where almost
+    none fail lowers it by k/8, down to k + k/8."""
     x, W_t, bias = _problem(m=4096)
     key = (W_t.data_ptr(), 4096, 16)
-    topk_mod._n_cand.pop(key, None)
-    fallbacks = []
+    topk_mod._n_cand[key] = 20
+    fallbacks, counts = [], []
     for _ in range(2):
         before = topk_mod.CANDIDATE_STATS["fallback_rows"]
         candidate_topk(x, W_t, bias, 16)
         fallbacks.append(topk_mod.CANDIDATE_STATS["fallback_rows"] - before)
-    assert fallbacks[0] > topk_mod.max_fallback(4096) * 600 and topk_mod._n_cand[key] > 20
+        counts.append(topk_mod._n_cand[key])
+    assert fallbacks[0] > topk_mod.max_fallback(4096) * 600 and counts[0] > 20
     assert fallbacks[1] < fallbacks[0] / 10
+    topk_mod._n_cand[key] = 40  # far more than this problem needs: no row fails, the count steps down
+    for expected in (38, 36, 34):
+        candidate_topk(x, W_t, bias, 16)
+        assert topk_mod._n_cand[key] == expected
+    assert topk_mod._next_count(18, 16, 4096, 0.0) == 18  # never below k + k/8
     topk_mod._n_cand.pop(key, None)
 
 

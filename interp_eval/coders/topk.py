@@ -35,6 +35,7 @@ coders and large enough batches, "bf16" forces them (any device), "fp32" never u
 
 from __future__ import annotations
 
+import math
 import os
 import threading
 
@@ -50,24 +51,42 @@ _U32 = 2.0**-24  # fp32 unit roundoff
 _scratch = threading.local()  # per thread: reused buffers, keyed by role
 # rows handled by candidate_topk and how many of them needed the dense recomputation (for benches)
 CANDIDATE_STATS = {"rows": 0, "fallback_rows": 0}
-# candidates per row, per encoder (its storage address, latents, k): starts at k + k/4 and grows by
-# k/8, or by the failed fraction of the count if more, while more than max_fallback(latents) of a
-# call's rows fail their proof, up to 4k or as far as topk_rows' two stages stay cheap. The code is
-# the same either way (candidate_topk returns it canonical); this is speed only: a failed row costs a
-# dense row (in proportion to the latents), a candidate one gathered dot product. Measured at 4,608
-# latents, k = 32, a batch of 8,192 rows, the demo's trained coders (ms, failed rows):
+# candidates per row, per encoder (its storage address, latents, k): starts at k + k/4 (2k above
+# 16,384 latents, see below); grows by k/8, or by the failed fraction of the count if more, while
+# more than max_fallback(latents) of a call's rows fail their proof (up to 4k, or as far as
+# topk_rows' two stages stay cheap), and shrinks by k/8 (down to k + k/8) while fewer than an eighth
+# of that fail. The code is the same either way (candidate_topk returns it canonical); this is speed
+# only: a failed row costs a dense row (in proportion to the latents), a candidate one gathered dot
+# product. Measured at 4,608 latents, k = 32, a batch of 8,192
+# rows, the demo's trained coders (ms, failed rows):
 #   candidates  36          40          44          48          56
 #   BAE         148, 31%    101, 4.0%   95, 0.5%    99, 0.1%    102, 0%
 #   BTC         146, 35%    94, 5.0%    88, 0.5%    90, 0.1%    94, 0%
 #   SAE         203, 69%    113, 18%    91, 3.8%    88, 2.2%    95, 1.9%
 #   TC          169, 46%    101, 7.4%   93, 0.9%    92, 0.1%    97, 0%
-# and random-weight ones settle at 56 (1.4% failed; 48: 10%, 64: 0.6%). A failed row costs about
-# 170 candidates' rescoring here, so growing pays above about 128 / latents failed rows (2.8%).
+# and random-weight ones are best at 56 (1.4% failed; 48: 10%, 64: 0.6%). A failed row costs about
+# 170 candidates' rescoring here, so growing pays above about 128 / latents failed rows (2.8%). At
+# 36,864 latents (random weights, 4,096 rows) 40 candidates fail 91% of rows, 48 26%, 56 1%, 64 none:
+# starting low costs one call 3.6x its settled time there, hence the start at 2k for many latents.
+# Some rows fail whatever the count (tokens with huge norms, ~2% of the SAE's rows above), which can
+# hold a count inside the band where it neither grows nor shrinks: the start is therefore low where
+# that is cheap, rather than left to the shrinking.
 _n_cand: dict[tuple[int, int, int], int] = {}
 
 
 def max_fallback(m: int) -> float:
     return min(0.1, max(0.003, 128 / m))
+
+
+def _next_count(kc: int, k: int, m: int, failed: float) -> int:
+    """The candidate count for an encoder's next call, after a call with kc that failed this share of rows."""
+    step = max(1, k // 8)
+    if failed > max_fallback(m):
+        grown = min(m, 4 * k, kc + max(step, math.ceil(kc * failed)))
+        return grown if m // select_block(m) >= 4 * grown else kc
+    if failed < max_fallback(m) / 8:
+        return max(k + step, kc - step)
+    return kc
 
 
 # topk_rows' group width for the candidates: the first of these that divides the latents. Measured on
@@ -160,6 +179,19 @@ def encoder_topk(x: torch.Tensor, W_t: torch.Tensor, bias: torch.Tensor, k: int)
     return dense_topk(x, W_t, bias, k)
 
 
+def _rounding_norms(Wb: torch.Tensor, W: torch.Tensor, rows: int = 4096) -> torch.Tensor:
+    """|Wb_j - W_j| per row j: the rounding each latent actually got, a block of rows at a time in a
+    reused fp32 buffer (the whole difference at once would page-fault 85 MB a step at 36,864 latents)."""
+    m, d = W.shape
+    out = torch.empty(m, dtype=torch.float32, device=W.device)
+    buf = _buffer("rounding", (min(rows, m), d), torch.float32, W.device)
+    for i in range(0, m, rows):
+        c = min(rows, m - i)
+        diff = buf[:c].copy_(Wb[i : i + c]).sub_(W[i : i + c])
+        torch.linalg.vector_norm(diff, dim=1, out=out[i : i + c])
+    return out
+
+
 def candidate_topk(
     x: torch.Tensor, W_t: torch.Tensor, bias: torch.Tensor, k: int, n_cand: int | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -169,7 +201,7 @@ def candidate_topk(
     n, d = x.shape
     m = W_t.shape[0]
     key = (W_t.data_ptr(), m, k)
-    kc = min(m, n_cand or _n_cand.get(key, k + max(1, k // 4)))
+    kc = min(m, n_cand or _n_cand.get(key, k + k // 4 if m <= 16_384 else 2 * k))
     dev = x.device
     d_pad = -(-(d + 3) // 32) * 32  # bias and two slack columns, then zeros to whole AMX tiles of 32
     gamma = (d + 3) * _U32 / (1 - (d + 3) * _U32)
@@ -179,9 +211,7 @@ def candidate_topk(
         Wb = _buffer("w_bf16", (m, d_pad), torch.bfloat16, dev)
         Wb[:, :d].copy_(W_t)
         Wb[:, d].copy_(bias)
-        dw = torch.sqrt(  # |dw_j|, the rounding each latent actually got (<= u r_j)
-            torch.linalg.vector_norm(Wb[:, :d].float().sub_(W_t), dim=1).square_() + (Wb[:, d].float() - bias).square_()
-        )
+        dw = _rounding_norms(Wb[:, :d], W_t).square_().add_((Wb[:, d].float() - bias).square_()).sqrt_()
         Wb[:, d + 1].copy_(r * up)
         Wb[:, d + 2].copy_(dw * up)
         Wb[:, d + 3 :].zero_()
@@ -214,13 +244,12 @@ def candidate_topk(
     values, j = torch.topk(z, k, dim=-1, sorted=False)
     indices = cand.gather(1, j)
     bad = ~(values.amin(1) > bound)  # not proved (includes NaN)
+    rows_bad = bad.nonzero().squeeze(1)
     CANDIDATE_STATS["rows"] += n
-    if bad.any():
-        rows_bad = bad.nonzero().squeeze(1)
-        CANDIDATE_STATS["fallback_rows"] += int(rows_bad.numel())
-        grown = min(m, 4 * k, kc + max(1, k // 8, -(-kc * rows_bad.numel() // n)))
-        if n_cand is None and rows_bad.numel() > max_fallback(m) * n and grown > kc and m // select_block(m) >= 4 * grown:
-            _n_cand[key] = grown
+    CANDIDATE_STATS["fallback_rows"] += int(rows_bad.numel())
+    if n_cand is None:
+        _n_cand[key] = _next_count(kc, k, m, rows_bad.numel() / n)
+    if rows_bad.numel():
         _, i = dense_topk(x[rows_bad], W_t, bias, k)
         indices[rows_bad] = i
         values[rows_bad] = gather_dots(i, W_t, x[rows_bad]).add_(bias[i])
