@@ -92,26 +92,7 @@ def window_hash(window_ids: torch.Tensor, salts: torch.Tensor | int) -> torch.Te
     return _mix32(window_ids ^ salts)
 
 
-# --------------------------------------------------------------------------- slot replacement
-def _replace(old: torch.Tensor, cand: torch.Tensor, largest: bool, empty: int):
-    """Merge candidate keys into kept keys [L, K]; return (rows, slots, cand columns) to overwrite.
-
-    The kept set becomes the K largest (smallest) of old + cand. Each row has as many losing kept
-    slots as winning candidates; listing both row by row (nonzero is row-major) pairs them up.
-    Candidates equal to `empty` are placeholders, never written.
-    """
-    L, K = old.shape
-    sel = torch.cat([old, cand], 1).topk(K, dim=1, largest=largest, sorted=False).indices
-    is_new = sel >= K
-    kept = torch.zeros(L, K + 1, dtype=torch.bool, device=old.device)
-    kept.scatter_(1, sel.clamp(max=K), True)
-    rows, slots = (~kept[:, :K]).nonzero(as_tuple=True)
-    new_rows, new_pos = is_new.nonzero(as_tuple=True)
-    cols = sel[new_rows, new_pos] - K
-    real = cand[rows, cols] != empty
-    return rows[real], slots[real], cols[real]
-
-
+# --------------------------------------------------------------------------- kept keys
 def _insert(keys: torch.Tensor, thr: torch.Tensor, rows: torch.Tensor, cand: torch.Tensor, keep: int, largest: bool,
             empty: int):
     """Insert candidate keys (row, key), `rows` sorted, into a lazily compacted row buffer.
@@ -379,10 +360,14 @@ class CoderState:
             self.res_acts.view(L * R, W).index_copy_(0, r_rows * R + r_slots, acts[nt:])
 
         # negative pool: the P windows with the smallest window-only hash, with their firing masks
+        # (one row with no slack: every batch's windows compete with it, so no threshold is kept)
         wkey = window_hash(window_ids, int(latent_salts(1, seed, _SALT_POOL)[0]))
-        _, p_slots, p_cols = _replace(self.pool_key[None, :], wkey[None, :], largest=False, empty=_EMPTY_LOW)
-        if p_slots.numel():
-            self.pool_key[p_slots] = wkey[p_cols]
+        no_bound = torch.full((1,), _EMPTY_LOW, dtype=torch.long, device=dev)
+        _, p_slots, p_cols = _insert(
+            self.pool_key[None, :], no_bound, torch.zeros_like(wkey), wkey, self.pool_key.numel(), largest=False,
+            empty=_EMPTY_LOW,
+        )
+        if p_slots.numel():  # _insert wrote the keys
             self.pool_win[p_slots] = window_ids[p_cols]
             self.pool_fire[p_slots] = (wmax.view(L, n_win)[:, p_cols] > 0).T
 
