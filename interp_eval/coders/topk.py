@@ -57,8 +57,8 @@ CANDIDATE_STATS = {"rows": 0, "fallback_rows": 0}
 # topk_rows' two stages stay cheap), and shrinks by k/8 (down to k + k/8) while fewer than an eighth
 # of that fail. The code is the same either way (candidate_topk returns it canonical); this is speed
 # only: a failed row costs a dense row (in proportion to the latents), a candidate one gathered dot
-# product. Measured at 4,608 latents, k = 32, a batch of 8,192
-# rows, the demo's trained coders (ms, failed rows):
+# product. Measured at 4,608 latents, k = 32, a batch of 8,192 rows, the demo's trained coders (ms,
+# failed rows):
 #   candidates  36          40          44          48          56
 #   BAE         148, 31%    101, 4.0%   95, 0.5%    99, 0.1%    102, 0%
 #   BTC         146, 35%    94, 5.0%    88, 0.5%    90, 0.1%    94, 0%

@@ -12,8 +12,8 @@ first marks an older completion invalid, so its files cannot pass for the new on
 
 Memory: per coder about latents x 1.25 (n_top + reservoir) x window x 4 bytes of kept activations
 plus keys (the 1.25: room between compactions, see state.capacity; 4,608 latents at the defaults:
-~183 MiB; 36,864 latents: ~1.4 GiB), allocated up front, plus
-per-batch temporaries of latents x batch windows. Nothing grows with the number of tokens.
+~183 MiB; 36,864 latents: ~1.4 GiB), allocated up front, plus per-batch temporaries of latents x
+batch windows. Nothing grows with the number of tokens.
 """
 
 from __future__ import annotations
