@@ -13,6 +13,7 @@ from run_builders import build_mined_run
 
 from interp_eval.explain.prompt import parse_explanation
 from interp_eval.explain.stage import ExplainConfig, run_explain_stage
+from interp_eval.prompting import load_dialogue
 
 GOOD = "The marked tokens share a word.\n[EXPLANATION]: the word {w}"
 
@@ -50,7 +51,8 @@ def test_explains_live_latents_from_explain_windows_only(llm_env, fast_config, m
         assert "".join(win.at[w, "tokens"]).strip()[:60] not in prompts or w in set(ctx[ctx["split"] == "explain"]["window_id"])
     # the fixed system + few-shot prefix is marked for Anthropic prompt caching
     body = llm_env.log[0].body
-    assert any("cache_control" in str(m) for m in body["messages"][:4])
+    n_prefix = len(load_dialogue("explain_fewshot"))
+    assert any("cache_control" in str(m) for m in body["messages"][:n_prefix])
 
 
 def test_second_run_makes_no_calls_and_more_latents_pay_only_for_new_ones(llm_env, fast_config, mined):

@@ -1,4 +1,4 @@
-"""Explainer prompts: the fixed system + few-shot prefix, the latent's windows, and the answer parser."""
+"""Explainer prompts: the fixed system + few-shot prefix, the latent's windows and token summary, and the answer checks."""
 
 from __future__ import annotations
 
@@ -8,19 +8,32 @@ from typing import Sequence
 
 from ..llm import LLMRequest
 from ..prompting import active_mask, load_dialogue, load_prompt, render
+from .copies import fewshot_copy
+from .tokens import Window, token_summary
+
+__all__ = ["Window", "Verdict", "prompt_version", "fewshot_explanations", "format_windows", "build_request",
+           "retry_request", "parse_explanation", "judge_answer"]
 
 EXPLANATION_RE = re.compile(r"^\s*\[?explanation\]?\s*:\s*(.+?)\s*$", re.IGNORECASE)
+PROMPTS = ("explain_system", "explain_fewshot", "explain_user", "explain_retry", "explain_copy_retry")
 
 
 @dataclass(frozen=True)
-class Window:
-    tokens: Sequence[str]
-    activations: Sequence[float]
+class Verdict:
+    """What an answer is worth: an accepted explanation, or the reason it is asked again."""
+
+    explanation: str | None  # accepted: parseable and not a few-shot copy
+    copied: str | None = None  # the few-shot answer it repeats (then explanation is None)
 
 
 def prompt_version() -> str:
-    parts = [load_prompt(n).version for n in ("explain_system", "explain_fewshot", "explain_user", "explain_retry")]
-    return "+".join(parts)
+    return "+".join(load_prompt(n).version for n in PROMPTS)
+
+
+def fewshot_explanations() -> tuple[str, ...]:
+    """The explanations the few-shot assistant turns give (what a lazy model copies)."""
+    found = (parse_explanation(m["content"]) for m in load_dialogue("explain_fewshot") if m["role"] == "assistant")
+    return tuple(e for e in found if e)
 
 
 def _activation_note(window: Window) -> str:
@@ -41,9 +54,10 @@ def format_windows(windows: Sequence[Window], show_activations: bool = False) ->
 
 
 def build_request(windows: Sequence[Window], show_activations: bool = False, max_tokens: int = 200) -> LLMRequest:
-    """System + few-shot (a fixed, cacheable prefix) + this latent's windows."""
+    """System + few-shot (a fixed, cacheable prefix) + this latent's windows and marked-token summary."""
     fewshot = load_dialogue("explain_fewshot")
-    user = load_prompt("explain_user").render(examples=format_windows(windows, show_activations))
+    user = load_prompt("explain_user").render(examples=format_windows(windows, show_activations),
+                                              tokens=token_summary(windows))
     return LLMRequest(
         messages=[*fewshot, {"role": "user", "content": user}],
         system=load_prompt("explain_system").text,
@@ -55,10 +69,17 @@ def build_request(windows: Sequence[Window], show_activations: bool = False, max
     )
 
 
-def retry_request(request: LLMRequest, bad_answer: str) -> LLMRequest:
-    """The same conversation plus the unparseable answer and a corrective turn (a new cache key)."""
+def retry_request(request: LLMRequest, bad_answer: str, copied: str | None = None) -> LLMRequest:
+    """The same conversation plus the rejected answer and a corrective turn (a new cache key).
+
+    The turn says what was wrong: no `[EXPLANATION]:` line, or (with `copied`) a few-shot answer repeated.
+    """
+    if copied is None:
+        correction = load_prompt("explain_retry").text
+    else:
+        correction = load_prompt("explain_copy_retry").render(copied=copied)
     messages = [*request.messages, {"role": "assistant", "content": bad_answer or "(empty)"},
-                {"role": "user", "content": load_prompt("explain_retry").text}]
+                {"role": "user", "content": correction}]
     return LLMRequest(
         messages=messages, system=request.system, max_tokens=request.max_tokens, temperature=request.temperature,
         cache_prefix=request.cache_prefix, stage=request.stage, expected_output_tokens=request.expected_output_tokens,
@@ -75,3 +96,12 @@ def parse_explanation(text: str | None) -> str | None:
             found = m.group(1).strip().strip('"').strip()
             return found or None
     return None
+
+
+def judge_answer(text: str | None, fewshot: Sequence[str]) -> Verdict:
+    """Parse an answer; one that repeats a few-shot explanation counts as a failed parse."""
+    explanation = parse_explanation(text)
+    if explanation is None:
+        return Verdict(None)
+    copied = fewshot_copy(explanation, fewshot)
+    return Verdict(None, copied) if copied is not None else Verdict(explanation)
