@@ -88,9 +88,11 @@ def fmt(digits: list[int]) -> str:
 
 
 def truth_answer(table: dict[tuple[str, str], int]):
+    """The ground truth of the latent the explanation describes: 1 on its activating test windows, else 0
+    (a window of another latent, shown under the shuffled control, is not known to activate it)."""
     def answer(req: dict) -> str:
         explanation, texts = read_prompt(req)
-        return fmt([table[(explanation, t)] for t in texts])
+        return fmt([table.get((explanation, t), 0) for t in texts])
     return answer
 
 
@@ -115,7 +117,7 @@ def confident_truth_answer(table: dict[tuple[str, str], int], p: float = 0.9):
 
     def answer(req: dict) -> FakeAnswer:
         explanation, texts = read_prompt(req)
-        digits = [table[(explanation, t)] for t in texts]
+        digits = [table.get((explanation, t), 0) for t in texts]
         tokens = [("[", 0.0, [("[", 0.0)])]
         for i, d in enumerate(digits):
             if i:

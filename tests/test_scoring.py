@@ -62,18 +62,28 @@ def test_truth_answers_score_f1_one_with_auc_from_openai_logprobs(llm_env, fast_
     llm_env.answer = truth_answer(truth(run))
     out = run_score_stage(run, fast_config("gpt-4.1-mini"), scorers=("detection", "fuzzing"), freq_adjust=True)
     assert out["complete"] and out["window_failures"] == {"parse": 0, "llm": 0}
-    pred = _read(run, "predictions")
+    every = _read(run, "predictions")
     assert pq.read_schema(run / "predictions.parquet").names == PREDICTIONS_SCHEMA.names
+    # the shuffled control: every latent again with another latent's explanation of its coder, stored apart
+    control = every[every["control"] == "shuffled"]
+    pred = every[every["control"] == "none"]
+    assert len(control) == len(pred) == 2 * 3 * 20 * 2 and (control["source_latent"] != control["latent"]).all()
+    assert (pred["source_latent"] == pred["latent"]).all() and set(every["explainer"]) == {"llm"}
     assert len(pred) == 2 * 3 * 20 * 2 and pred["parse_ok"].all()
     assert (pred["prediction"] == pred["label"]).all()
     assert pred["probability"].notna().all() and set(pred["model"]) == {"gpt-4.1-mini"}
     scores = _read(run, "latent_scores")
+    assert (scores["control"] == "shuffled").sum() == 12
+    scores = scores[scores["control"] == "none"]
     assert len(scores) == 12 and (scores["f1"] == 1).all() and (scores["auc"] == 1).all() and (scores["failures"] == 0).all()
     assert scores["firing_count"].gt(0).all() and scores["frequency"].gt(0).all()
     summ = _read(run, "score_summary")
     assert set(zip(summ["coder"], summ["scorer"])) == {(c, s) for c in ("sae-x", "bae-x") for s in ("detection", "fuzzing")}
     assert (summ["f1_mean"] == 1).all() and (summ["f1_pooled"] == 1).all() and (summ["freq_weighted_f1"] == 1).all()
     assert (summ["scored"] == 3).all() and (summ["too_rare"] == 1).all() and (summ["windows"] == 60).all()
+    # the oracle knows right from wrong explanations: AUC 1 with its own, 0.5 with another's (it says 0 to all)
+    assert (summ["power_metric"] == "auc").all() and (summ["power"] == 0.5).all() and summ["has_power"].all()
+    assert (summ["power_ci_low"] > 0).all() and (summ["power_latents"] == 3).all()
     quant = _read(run, "score_by_quantile")
     assert set(quant.loc[quant["coder"] == "sae-x", "quantile"]) == {str(q) for q in range(10)}
     assert set(quant.loc[quant["coder"] == "bae-x", "quantile"]) == {"uniform"}  # binary: no activation order
@@ -94,7 +104,7 @@ def test_truth_answers_score_f1_one_with_auc_from_openai_logprobs(llm_env, fast_
         assert not any((explanation, t) in seen for t in texts)
     # detection windows carry no marks, fuzzing windows do; 5 windows a prompt
     det = [r for r in reqs if "<<" not in r.body["messages"][-1]["content"]]
-    assert len(det) == len(reqs) // 2 == 2 * 3 * 4
+    assert len(det) == len(reqs) // 2 == 2 * 3 * 4 * 2  # own + control
     assert all(len(read_prompt({"messages": r.body["messages"]})[1]) == 5 for r in reqs)
 
 
@@ -112,8 +122,11 @@ def test_random_answers_give_chance_balanced_accuracy(llm_env, fast_config, tmp_
     llm_env.answer = random_answer(seed=1)
     run_score_stage(path, fast_config("claude", concurrency=32), scorers=("detection",))
     summ = _read(path, "score_summary")
-    assert len(_read(path, "predictions")) == 2 * 10 * 60
+    assert len(_read(path, "predictions")) == 2 * 10 * 60 * 2  # own + shuffled control
     for _, row in summ.iterrows():
+        # a scorer answering at random has no power: the interval covers zero
+        assert row["power_metric"] == "balanced_accuracy" and row["power_latents"] == 10
+        assert row["power_ci_low"] < 0 < row["power_ci_high"] and not row["has_power"]
         assert abs(row["balanced_accuracy_pooled"] - 0.5) < 0.08
         assert abs(row["balanced_accuracy_mean"] - 0.5) < 0.08
         assert row["balanced_accuracy_ci_low"] < 0.5 < row["balanced_accuracy_ci_high"]
@@ -132,7 +145,7 @@ def test_malformed_answers_are_retried_then_counted_as_failures(llm_env, fast_co
         return fmt([table[(explanation, t)] for t in texts]) if retry else "The answer: 1 0 1 0 0"
 
     llm_env.answer = answer
-    out = run_score_stage(run, fast_config("claude"), scorers=("detection",), max_retries=2)
+    out = run_score_stage(run, fast_config("claude"), scorers=("detection",), max_retries=2, control_latents=0)
     prompts = 2 * 3 * 4
     assert llm_env.completion_calls() == (prompts - 4) * 2 + 4 * 3  # one retry each; the hopeless latent's 4 prompts get 2
     pred = _read(run, "predictions")
@@ -151,20 +164,20 @@ def test_malformed_answers_are_retried_then_counted_as_failures(llm_env, fast_co
     assert retry and retry[0]["messages"][3]["role"] == "assistant" and "exactly 5 digits" in str(retry[0]["messages"][4])
     # a re-run is free: everything, bad answers included, comes from the response cache
     llm_env.reset_counts()
-    run_score_stage(run, fast_config("claude"), scorers=("detection",), max_retries=2)
+    run_score_stage(run, fast_config("claude"), scorers=("detection",), max_retries=2, control_latents=0)
     assert llm_env.completion_calls() == 0
     assert len(_read(run, "predictions")) == len(pred)
 
 
 def test_second_run_makes_no_calls_and_more_latents_pay_only_for_new_ones(llm_env, fast_config, run):
     llm_env.answer = truth_answer(truth(run))
-    run_score_stage(run, fast_config("claude"), scorers=("detection", "fuzzing"), latents=1)
+    run_score_stage(run, fast_config("claude"), scorers=("detection", "fuzzing"), latents=1, control_latents=0)
     first = llm_env.completion_calls()
     assert first == 2 * 1 * 4 * 2  # 2 coders x 1 latent x 4 prompts x 2 scorers
-    run_score_stage(run, fast_config("claude"), scorers=("detection", "fuzzing"), latents=1)
+    run_score_stage(run, fast_config("claude"), scorers=("detection", "fuzzing"), latents=1, control_latents=0)
     assert llm_env.completion_calls() == first
     # a fresh response cache too: the finished rows in predictions.parquet are not asked again
-    run_score_stage(run, fast_config("claude", cache_path=run / "other.sqlite"), scorers=("detection", "fuzzing"))
+    run_score_stage(run, fast_config("claude", cache_path=run / "other.sqlite"), scorers=("detection", "fuzzing"), control_latents=0)
     assert llm_env.completion_calls() == first * 3
     assert len(_read(run, "predictions")) == 2 * 3 * 20 * 2
     # a new explanation of one latent: only that latent is scored again
@@ -173,7 +186,7 @@ def test_second_run_makes_no_calls_and_more_latents_pay_only_for_new_ones(llm_en
     pq.write_table(pa.Table.from_pandas(ex, schema=EXPLANATIONS_SCHEMA, preserve_index=False), run / "explanations.parquet")
     llm_env.answer = constant_answer(1)
     llm_env.reset_counts()
-    run_score_stage(run, fast_config("claude"), scorers=("detection", "fuzzing"))
+    run_score_stage(run, fast_config("claude"), scorers=("detection", "fuzzing"), control_latents=0)
     assert llm_env.completion_calls() == 4 * 2
     scores = _read(run, "latent_scores").set_index(["coder", "latent", "scorer"])
     assert scores.at[("bae-x", 2, "detection"), "recall"] == 1 and scores.at[("bae-x", 2, "detection"), "precision"] == 0.5
@@ -191,14 +204,14 @@ def test_provider_errors_are_failures_and_a_rerun_retries_only_them(llm_env, fas
         return fmt([table[(explanation, t)] for t in texts])
 
     llm_env.answer = answer
-    out = run_score_stage(run, fast_config("claude"), scorers=("detection",))
+    out = run_score_stage(run, fast_config("claude"), scorers=("detection",), control_latents=0)
     assert not out["complete"] and out["window_failures"] == {"parse": 0, "llm": 20}
     pred = _read(run, "predictions")
     assert pred["failure"].str.startswith("llm:").sum() == 20
     assert not RunDir(run).is_complete("score")
     llm_env.answer = truth_answer(table)
     llm_env.reset_counts()
-    out = run_score_stage(run, fast_config("claude"), scorers=("detection",))
+    out = run_score_stage(run, fast_config("claude"), scorers=("detection",), control_latents=0)
     assert out["complete"] and llm_env.completion_calls() == 4  # only the failed latent's prompts
     assert _read(run, "predictions")["parse_ok"].all()
 
@@ -230,8 +243,8 @@ def test_auc_from_logprobs_and_null_with_anthropic(llm_env, fast_config, run):
 def test_fuzzing_marks_and_test_set_rules(run):
     rd = RunDir(run)
     lat = _read(run, "latents")
-    sel = pd.DataFrame({"coder": ["sae-x", "bae-x"], "latent": [0, 2], "explanation": ["x", "y"]})
-    tests = load_tests(rd, sel, lat, ScoreConfig(n_activating=7, n_negative=4, seed=5))
+    keys = {("sae-x", 0), ("bae-x", 2)}
+    tests = [load_tests(rd, keys, lat, ScoreConfig(n_activating=7, n_negative=4, seed=5)).tests[k] for k in (("sae-x", 0), ("bae-x", 2))]
     for t in tests:
         labels = [w.label for w in t.windows]
         assert labels.count(1) == 7 and labels.count(0) == 4 and labels != sorted(labels, reverse=True)  # capped, shuffled
@@ -242,7 +255,7 @@ def test_fuzzing_marks_and_test_set_rules(run):
         assert all(sum(w.fuzz_mask) == max(1, k) for w in t.windows if w.label == 0)
     sae = tests[0]
     assert sorted(w.quantile for w in sae.windows if w.label == 1) == list(range(7))  # spread over the quantiles
-    again = load_tests(rd, sel, lat, ScoreConfig(n_activating=7, n_negative=4, seed=5))
+    again = [load_tests(rd, keys, lat, ScoreConfig(n_activating=7, n_negative=4, seed=5)).tests[k] for k in (("sae-x", 0), ("bae-x", 2))]
     assert [w.window_id for w in again[0].windows] == [w.window_id for w in sae.windows]
     assert [w.fuzz_mask for w in again[1].windows] == [w.fuzz_mask for w in tests[1].windows]
 
@@ -296,7 +309,7 @@ def test_embedding_scorer_on_a_tiny_case(tmp_path, tokenizer):
 
 def test_one_window_per_prompt_and_dry_run(llm_env, fast_config, run, capsys):
     llm_env.answer = truth_answer(truth(run))
-    est = run_score_stage(run, fast_config("claude"), scorers=("detection", "fuzzing"), windows_per_prompt=1, dry_run=True)
+    est = run_score_stage(run, fast_config("claude"), scorers=("detection", "fuzzing"), windows_per_prompt=1, dry_run=True, control_latents=0)
     text = capsys.readouterr().out
     assert llm_env.completion_calls() == 0 and not (run / "predictions.parquet").exists()
     assert est["dry_run"]["detection"]["calls"] == 2 * 3 * 20 and est["dry_run_total"]["input_tokens"] > 0
@@ -318,12 +331,12 @@ def test_cli_command(llm_env, run, tmp_path):
     args = ["--run", str(run), "--model", "claude", "--scorer", "detection", "--latents", "1", "--llm-cache", str(tmp_path / "c.sqlite")]
     res = CliRunner().invoke(app, args + ["--dry-run"])
     assert res.exit_code == 0, res.output
-    assert "detection: 2 latents, 8 calls" in res.output and llm_env.completion_calls() == 0
+    assert "detection: 2 jobs (0 control), 8 calls" in res.output and llm_env.completion_calls() == 0
     res = CliRunner().invoke(app, args + ["--freq-adjust"])
     assert res.exit_code == 0, res.output
     assert "F1 mean [95% CI]" in res.output and "1.000 [1.000, 1.000]" in res.output
-    res = CliRunner().invoke(app, ["--run", str(run), "--scorer", "intruder"])
-    assert isinstance(res.exception, UserError) and "--scorer intruder" in str(res.exception)
+    res = CliRunner().invoke(app, ["--run", str(run), "--scorer", "nonesuch"])
+    assert isinstance(res.exception, UserError) and "--scorer nonesuch" in str(res.exception)
 
 
 def test_batch_mode_and_nothing_to_score(llm_env, fast_config, run):

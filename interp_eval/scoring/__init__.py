@@ -1,4 +1,5 @@
-"""The `score` stage: detection and fuzzing (LLM) and embedding scorers; per-latent and per-coder metrics.
+"""The `score` stage: registered scorers (detection, fuzzing, embedding, example-embedding, intruder, plugins),
+each with its control and measured power; per-latent and per-coder metrics.
 
     from interp_eval.scoring import run_score_stage
     run_score_stage("runs/demo", LLMConfig(model="claude"), scorers=("detection", "fuzzing"), freq_adjust=True)
@@ -6,16 +7,22 @@
 
 from .aggregate import format_summary
 from .metrics import Confusion, auc, bootstrap_mean_ci, frequency_weighted
-from .stage import PREDICTIONS_SCHEMA, SCORERS, ScoreConfig, run_score_stage
+from .registry import LLMScorer, LocalScorer, Scorer, get_scorer, register_scorer, scorer_names
+from .stage import PREDICTIONS_SCHEMA, ScoreConfig, run_score_stage
 
 __all__ = [
     "Confusion",
+    "LLMScorer",
+    "LocalScorer",
     "PREDICTIONS_SCHEMA",
-    "SCORERS",
     "ScoreConfig",
+    "Scorer",
     "auc",
     "bootstrap_mean_ci",
     "format_summary",
     "frequency_weighted",
+    "get_scorer",
+    "register_scorer",
     "run_score_stage",
+    "scorer_names",
 ]

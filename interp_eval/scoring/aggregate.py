@@ -6,8 +6,12 @@ all. `auc` comes from the per-window probability (LLM scorers with token logprob
 (embedding scorer); it is null when the backend gave no probabilities (Anthropic), NaN when a class
 is missing. The embedding scorer makes no 0/1 prediction: only its auc is filled.
 
-Per coder and scorer (`score_summary.parquet`): for each metric the mean over latents with a
-seeded bootstrap 95% interval, and the pooled (micro) value over all windows of the coder;
+Rows are per (coder, latent, scorer, explainer, control); `control` "shuffled" rows are the
+shuffled control (controls.py) and enter only the power columns, never the scores.
+
+Per coder, scorer and explainer (`score_summary.parquet`): for each metric the mean over latents
+with a seeded bootstrap 95% interval, and the pooled (micro) value over all windows of the coder;
+the scorer's power (headline metric own - control, or - chance, with its interval; controls.py);
 coverage (latents in the coder, dead, too rare, explained, explanation failed, scored, scoring
 failed); the counts of ultra-high-frequency latents (firing rate above 1% and 10%); and, with
 freq_adjust, the frequency-weighted F1 of the paper (per hookpoint sum_i F1_i c_i / sum_i c_i over
@@ -28,7 +32,11 @@ import math
 import numpy as np
 import pandas as pd
 
+from .controls import chance_power, no_power, paired_power
 from .metrics import METRICS, NAN, Confusion, bootstrap_mean_ci, frequency_bin, frequency_weighted
+from .registry import CONTROL_NONE, CONTROL_SHUFFLED, get_scorer
+
+KEY = ["coder", "latent", "scorer", "explainer", "control"]
 
 UHF_THRESHOLDS = (0.01, 0.1)
 UNIFORM = "uniform"
@@ -50,7 +58,7 @@ def _scores(df: pd.DataFrame) -> pd.Series:
 
 def latent_scores(predictions: pd.DataFrame, latents: pd.DataFrame, explanations: pd.DataFrame | None = None) -> pd.DataFrame:
     rows = []
-    for (coder, latent, scorer), g in predictions.groupby(["coder", "latent", "scorer"], sort=True):
+    for (coder, latent, scorer, explainer, control), g in predictions.groupby(KEY, sort=True):
         valid = g[g["prediction"].notna()]
         conf = Confusion.of(valid["label"].astype(int), valid["prediction"].astype(int))
         has_pred = len(valid) > 0
@@ -63,22 +71,24 @@ def latent_scores(predictions: pd.DataFrame, latents: pd.DataFrame, explanations
             auc = _auc_sorted(s[scored.index][scored["label"] == 1].to_numpy(np.float64), neg)
         embedding = g["prediction"].isna().all() and g["similarity"].notna().any()
         rows.append({
-            "coder": coder, "latent": int(latent), "scorer": scorer, "model": str(g["model"].iloc[0]),
+            "coder": coder, "latent": int(latent), "scorer": scorer, "explainer": explainer, "control": control,
+            "source_latent": int(g["source_latent"].iloc[0]), "model": str(g["model"].iloc[0]),
             "prompt_version": g["prompt_version"].iloc[0],
             "n": len(g), "failures": 0 if embedding else int(len(g) - len(valid)),
             "n_activating": int((g["label"] == 1).sum()), "n_negative": int((g["label"] == 0).sum()),
             **metrics, "auc": auc, "n_probabilities": int(len(scored)),
             "tp": conf.tp, "fp": conf.fp, "tn": conf.tn, "fn": conf.fn,
         })
-    cols = ["coder", "latent", "scorer", "model", "prompt_version", "n", "failures", "n_activating", "n_negative",
+    cols = ["coder", "latent", "scorer", "explainer", "control", "source_latent", "model", "prompt_version", "n", "failures", "n_activating", "n_negative",
             "accuracy", "balanced_accuracy", "precision", "recall", "f1", "auc", "n_probabilities", "tp", "fp", "tn", "fn"]
     out = pd.DataFrame(rows, columns=cols)
     out["auc"] = out["auc"].astype("float64")
     lat = latents[["coder", "latent", "hookpoint", "binary", "frequency", "firing_count"]]
     out = out.merge(lat, on=["coder", "latent"], how="left")
     if explanations is not None and len(explanations):
-        ex = explanations[["coder", "latent", "explanation", "explainer_model"]].drop_duplicates(["coder", "latent"], keep="last")
-        out = out.merge(ex, on=["coder", "latent"], how="left")
+        ex = explanations[["coder", "latent", "explainer", "explanation", "explainer_model"]]
+        ex = ex.drop_duplicates(["coder", "latent", "explainer"], keep="last").rename(columns={"latent": "source_latent"})
+        out = out.merge(ex, on=["coder", "source_latent", "explainer"], how="left")
     return out
 
 
@@ -94,19 +104,22 @@ def _pooled(preds: pd.DataFrame) -> dict[str, float]:
 
 def summary(
     scores: pd.DataFrame, predictions: pd.DataFrame, latents: pd.DataFrame, explanations: pd.DataFrame | None,
-    *, freq_adjust: bool = False, seed: int = 0, n_boot: int = 1000,
+    *, freq_adjust: bool = False, seed: int = 0, n_boot: int = 1000, chance: dict[str, float | None] | None = None,
 ) -> pd.DataFrame:
     rows = []
-    expl = explanations if explanations is not None else pd.DataFrame(columns=["coder", "latent", "parse_ok", "explanation"])
-    for (coder, scorer), g in scores.groupby(["coder", "scorer"], sort=True):
+    expl = explanations if explanations is not None else pd.DataFrame(columns=["coder", "latent", "explainer", "parse_ok", "explanation"])
+    own_scores = scores[scores["control"] == CONTROL_NONE]
+    controls = scores[scores["control"] == CONTROL_SHUFFLED]
+    own_preds = predictions[predictions["control"] == CONTROL_NONE]
+    for (coder, scorer, explainer), g in own_scores.groupby(["coder", "scorer", "explainer"], sort=True):
         lat = latents[latents["coder"] == coder]
-        ex = expl[expl["coder"] == coder].drop_duplicates(["coder", "latent"], keep="last")
+        ex = expl[(expl["coder"] == coder) & (expl["explainer"] == explainer)].drop_duplicates(["coder", "latent"], keep="last")
         ok_expl = ex[ex["explanation"].notna()]
-        p = predictions[(predictions["coder"] == coder) & (predictions["scorer"] == scorer)]
-        embedding = scorer == "embedding"
-        scored = g[g["auc"].notna()] if embedding else g[g["n"] > g["failures"]]
+        p = own_preds[(own_preds["coder"] == coder) & (own_preds["scorer"] == scorer) & (own_preds["explainer"] == explainer)]
+        auc_only = _auc_only(scorer)
+        scored = g[g["auc"].notna()] if auc_only else g[g["n"] > g["failures"]]
         row = {
-            "coder": coder, "scorer": scorer, "model": ",".join(sorted(set(g["model"].astype(str)))),
+            "coder": coder, "scorer": scorer, "explainer": explainer, "model": ",".join(sorted(set(g["model"].astype(str)))),
             "latents": len(lat),
             "dead": int((lat["status"] == "dead").sum()) if "status" in lat else 0,
             "too_rare": int((lat["status"] == "too_rare").sum()) if "status" in lat else 0,
@@ -119,6 +132,9 @@ def summary(
             row.update({f"{m}_mean": mean, f"{m}_ci_low": lo, f"{m}_ci_high": hi, f"{m}_latents": n})
         for m, v in _pooled(p).items():
             row[f"{m}_pooled"] = v
+        ctl = controls[(controls["coder"] == coder) & (controls["scorer"] == scorer) & (controls["explainer"] == explainer)]
+        row.update(scorer_power(scorer, g, ctl, (chance or {}).get(scorer), seed=seed, n_boot=n_boot).to_dict())
+        row["control_latents"] = int(len(ctl))
         freq = lat["frequency"].astype(float)
         for t in UHF_THRESHOLDS:
             row[f"uhf_over_{t:g}"] = int((freq > t).sum())
@@ -126,18 +142,52 @@ def summary(
             frequency_weighted(g["f1"].astype(float), g["firing_count"].astype(float), g["hookpoint"].astype(str))
             if freq_adjust else NAN
         )
+        weight_metric = "auc" if auc_only else "f1"
+        row["freq_weighted_metric"] = weight_metric
+        row["freq_weighted"] = (
+            frequency_weighted(g[weight_metric].astype(float), g["firing_count"].astype(float), g["hookpoint"].astype(str))
+            if freq_adjust else NAN
+        )
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def _auc_only(scorer: str) -> bool:
+    try:
+        return get_scorer(scorer).metrics == ("auc",)
+    except Exception:  # a scorer from a plugin that is not loaded now
+        return False
+
+
+def headline_metric(scorer: str, own: pd.DataFrame) -> str:
+    """AUC where the scorer gave probabilities or similarities, else its declared fallback."""
+    has_probs = bool(own["auc"].notna().any()) if "auc" in own else False
+    try:
+        return get_scorer(scorer).headline(has_probs)
+    except Exception:
+        return "auc" if has_probs else "balanced_accuracy"
+
+
+def scorer_power(scorer: str, own: pd.DataFrame, control: pd.DataFrame, chance: float | None, *, seed: int = 0, n_boot: int = 1000):
+    """The scorer's power on one coder: own vs shuffled control (paired per latent), or vs its chance level."""
+    metric = headline_metric(scorer, own)
+    if chance is not None and not (isinstance(chance, float) and math.isnan(chance)):
+        return chance_power(own, metric, float(chance), seed=seed, n_boot=n_boot)
+    if control.empty:
+        return no_power(metric)
+    return paired_power(own, control, metric, seed=seed, n_boot=n_boot)
 
 
 def by_quantile(predictions: pd.DataFrame) -> pd.DataFrame:
     rows = []
     if predictions.empty:
-        return pd.DataFrame(columns=["coder", "scorer", "quantile", "windows", "failures", "recall", "accuracy", "mean_probability", "auc_mean", "auc_latents"])
-    p = predictions.copy()
+        return pd.DataFrame(columns=["coder", "scorer", "explainer", "quantile", "windows", "failures", "recall", "accuracy", "mean_probability", "auc_mean", "auc_latents"])
+    p = predictions[predictions["control"] == CONTROL_NONE].copy()
     p["qbin"] = p["quantile"].map(lambda q: UNIFORM if q is None or pd.isna(q) else str(int(q)))
     p["score"] = _scores(p)
-    for (coder, scorer), g in p.groupby(["coder", "scorer"], sort=True):
+    for (coder, scorer, explainer), g in p.groupby(["coder", "scorer", "explainer"], sort=True):
+        if not (g["label"] == 0).any():
+            continue  # no negatives (the intruder): no per-quantile comparison
         pos = g[g["label"] == 1]
         negs = {k: np.sort(v.dropna().to_numpy(np.float64)) for k, v in g[g["label"] == 0].groupby("latent")["score"]}
         for qbin, b in pos.groupby("qbin", sort=True):
@@ -150,28 +200,29 @@ def by_quantile(predictions: pd.DataFrame) -> pd.DataFrame:
                 if not math.isnan(a):
                     aucs.append(a)
             rows.append({
-                "coder": coder, "scorer": scorer, "quantile": qbin, "windows": len(b),
-                "failures": 0 if scorer == "embedding" else int(len(b) - len(valid)),
+                "coder": coder, "scorer": scorer, "explainer": explainer, "quantile": qbin, "windows": len(b),
+                "failures": 0 if _auc_only(scorer) else int(len(b) - len(valid)),
                 "recall": recall, "accuracy": recall,
                 "mean_probability": float(b["probability"].mean()) if b["probability"].notna().any() else NAN,
                 "auc_mean": float(np.mean(aucs)) if aucs else NAN, "auc_latents": len(aucs),
             })
-    out = pd.DataFrame(rows)
+    out = pd.DataFrame(rows, columns=["coder", "scorer", "explainer", "quantile", "windows", "failures", "recall", "accuracy",
+                                      "mean_probability", "auc_mean", "auc_latents"])
     order = {str(i): i for i in range(10)} | {UNIFORM: 10}
-    return out.sort_values(["coder", "scorer", "quantile"], key=lambda c: c.map(order) if c.name == "quantile" else c).reset_index(drop=True)
+    return out.sort_values(["coder", "scorer", "explainer", "quantile"], key=lambda c: c.map(order) if c.name == "quantile" else c).reset_index(drop=True)
 
 
 def by_frequency(scores: pd.DataFrame) -> pd.DataFrame:
-    s = scores.copy()
+    s = scores[scores["control"] == CONTROL_NONE].copy()
     s["log10_frequency_bin"] = s["frequency"].astype(float).map(frequency_bin)
     rows = []
-    for (coder, scorer, b), g in s.groupby(["coder", "scorer", "log10_frequency_bin"], sort=True):
+    for (coder, scorer, explainer, b), g in s.groupby(["coder", "scorer", "explainer", "log10_frequency_bin"], sort=True):
         rows.append({
-            "coder": coder, "scorer": scorer, "log10_frequency_bin": b, "frequency_low": 10.0 ** b, "frequency_high": 10.0 ** (b + 1),
+            "coder": coder, "scorer": scorer, "explainer": explainer, "log10_frequency_bin": b, "frequency_low": 10.0 ** b, "frequency_high": 10.0 ** (b + 1),
             "latents": len(g), "firing_count": int(g["firing_count"].sum()),
             **{f"{m}_mean": float(g[m].astype(float).mean()) if g[m].notna().any() else NAN for m in ("f1", "balanced_accuracy", "accuracy", "auc")},
         })
-    return pd.DataFrame(rows, columns=["coder", "scorer", "log10_frequency_bin", "frequency_low", "frequency_high", "latents", "firing_count",
+    return pd.DataFrame(rows, columns=["coder", "scorer", "explainer", "log10_frequency_bin", "frequency_low", "frequency_high", "latents", "firing_count",
                                        "f1_mean", "balanced_accuracy_mean", "accuracy_mean", "auc_mean"])
 
 
@@ -187,13 +238,20 @@ def format_summary(df: pd.DataFrame) -> str:
     def num(v):
         return "-" if pd.isna(v) else f"{v:.3f}"
 
+    def power(r):
+        if not r["power_latents"]:
+            return "no control"
+        mark = "" if r["has_power"] else " (none)"
+        return f"{r['power']:+.3f} [{r['power_ci_low']:+.3f}, {r['power_ci_high']:+.3f}] {r['power_metric']}{mark}"
+
     table = pd.DataFrame({
-        "coder": df["coder"], "scorer": df["scorer"],
+        "coder": df["coder"], "scorer": df["scorer"], "explainer": df["explainer"],
         "scored": [f"{r.scored}/{r.explained}" for r in df.itertuples()],
         "fail (win)": [f"{r.score_failed} ({r.window_failures})" for r in df.itertuples()],
         "F1 mean [95% CI]": [ci(r, "f1") for _, r in df.iterrows()],
         "bal.acc mean": [num(v) for v in df["balanced_accuracy_mean"]],
         "AUC mean": [num(v) for v in df["auc_mean"]],
+        "power vs control [95% CI]": [power(r) for _, r in df.iterrows()],
         "F1 pooled": [num(v) for v in df["f1_pooled"]],
         "F1 freq-wtd": [num(v) for v in df["freq_weighted_f1"]],
         "uhf>1%": df["uhf_over_0.01"],

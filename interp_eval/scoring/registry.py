@@ -1,0 +1,164 @@
+"""Scorers as plugins: one interface, one registry.
+
+A scorer declares what it is (name, whether it calls an LLM, whether it needs an explanation, the
+control its power is measured against, its headline metric, its version) and turns scoring jobs
+into prediction rows (one row per test window, or per prompt for the intruder scorer). The stage,
+the aggregates, the CLI's `--scorer` choices and the report read this registry, so adding a scorer
+is one module that calls `register_scorer` (plus its prompt files):
+
+    from interp_eval.scoring.registry import Scorer, register_scorer
+
+    @register_scorer
+    class MyScorer(Scorer):
+        name = "my-scorer"
+        ...
+
+Two kinds of scorer:
+- `LLMScorer`: builds one request per prompt (`prompts`) and parses the answer (`parse`); the stage
+  sends the requests, retries unparseable answers with a corrective turn and writes the rows.
+- `LocalScorer`: computes its rows itself (`score`), with no LLM call.
+
+Controls (see controls.py): `control = "shuffled"` scorers are scored a second time on a sample of
+latents with another latent's explanation (or reference windows); `control = "chance"` scorers are
+compared with the chance level `chance(cfg)` (the intruder's 1/n).
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar, Sequence
+
+from ..errors import UserError
+
+if TYPE_CHECKING:
+    from ..llm import LLMRequest, LLMResponse
+    from .testset import LatentTests, ScoreWindow
+
+BUILTIN_MODULES = ("classifier", "embedding", "example_embedding", "intruder")
+CONTROL_NONE = "none"
+CONTROL_SHUFFLED = "shuffled"
+NO_EXPLAINER = "none"  # the explainer column of scorers that read no explanation
+
+
+@dataclass
+class Job:
+    """One latent to score: its test set and what it is scored with.
+
+    `tests.explanation` is the text the scorer sees: the latent's own explanation, or under the
+    shuffled control the explanation of `source_latent`. `reference` is what a reference-based
+    scorer compares with (example-embedding: window ids of the source latent's explanation windows).
+    """
+
+    tests: "LatentTests"
+    explainer: str = NO_EXPLAINER
+    control: str = CONTROL_NONE
+    source_latent: int | None = None
+    reference: tuple[int, ...] = ()
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def key(self) -> tuple[str, int, str, str]:
+        return (self.tests.coder, self.tests.latent, self.explainer, self.control)
+
+
+@dataclass
+class ScorePrompt:
+    """One LLM prompt of a job: the windows it shows and the request."""
+
+    job: Job
+    index: int
+    windows: list["ScoreWindow"]
+    request: "LLMRequest"
+    answer_size: int  # how many answers the reply must hold (digits, or 1 for a choice)
+    truth: Any = None  # scorer-specific ground truth (the intruder's position)
+
+
+class Scorer:
+    name: ClassVar[str]
+    description: ClassVar[str] = ""
+    uses_llm: ClassVar[bool] = False
+    needs_explanation: ClassVar[bool] = True
+    control: ClassVar[str] = CONTROL_SHUFFLED  # "shuffled" (own vs another latent's) or "chance"
+    metrics: ClassVar[tuple[str, ...]] = ("accuracy", "balanced_accuracy", "precision", "recall", "f1", "auc")
+    code_version: ClassVar[str] = "1"
+
+    def version(self) -> str:
+        """Recorded in every row; a changed version means the latent is scored anew."""
+        return f"{self.name}@{self.code_version}"
+
+    def model(self, llm_model: str) -> str:
+        return llm_model
+
+    def headline(self, has_probabilities: bool) -> str:
+        """The metric power is measured on: AUC where the scorer gives scores, else balanced accuracy."""
+        return "auc" if has_probabilities else "balanced_accuracy"
+
+    def chance(self, cfg: Any) -> float | None:
+        return None
+
+
+class LLMScorer(Scorer):
+    uses_llm = True
+
+    def prompts(self, job: Job, cfg: Any, logprobs: bool) -> list[ScorePrompt]:
+        raise NotImplementedError
+
+    def parse(self, text: str | None, prompt: ScorePrompt) -> list[int] | None:
+        raise NotImplementedError
+
+    def retry(self, request: "LLMRequest", bad_answer: str | None, prompt: ScorePrompt) -> "LLMRequest":
+        raise NotImplementedError
+
+    def probabilities(self, response: "LLMResponse", prompt: ScorePrompt) -> list[float] | None:
+        return None
+
+    def window_rows(self, prompt: ScorePrompt, answer: list[int] | None, probs: list[float] | None) -> list[dict]:
+        """Per-window (label, prediction, probability, answer) of one prompt's parsed answer."""
+        return [{
+            "window_id": w.window_id, "label": w.label, "quantile": w.quantile, "position": j + 1,
+            "prediction": answer[j] if answer is not None else None,
+            "probability": probs[j] if probs is not None else None, "answer": None,
+        } for j, w in enumerate(prompt.windows)]
+
+
+class LocalScorer(Scorer):
+    uses_llm = False
+
+    def score(self, jobs: Sequence[Job], context: Any) -> list[list[dict]]:
+        """Per job, its window rows (window_id, label, quantile, similarity, ...); the stage adds the rest."""
+        raise NotImplementedError
+
+
+_REGISTRY: dict[str, Scorer] = {}
+_loaded = False
+
+
+def register_scorer(cls: type[Scorer]) -> type[Scorer]:
+    """Class decorator: make a scorer available to the stage, the CLI and the report."""
+    _REGISTRY[cls.name] = cls()
+    return cls
+
+
+def _load_builtins() -> None:
+    global _loaded
+    if not _loaded:
+        _loaded = True
+        for mod in BUILTIN_MODULES:
+            importlib.import_module(f"{__package__}.{mod}")
+
+
+def scorers() -> dict[str, Scorer]:
+    _load_builtins()
+    return dict(_REGISTRY)
+
+
+def scorer_names() -> tuple[str, ...]:
+    return tuple(scorers())
+
+
+def get_scorer(name: str) -> Scorer:
+    found = scorers()
+    if name not in found:
+        raise UserError(f"--scorer {name}: unknown scorer (use one of {', '.join(found)})")
+    return found[name]
