@@ -50,12 +50,19 @@ def recon_rows(supports: bool) -> pd.DataFrame:
 
 HIGH = (0, 1, 2, 3)  # high-frequency latents: they dominate the frequency-weighted F1
 COUNTS = {True: 5000, False: 5}
+EXTRA_UHF = 4  # one more latent above 1% of the 64,000 mined tokens in binary coders (continuous ones when not `supports`)
 
 
-def set_firing_counts(latents: pd.DataFrame) -> pd.DataFrame:
+def count_of(coder: str, latent: int, supports: bool = True) -> int:
+    if latent == EXTRA_UHF and coder.startswith("b") == supports:
+        return 1000
+    return COUNTS[latent in HIGH]
+
+
+def set_firing_counts(latents: pd.DataFrame, supports: bool = True) -> pd.DataFrame:
     """Made-up firing counts: the HIGH latents fire 1000x as often as the others."""
     latents = latents.copy()
-    latents["firing_count"] = [COUNTS[l in HIGH] for l in latents["latent"]]
+    latents["firing_count"] = [count_of(c, l, supports) for c, l in zip(latents["coder"], latents["latent"])]
     latents["frequency"] = latents["firing_count"] / latents["n_tokens"]
     return latents
 
@@ -71,8 +78,8 @@ def score_rows(latents: pd.DataFrame, supports: bool, rng: np.random.Generator) 
         binary = r.coder.startswith("b")
         for scorer in ("detection", "fuzzing", "embedding"):
             f1 = ba = auc = None
-            if scorer == "embedding":
-                auc = 0.7 + 0.01 * r.latent
+            if scorer == "embedding":  # the same pattern as F1: the claims read AUC for embedding scorers
+                auc = float(np.clip(f1s[(binary, r.latent in HIGH)] + rng.normal(0, 0.01), 0, 1))
             else:
                 f1 = ba = float(np.clip(f1s[(binary, r.latent in HIGH)] + rng.normal(0, 0.01), 0, 1))
             rows.append({"coder": r.coder, "latent": r.latent, "scorer": scorer, "model": "fake-model", "prompt_version": "v1",
@@ -81,6 +88,17 @@ def score_rows(latents: pd.DataFrame, supports: bool, rng: np.random.Generator) 
                          "frequency": r.frequency, "firing_count": r.firing_count})
     df = pd.DataFrame(rows)
     return df.astype({"auc": "float64", "f1": "float64", "balanced_accuracy": "float64"})
+
+
+def power_rows(scores: pd.DataFrame, has_power: bool = True) -> pd.DataFrame:
+    """score_summary's power columns per (coder, scorer): a scorer that tells right explanations from wrong ones, or not."""
+    rows = []
+    for (coder, scorer), g in scores.groupby(["coder", "scorer"]):
+        power, lo, hi = (0.2, 0.1, 0.3) if has_power else (0.01, -0.04, 0.06)
+        rows.append({"coder": coder, "scorer": scorer, "explainer": "none" if scorer == "embedding" else "llm", "model": "fake-model",
+                     "scored": len(g), "power_metric": "auc", "power_own": 0.7, "power_control": 0.7 - power, "power": power,
+                     "power_ci_low": lo, "power_ci_high": hi, "power_latents": len(g), "has_power": has_power})
+    return pd.DataFrame(rows)
 
 
 def quantile_rows(supports: bool) -> pd.DataFrame:
@@ -138,7 +156,7 @@ def build_full_run(run: Path, tokenizer, supports: bool = True) -> dict:
     info = build_mined_run(run, tokenizer, coders=tuple(CODERS), n_latents=N_LATENTS, n_explain=8, n_test=10, n_negative=10)
     nasty = add_top_windows_and_nasty_token(run)
     rng = np.random.default_rng(1)
-    latents = set_firing_counts(pd.read_parquet(run / "latents.parquet"))
+    latents = set_firing_counts(pd.read_parquet(run / "latents.parquet"), supports)
     pq.write_table(pa.Table.from_pandas(latents, schema=LATENTS_SCHEMA, preserve_index=False), run / "latents.parquet")
     recon_rows(supports).to_parquet(run / "recon_eval.parquet")
     train = [{"coder": c, "step": s, "tokens": 256 * s, "fvu": 1.0 / (1 + 0.1 * s), "l0": 8.0, "dead_fraction": 0.0,
@@ -159,7 +177,9 @@ def build_full_run(run: Path, tokenizer, supports: bool = True) -> dict:
                            "cache_read_tokens": 0, "cache_write_tokens": 0, "cost_usd": 0.001}
                           for st in ["explain"] * len(expl) + ["score"] * 40])
     usage.to_parquet(run / "llm_usage.parquet")
-    score_rows(latents, supports, rng).to_parquet(run / "latent_scores.parquet")
+    scores = score_rows(latents, supports, rng)
+    scores.to_parquet(run / "latent_scores.parquet")
+    power_rows(scores).to_parquet(run / "score_summary.parquet")
     predictions_for(run, info["truth"], rng).to_parquet(run / "predictions.parquet")
     quantile_rows(supports).to_parquet(run / "score_by_quantile.parquet")
     return {"nasty_window": nasty, **info}
@@ -213,7 +233,8 @@ def test_tables_one_row_per_coder(report_run):
     assert row["detection_f1_ci_low"] <= row["detection_f1_mean"] <= row["detection_f1_ci_high"]
     fw = (det["f1"] * det["firing_count"]).sum() / det["firing_count"].sum()
     assert row["detection_freq_weighted_f1"] == pytest.approx(fw)
-    assert row["embedding_auc_mean"] == pytest.approx(0.75)
+    emb = scores[(scores["coder"] == "bae-layers.9.mlp-k8") & (scores["scorer"] == "embedding")]
+    assert row["embedding_auc_mean"] == pytest.approx(emb["auc"].mean())
     assert row["llm_calls"] == N_LATENTS - 1 and row["cost_usd"] == pytest.approx(0.011)
     md = (results / "coders.md").read_text()
     assert "| coder | type | hookpoint | k | FVU |" in md
@@ -231,17 +252,18 @@ def test_claims_file_marks_supported_claims(report_run):
     assert "uniform" in text and "top 2 activation deciles" in text
 
 
-def _data(tmp_path, recon=None, latents=None, scores=None, by_quantile=None) -> RunData:
-    data = RunData(rd=RunDir(tmp_path), recon=recon, latents=latents, scores=scores, by_quantile=by_quantile)
+def _data(tmp_path, recon=None, latents=None, scores=None, by_quantile=None, has_power=True) -> RunData:
+    data = RunData(rd=RunDir(tmp_path), recon=recon, latents=latents, scores=scores, by_quantile=by_quantile,
+                   all_summary=power_rows(scores, has_power) if scores is not None else None)
     data.coders = coder_info(data)
     return data
 
 
-def _latents() -> pd.DataFrame:
+def _latents(supports: bool = True) -> pd.DataFrame:
     rows = []
     for coder in CODERS:
         for latent in range(N_LATENTS):
-            count = COUNTS[latent in HIGH]
+            count = count_of(coder, latent, supports)
             rows.append({"coder": coder, "latent": latent, "hookpoint": HP, "binary": coder.startswith("b"),
                          "firing_count": count, "n_tokens": 64000, "frequency": count / 64000, "max_activation": 1.0,
                          "n_windows": 300, "status": "ok" if latent < N_LATENTS - 1 else "too_rare"})
@@ -250,7 +272,7 @@ def _latents() -> pd.DataFrame:
 
 @pytest.mark.parametrize("supports", [True, False])
 def test_claim_verdicts_follow_made_up_numbers(tmp_path, supports):
-    lat = _latents()
+    lat = _latents(supports)
     data = _data(tmp_path, recon_rows(supports), lat, score_rows(lat, supports, np.random.default_rng(0)), quantile_rows(supports))
     claims = evaluate_claims(data, coder_table(data))
     verdicts = [c.verdict for c in claims]
@@ -259,6 +281,16 @@ def test_claim_verdicts_follow_made_up_numbers(tmp_path, supports):
         assert [c.comparison for c in claims[0].cells] == ["BAE vs SAE (layers.9.mlp, k=8)", "BTC vs TC (layers.9.mlp, k=8)"]
         assert claims[0].cells[0].diff == pytest.approx(0.1) and "2 of 2 comparisons go the claimed way" in claims[0].reason
         assert claims[2].cells[0].binary == pytest.approx(0.95) and claims[2].cells[0].continuous == pytest.approx((0.62 + 0.66) / 2)
+
+
+def test_interpretability_claims_need_a_scorer_with_power(tmp_path):
+    lat = _latents()
+    data = _data(tmp_path, recon_rows(True), lat, score_rows(lat, True, np.random.default_rng(0)), quantile_rows(True), has_power=False)
+    claims = evaluate_claims(data, coder_table(data))
+    assert [c.verdict for c in claims] == [REPRODUCED, NOT_MEASURABLE, NOT_MEASURABLE, REPRODUCED, NOT_MEASURABLE]
+    for c in (claims[1], claims[2], claims[4]):
+        assert not c.cells and "not measurable: detection has no measured power on this run" in c.note
+        assert "own 0.700 vs shuffled 0.690" in c.note
 
 
 def test_claims_not_measurable(tmp_path):

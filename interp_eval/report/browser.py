@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from .inputs import CONTEXTS, PREDICTIONS, WINDOWS, RunData, read_filtered
+from .inputs import CONTEXTS, PREDICTIONS, SHOWN_EXPLAINERS, WINDOWS, RunData, read_filtered
 
 SCORE_FIELDS = ("f1", "balanced_accuracy", "precision", "recall", "accuracy", "auc", "n", "failures")
 
@@ -147,7 +147,8 @@ def build_browser(data: RunData, cfg: BrowserConfig) -> tuple[dict, list[str]]:
     preds = pd.DataFrame()
     if data.predictions_path is not None and chosen:
         cols = ["coder", "latent", "scorer", "window_id", "label", "prediction", "probability", "similarity", "quantile", "parse_ok", "failure"]
-        preds = _keep_pairs(read_filtered(data.predictions_path, PREDICTIONS, cols, coder=coders, latent=ids), chosen)
+        preds = _keep_pairs(read_filtered(data.predictions_path, PREDICTIONS, cols, coder=coders, latent=ids, control=["none"],
+                                           explainer=list(SHOWN_EXPLAINERS)), chosen)
 
     by_latent_ctx = {k: g for k, g in ctx.groupby(["coder", "latent"])} if len(ctx) else {}
     by_latent_pred = {k: g for k, g in preds.groupby(["coder", "latent"])} if len(preds) else {}

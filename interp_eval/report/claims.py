@@ -10,6 +10,13 @@ latents or windows. The verdict:
 - not reproduced: some difference goes against the claim beyond its interval, or none supports it;
 - not measurable by these numbers: no matched pair has the numbers, or the differences are mixed or
   within their intervals (the text then says how many latents would resolve a difference that size).
+
+Interpretability claims (2, 3, 5) are judged only with scorers that have measured power on both
+coders of a pair: the power interval (own explanations vs the shuffled control, or vs chance) lies
+above zero (scoring/controls.py). A comparison by a scorer without power is listed, marked "not
+measurable: <scorer> has no measured power on this run", and left out of the verdict. Coders of the
+random-model control (`-randmodel`) are not paired with trained ones; they are compared with their
+trained twins in the report's scorer table.
 """
 
 from __future__ import annotations
@@ -20,8 +27,9 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 import pandas as pd
 
-from .inputs import RunData
-from .tables import LLM_SCORERS, UNIFORM, quantile_table, scored_latents
+from ..lm.model import RANDOM_MODEL_SUFFIX
+from .inputs import SHOWN_EXPLAINERS, RunData
+from .tables import UNIFORM, quantile_table, scored_latents
 
 REPRODUCED, NOT_REPRODUCED, NOT_MEASURABLE = "reproduced", "not reproduced", "not measurable by these numbers"
 N_BOOT = 2000
@@ -82,10 +90,10 @@ class Pair:
 
 
 def matched_pairs(coders: pd.DataFrame) -> list[Pair]:
-    """Binary and continuous coders of one family, hookpoint and k."""
+    """Binary and continuous coders of one family, hookpoint and k (random-model control coders apart)."""
     pairs = []
     info = coders.reset_index()
-    info = info[info["family"].notna() & info["binary"].notna()]
+    info = info[info["family"].notna() & info["binary"].notna() & ~info["coder"].astype(str).str.endswith(RANDOM_MODEL_SUFFIX)]
     for (family, hp, k), g in info.groupby(["family", info["hookpoint"].fillna(""), info["k"].fillna(-1)], sort=True):
         b = g[g["binary"].astype(bool)]["coder"].tolist()
         c = g[~g["binary"].astype(bool)]["coder"].tolist()
@@ -117,6 +125,52 @@ def _needed(cells: list[Cell]) -> str | None:
         return None
     need, have = max(est)
     return f"about {need:,} per coder (this run: {have:,}) for the intervals to exclude differences of the sizes seen"
+
+
+# -- the power gate ---------------------------------------------------------------------------------------------
+
+INTERPRETABILITY_METRIC = {"auc": "AUC", "f1": "F1", "accuracy": "accuracy"}
+
+
+def scorer_metric(scorer: str) -> str:
+    """The per-latent metric a claim compares for a scorer: F1 where it makes 0/1 calls on windows, else AUC or accuracy."""
+    from ..scoring.registry import get_scorer
+
+    try:
+        metrics = get_scorer(scorer).metrics
+    except Exception:
+        return "f1"
+    return "f1" if "f1" in metrics else metrics[0]
+
+
+def interpretability_scorers(data: RunData) -> list[str]:
+    """Scorers with per-latent scores in this run, the paper's (detection, fuzzing) first."""
+    if not data.has("scores"):
+        return []
+    found = sorted(set(data.scores["scorer"]))
+    return sorted(found, key=lambda s: (s not in ("detection", "fuzzing"), s))
+
+
+def power_gate(data: RunData, scorer: str, coders: list[str]) -> str | None:
+    """None when the scorer has measured power on every coder; else the reason it cannot judge them."""
+    s = data.all_summary
+    if s is None or "has_power" not in s:
+        return f"not measurable: {scorer} has no measured power on this run (score_summary.parquet has no control)"
+    rows = s[(s["scorer"] == scorer) & s["coder"].isin(coders) & s["explainer"].isin(SHOWN_EXPLAINERS)]
+    for coder in coders:
+        r = rows[rows["coder"] == coder]
+        if r.empty or not bool(r["has_power"].iloc[0]):
+            if r.empty or not r["power_latents"].iloc[0]:
+                return f"not measurable: {scorer} has no measured power on this run ({coder}: no control)"
+            r = r.iloc[0]
+            against = "chance" if scorer == "intruder" else "shuffled"
+            return (f"not measurable: {scorer} has no measured power on this run ({coder}: own {r['power_own']:.3f} vs {against} "
+                    f"{r['power_control']:.3f}, power {r['power']:+.3f} [{r['power_ci_low']:+.3f}, {r['power_ci_high']:+.3f}])")
+    return None
+
+
+def _gate_text(gated: list[str]) -> str | None:
+    return None if not gated else "Left out of the verdict: " + "; ".join(gated) + "."
 
 
 def _fmt(v: float | None, digits: int = 3) -> str:
@@ -200,26 +254,36 @@ def claim_fvu(data: RunData, table: pd.DataFrame, pairs: list[Pair]) -> Claim:
 
 
 def claim_interpretability(data: RunData, pairs: list[Pair], seed: int) -> Claim:
-    text = "Binary coders' latents are more interpretable: higher detection and fuzzing F1 than continuous coders (BAE vs SAE, BTC vs TC)."
-    cells = []
-    for scorer in LLM_SCORERS:
+    text = ("Binary coders' latents are more interpretable: higher detection and fuzzing F1 (AUC for the embedding scorers, "
+            "accuracy for the intruder) than continuous coders (BAE vs SAE, BTC vs TC).")
+    cells, gated = [], []
+    for scorer in interpretability_scorers(data):
         s = scored_latents(data, scorer)
-        if s.empty:
+        m = scorer_metric(scorer)
+        if s.empty or m not in s:
             continue
         for p in pairs:
-            a = s[s["coder"].isin(p.binary)]["f1"].dropna().to_numpy(np.float64)
-            b = s[s["coder"].isin(p.continuous)]["f1"].dropna().to_numpy(np.float64)
-            if len(a) and len(b):
-                lo, hi = _boot_diff(a, b, _mean_stat, seed) if min(len(a), len(b)) > 1 else (math.nan, math.nan)
-                cells.append(Cell(f"{p.label}, {scorer}", float(a.mean()), float(b.mean()), float(a.mean() - b.mean()),
-                                  None if math.isnan(lo) else lo, None if math.isnan(hi) else hi, min(len(a), len(b))))
+            a = s[s["coder"].isin(p.binary)][m].dropna().to_numpy(np.float64)
+            b = s[s["coder"].isin(p.continuous)][m].dropna().to_numpy(np.float64)
+            if not (len(a) and len(b)):
+                continue
+            if (why := power_gate(data, scorer, [*p.binary, *p.continuous])) is not None:
+                gated.append(f"{p.label}, {scorer}: {why}")
+                continue
+            lo, hi = _boot_diff(a, b, _mean_stat, seed) if min(len(a), len(b)) > 1 else (math.nan, math.nan)
+            cells.append(Cell(f"{p.label}, {scorer} ({INTERPRETABILITY_METRIC[m]})", float(a.mean()), float(b.mean()), float(a.mean() - b.mean()),
+                              None if math.isnan(lo) else lo, None if math.isnan(hi) else hi, min(len(a), len(b))))
+    gate = _gate_text(gated)
     if not cells:
-        return Claim(2, text, NOT_MEASURABLE, "No matched pair has detection or fuzzing scores (latent_scores.parquet from `interp-eval score`).",
-                     needed="explain and score latents of a binary and a continuous coder of the same family, hookpoint and k")
+        reason = ("No scorer with measured power has scores of a matched pair." if gated else
+                  "No matched pair has interpretability scores (latent_scores.parquet from `interp-eval score`).")
+        return Claim(2, text, NOT_MEASURABLE, reason, note=gate,
+                     needed="a scorer whose power interval clears zero on both coders (more latents, or a stronger scorer LLM)"
+                     if gated else "explain and score latents of a binary and a continuous coder of the same family, hookpoint and k")
     v = _verdict(cells)
-    reason = (f"Mean F1 over scored latents, binary minus continuous, with a bootstrap 95% interval of the difference: "
-              f"{_tally(cells)}.")
-    return Claim(2, text, v, reason, cells, needed=None if v == REPRODUCED else _needed(cells))
+    reason = (f"Mean score over scored latents, binary minus continuous, with a bootstrap 95% interval of the difference, "
+              f"by scorers with measured power: {_tally(cells)}.")
+    return Claim(2, text, v, reason, cells, needed=None if v == REPRODUCED else _needed(cells), note=gate)
 
 
 def claim_high_activations(data: RunData, pairs: list[Pair], top_quantiles: int) -> Claim:
@@ -230,8 +294,8 @@ def claim_high_activations(data: RunData, pairs: list[Pair], top_quantiles: int)
                 f"the continuous coder's recall on its top {top_quantiles} activation deciles "
                 f"({', '.join(sorted(top))}), i.e. binary latents at full activation against continuous latents at their highest.")
     q = quantile_table(data)
-    cells = []
-    for scorer in LLM_SCORERS:
+    cells, gated = [], []
+    for scorer in sorted(set(q["scorer"])) if len(q) else []:
         qs = q[(q["scorer"] == scorer) & q["recall"].notna()]
         for p in pairs:
             def pooled(coders, bins):
@@ -242,15 +306,22 @@ def claim_high_activations(data: RunData, pairs: list[Pair], top_quantiles: int)
                 return float((g["recall"] * n).sum() / n.sum()), int(n.sum())
             rb, nb = pooled(p.binary, {UNIFORM} | top)
             rc, nc = pooled(p.continuous, top)
-            if nb and nc:
+            if nb and nc and (why := power_gate(data, scorer, [*p.binary, *p.continuous])) is not None:
+                gated.append(f"{p.label}, {scorer}: {why}")
+            elif nb and nc:
                 se = math.sqrt(rb * (1 - rb) / nb + rc * (1 - rc) / nc)
                 d = rb - rc
                 cells.append(Cell(f"{p.label}, {scorer}", rb, rc, d, d - 1.96 * se if se > 0 else None,
                                   d + 1.96 * se if se > 0 else None, min(nb, nc)))
+    gate = _gate_text(gated)
     if not cells:
+        if gated:
+            return Claim(3, text, NOT_MEASURABLE, "No scorer with measured power has recall by activation quantile for a matched pair.",
+                         needed="a scorer whose power interval clears zero on both coders", note=" ".join(x for x in (gate, handling) if x))
         return Claim(3, text, NOT_MEASURABLE,
                      "No matched pair has scores by activation quantile (score_by_quantile.parquet or predictions.parquet from `interp-eval score`). " + handling,
                      needed="score a binary and a continuous coder of the same family, hookpoint and k", note=handling)
+    handling = " ".join(x for x in (gate, handling) if x)
     v = _verdict(cells)
     reason = (f"Recall on activating test windows, binary (uniform bin) vs continuous (top {top_quantiles} deciles), with a normal-approximation "
               f"95% interval over windows: {_tally(cells)}.")
@@ -260,13 +331,16 @@ def claim_high_activations(data: RunData, pairs: list[Pair], top_quantiles: int)
 
 def claim_uhf(data: RunData, table: pd.DataFrame, pairs: list[Pair], threshold: float) -> Claim:
     text = f"Binary coders have more ultra-high-frequency latents (firing on more than {threshold:.0%} of tokens)."
-    col = f"uhf_fraction_{threshold:g}"
-    frac = table.set_index("coder")[col] if col in table else pd.Series(np.nan, index=table["coder"])
-    source = "recon_eval.parquet"
-    if data.has("latents") and (frac.isna().all() or col not in ("uhf_fraction_0.01", "uhf_fraction_0.1")):
+    # firing rates over the mining pass (every held-out token mined), not the much smaller reconstruction eval
+    if data.has("latents"):
         lat = data.latents
         frac = lat.assign(u=lat["frequency"].astype(float) > threshold).groupby("coder")["u"].mean()
-        source = "latents.parquet"
+        tokens = int(lat["n_tokens"].max()) if "n_tokens" in lat else None
+        source = f"latents.parquet, over the {tokens:,} mined tokens" if tokens else "latents.parquet"
+    else:
+        col = f"uhf_fraction_{threshold:g}"
+        frac = table.set_index("coder")[col] if col in table else pd.Series(np.nan, index=table["coder"])
+        source = "recon_eval.parquet (no mining pass: its evaluation tokens only)"
     d_sae = table.set_index("coder")["d_sae"]
     cells = []
     for p in pairs:
@@ -292,32 +366,41 @@ def claim_uhf(data: RunData, table: pd.DataFrame, pairs: list[Pair], threshold: 
 def claim_freq_weighted(data: RunData, pairs: list[Pair], seed: int, table: pd.DataFrame) -> Claim:
     text = ("Weighted by firing frequency (sum_i F1_i c_i / sum_i c_i, per hookpoint), continuous coders score slightly better "
             "than binary ones.")
-    cells = []
-    for scorer in LLM_SCORERS:
+    cells, gated = [], []
+    for scorer in interpretability_scorers(data):
+        m = scorer_metric(scorer)
         s = scored_latents(data, scorer)
-        s = s[s["f1"].notna() & s["firing_count"].notna()] if len(s) else s
+        s = s[s[m].notna() & s["firing_count"].notna()] if len(s) and m in s else s.iloc[0:0]
         for p in pairs:
-            a = s[s["coder"].isin(p.continuous)][["f1", "firing_count"]].to_numpy(np.float64) if len(s) else np.zeros((0, 2))
-            b = s[s["coder"].isin(p.binary)][["f1", "firing_count"]].to_numpy(np.float64) if len(s) else np.zeros((0, 2))
-            if len(a) and len(b) and a[:, 1].sum() > 0 and b[:, 1].sum() > 0:
+            a = s[s["coder"].isin(p.continuous)][[m, "firing_count"]].to_numpy(np.float64) if len(s) else np.zeros((0, 2))
+            b = s[s["coder"].isin(p.binary)][[m, "firing_count"]].to_numpy(np.float64) if len(s) else np.zeros((0, 2))
+            if len(a) and len(b) and (why := power_gate(data, scorer, [*p.binary, *p.continuous])) is not None:
+                gated.append(f"{p.label}, {scorer}: {why}")
+            elif len(a) and len(b) and a[:, 1].sum() > 0 and b[:, 1].sum() > 0:
                 wa = float((a[:, 0] * a[:, 1]).sum() / a[:, 1].sum())
                 wb = float((b[:, 0] * b[:, 1]).sum() / b[:, 1].sum())
                 lo, hi = _boot_diff(a, b, _weighted_stat, seed) if min(len(a), len(b)) > 1 else (math.nan, math.nan)
-                cells.append(Cell(f"{p.label}, {scorer}", wb, wa, wa - wb, None if math.isnan(lo) else lo,
+                cells.append(Cell(f"{p.label}, {scorer} ({INTERPRETABILITY_METRIC[m]})", wb, wa, wa - wb, None if math.isnan(lo) else lo,
                                   None if math.isnan(hi) else hi, min(len(a), len(b))))
-            elif not len(s):
+            elif not len(s) and f"{scorer}_freq_weighted_f1" in table and power_gate(data, scorer, [*p.binary, *p.continuous]) is None:
                 # no per-latent scores: the summary's figure, without an interval
                 t = table.set_index("coder")[f"{scorer}_freq_weighted_f1"]
                 if (means := _pair_means(t, p)) is not None:
                     wb, wa = means
                     cells.append(Cell(f"{p.label}, {scorer}", wb, wa, wa - wb))
+    gate = _gate_text(gated)
     if not cells:
-        return Claim(5, text, NOT_MEASURABLE, "No matched pair has F1 scores with firing counts (latent_scores.parquet and latents.parquet).",
+        if gated:
+            return Claim(5, text, NOT_MEASURABLE, "No scorer with measured power has scores of a matched pair.", note=gate,
+                         needed="a scorer whose power interval clears zero on both coders")
+        return Claim(5, text, NOT_MEASURABLE, "No matched pair has scores with firing counts (latent_scores.parquet and latents.parquet).",
                      needed="score latents of a binary and a continuous coder of the same family, hookpoint and k")
     v = _verdict(cells)
-    reason = f"Frequency-weighted F1 over scored latents, continuous minus binary, with a bootstrap 95% interval over latents: {_tally(cells)}."
+    reason = (f"Frequency-weighted score over scored latents (F1; AUC for the embedding scorers), continuous minus binary, with a bootstrap "
+              f"95% interval over latents, by scorers with measured power: {_tally(cells)}.")
     note = ("Only scored latents enter the weighting, so ultra-high-frequency latents count only if they were explained and scored; "
             "the paper's reversal (binary better unweighted, continuous better weighted) needs both claims 2 and 5 to hold.")
+    note = " ".join(x for x in (gate, note) if x)
     return Claim(5, text, v, reason, cells, needed=None if v == REPRODUCED else _needed(cells), note=note,
                  difference="continuous - binary")
 

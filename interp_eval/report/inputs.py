@@ -66,6 +66,7 @@ class RunData:
     scores: pd.DataFrame | None = None
     predictions_path: Path | None = None
     summary: pd.DataFrame | None = None
+    all_summary: pd.DataFrame | None = None  # every scorer x explainer, with power (scorers table)
     by_quantile: pd.DataFrame | None = None
     by_frequency: pd.DataFrame | None = None
     score_calls: pd.DataFrame | None = None
@@ -111,8 +112,25 @@ def load_run(run: str | Path) -> RunData:
         data.predictions_path = rd.path(PREDICTIONS)
     elif data.scores is not None:
         notes.append(f"{PREDICTIONS} not found: the feature browser shows no scorer decisions")
+    data.all_summary = data.summary
+    for name in ("scores", "summary", "by_quantile", "by_frequency"):
+        setattr(data, name, headline_rows(getattr(data, name)))
     data.coders = coder_info(data)
     return data
+
+
+SHOWN_EXPLAINERS = ("llm", "none")  # the coder table: LLM explanations and explanation-free scorers
+
+
+def headline_rows(df: pd.DataFrame | None) -> pd.DataFrame | None:
+    """The rows the coder table and claims read: scores (not control rows) of LLM explanations or no explanation."""
+    if df is None:
+        return None
+    if "control" in df:
+        df = df[df["control"] == "none"]
+    if "explainer" in df:
+        df = df[df["explainer"].isin(SHOWN_EXPLAINERS)]
+    return df.reset_index(drop=True)
 
 
 def coder_info(data: RunData) -> pd.DataFrame:

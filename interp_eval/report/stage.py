@@ -6,6 +6,8 @@ a note. Writes into RUN/results/ (or `out_dir`):
 - `coders.csv` / `coders.md`: one row per coder: FVU, CE loss increase, L0, dead and ultra-high-
   frequency fractions, detection/fuzzing F1 and balanced accuracy (mean, 95% CI), frequency-weighted
   F1, embedding AUC, coverage, LLM calls and cost;
+- `scorers.csv` / `scorers.md`: per coder, scorer and explainer: the headline metric, its control and the
+  scorer's power with its 95% interval (a scorer without power judges no claim);
 - `llm_usage.csv` / `llm_usage.md`: LLM calls, tokens and cost per stage and model;
 - `claims.md`: the paper's five qualitative claims, each reproduced / not reproduced / not measurable;
 - `plots/*.png`; `report.html` (tables, claims, plots and a feature browser; opens from disk).
@@ -25,7 +27,7 @@ from .claims import claims_markdown, evaluate_claims, pairs_note
 from .html import png_data_uri, write_html
 from .inputs import load_run
 from .plots import make_plots
-from .tables import coder_table, display_table, to_markdown, usage_display, usage_table
+from .tables import POWER_NOTE, coder_table, display_table, scorer_display, scorer_table, to_markdown, usage_display, usage_table
 
 RESULTS = "results"
 
@@ -79,6 +81,13 @@ def run_report_stage(run: str | Path, out_dir: str | Path | None = None, cfg: Re
         md += ["", "Left out:", *[f"- {n}" for n in data.notes]]
     written["coders_md"] = _write_text(out / "coders.md", "\n".join(md) + "\n")
 
+    power = scorer_table(data)
+    power_shown = scorer_display(power)
+    if len(power):
+        written["scorers_csv"] = _write_csv(out / "scorers.csv", power)
+        written["scorers_md"] = _write_text(out / "scorers.md", f"# Scorers and their power: {rd.root.name}\n\n{POWER_NOTE}\n\n"
+                                            f"{to_markdown(power_shown)}")
+
     usage = usage_table(data)
     if len(usage):
         written["llm_usage_csv"] = _write_csv(out / "llm_usage.csv", usage)
@@ -101,6 +110,8 @@ def run_report_stage(run: str | Path, out_dir: str | Path | None = None, cfg: Re
         "claims": [c.to_dict() for c in claims],
         "tables": [
             {"id": "coders", "title": "Coders", "note": CODER_TABLE_NOTE, "columns": list(shown.columns), "rows": shown.astype(str).values.tolist()},
+            *([{"id": "scorers", "title": "Scorers and their measured power", "note": POWER_NOTE,
+                "columns": list(power_shown.columns), "rows": power_shown.astype(str).values.tolist()}] if len(power) else []),
             *([{"id": "llm_usage", "title": "LLM usage by stage and model", "note": None,
                 "columns": list(usage.columns), "rows": usage_display(usage).values.tolist()}] if len(usage) else []),
         ],

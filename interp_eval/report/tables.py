@@ -13,7 +13,7 @@ import math
 import numpy as np
 import pandas as pd
 
-from .inputs import PREDICTIONS, RunData, read_filtered
+from .inputs import PREDICTIONS, SHOWN_EXPLAINERS, RunData, read_filtered
 
 LLM_SCORERS = ("detection", "fuzzing")
 CI_METRICS = ("f1", "balanced_accuracy")
@@ -24,12 +24,19 @@ RECON_COLUMNS = ("fvu", "ce_loss_increase", "l0", "dead_fraction", "uhf_fraction
 
 # -- per-latent values ---------------------------------------------------------------------------------
 
+def _auc_only(scorer: str) -> bool:
+    """A scorer that gives a score per window but no 0/1 call (the embedding scorers): only its AUC counts."""
+    from ..scoring.aggregate import _auc_only as auc_only
+
+    return auc_only(scorer)
+
+
 def scored_latents(data: RunData, scorer: str) -> pd.DataFrame:
     """latent_scores rows of one scorer for latents that got a score, with firing_count/hookpoint filled from latents."""
     if not data.has("scores"):
         return pd.DataFrame(columns=["coder", "latent", "f1", "balanced_accuracy", "auc", "firing_count", "frequency", "hookpoint"])
     s = data.scores[data.scores["scorer"] == scorer].copy()
-    if scorer == "embedding":
+    if _auc_only(scorer):
         s = s[s["auc"].notna()] if "auc" in s else s.iloc[0:0]
     elif "n" in s and "failures" in s:
         s = s[s["n"] > s["failures"]]
@@ -122,7 +129,8 @@ def coverage(data: RunData) -> pd.DataFrame:
     if data.has("scores"):
         sc = data.scores
         if "n" in sc and "failures" in sc:
-            got = (sc["n"] > sc["failures"]) | (sc["scorer"].eq("embedding") & sc.get("auc", pd.Series(np.nan, index=sc.index)).notna())
+            auc_only = sc["scorer"].map(_auc_only).astype(bool)
+            got = (sc["n"] > sc["failures"]) | (auc_only & sc.get("auc", pd.Series(np.nan, index=sc.index)).notna())
         else:
             got = pd.Series(True, index=sc.index)
         per = sc.assign(got=got).groupby(["coder", "latent"])["got"].any().reset_index()
@@ -197,6 +205,48 @@ def coder_table(data: RunData) -> pd.DataFrame:
     return df.reset_index()
 
 
+POWER_NOTE = (
+    "One row per coder, scorer and explainer. Headline metric: AUC where the scorer gives probabilities or "
+    "similarities, else balanced accuracy (intruder: accuracy). Power: the headline metric with the latents' own "
+    "explanations minus the same metric with another latent's explanation of the same coder (the shuffled control; "
+    "example-embedding: another latent's reference windows; intruder: minus chance 1/n), paired per latent, with a "
+    "bootstrap 95% interval over latents. A scorer whose interval does not clear zero cannot tell a right explanation "
+    "from a wrong one on this run, and no claim is judged with it."
+)
+
+
+def scorer_table(data: RunData) -> pd.DataFrame:
+    """Per (coder, scorer, explainer): the headline metric, its control and the scorer's power (score_summary.parquet)."""
+    cols = ["coder", "scorer", "explainer", "model", "scored", "power_metric", "headline_mean", "headline_ci_low", "headline_ci_high",
+            "power_own", "power_control", "power", "power_ci_low", "power_ci_high", "power_latents", "has_power"]
+    s = data.all_summary
+    if s is None or not len(s) or "power" not in s:
+        return pd.DataFrame(columns=cols)
+    s = s.copy()
+    for c in ("headline_mean", "headline_ci_low", "headline_ci_high"):
+        s[c] = [r.get(f"{r['power_metric']}_{c.split('_', 1)[1]}", np.nan) for r in s.to_dict("records")]
+    order = {c: i for i, c in enumerate(data.coders.index)}
+    s["_o"] = s["coder"].map(order).fillna(len(order))
+    return s.sort_values(["_o", "scorer", "explainer"])[cols].reset_index(drop=True)
+
+
+def scorer_display(df: pd.DataFrame) -> pd.DataFrame:
+    rows = []
+    for r in df.to_dict("records"):
+        n = r.get("power_latents") or 0
+        verdict = "no control" if not n else ("has power" if r["has_power"] else "**no measured power**")
+        rows.append({
+            "coder": r["coder"], "scorer": r["scorer"], "explainer": r["explainer"], "scored": _int(r["scored"]),
+            "metric": r["power_metric"],
+            "own [95% CI]": f"{_num(r['headline_mean'])} [{_num(r['headline_ci_low'])}, {_num(r['headline_ci_high'])}]",
+            "control": _num(r["power_control"]),
+            "power [95% CI]": "-" if not n else f"{r['power']:+.3f} [{r['power_ci_low']:+.3f}, {r['power_ci_high']:+.3f}]",
+            "latents": _int(n), "verdict": verdict,
+        })
+    return pd.DataFrame(rows, columns=["coder", "scorer", "explainer", "scored", "metric", "own [95% CI]", "control", "power [95% CI]",
+                                       "latents", "verdict"])
+
+
 def usage_table(data: RunData) -> pd.DataFrame:
     """llm_usage.parquet summed per stage, backend and model."""
     cols = ["stage", "backend", "model", "calls", "ok", "cached", "batch", "input_tokens", "output_tokens",
@@ -247,7 +297,8 @@ def quantile_table(data: RunData) -> pd.DataFrame:
         return q[cols]
     if data.predictions_path is None:
         return pd.DataFrame(columns=cols)
-    p = read_filtered(data.predictions_path, PREDICTIONS, ["coder", "latent", "scorer", "label", "prediction", "quantile"], label=[1])
+    p = read_filtered(data.predictions_path, PREDICTIONS, ["coder", "latent", "scorer", "label", "prediction", "quantile"], label=[1],
+                      control=["none"], explainer=list(SHOWN_EXPLAINERS))
     if p.empty or "quantile" not in p:
         return pd.DataFrame(columns=cols)
     p["quantile"] = p["quantile"].map(_qlabel)
