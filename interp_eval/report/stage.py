@@ -8,6 +8,8 @@ a note. Writes into RUN/results/ (or `out_dir`):
   F1, embedding AUC, coverage, LLM calls and cost;
 - `scorers.csv` / `scorers.md`: per coder, scorer and explainer: the headline metric, its control and the
   scorer's power with its 95% interval (a scorer without power judges no claim);
+- `explanations.csv` / `explanations.md`: per coder and explainer: explained latents, distinct
+  explanations, diversity (distinct / explained) and copies of the explainer's few-shot answers;
 - `llm_usage.csv` / `llm_usage.md`: LLM calls, tokens and cost per stage and model;
 - `claims.md`: the paper's five qualitative claims, each reproduced / not reproduced / not measurable;
 - `plots/*.png`; `report.html` (tables, claims, plots and a feature browser; opens from disk).
@@ -27,7 +29,7 @@ from .claims import claims_markdown, evaluate_claims, pairs_note
 from .html import png_data_uri, write_html
 from .inputs import load_run
 from .plots import make_plots
-from .tables import POWER_NOTE, coder_table, display_table, scorer_display, scorer_table, to_markdown, usage_display, usage_table
+from .tables import EXPLANATION_NOTE, POWER_NOTE, explanation_table, coder_table, display_table, scorer_display, scorer_table, to_markdown, usage_display, usage_table
 
 RESULTS = "results"
 
@@ -88,6 +90,12 @@ def run_report_stage(run: str | Path, out_dir: str | Path | None = None, cfg: Re
         written["scorers_md"] = _write_text(out / "scorers.md", f"# Scorers and their power: {rd.root.name}\n\n{POWER_NOTE}\n\n"
                                             f"{to_markdown(power_shown)}")
 
+    expl = explanation_table(data)
+    if len(expl):
+        written["explanations_csv"] = _write_csv(out / "explanations.csv", expl)
+        written["explanations_md"] = _write_text(out / "explanations.md", f"# Explanations: {rd.root.name}\n\n{EXPLANATION_NOTE}\n\n"
+                                                 f"{to_markdown(expl.astype(str))}")
+
     usage = usage_table(data)
     if len(usage):
         written["llm_usage_csv"] = _write_csv(out / "llm_usage.csv", usage)
@@ -112,6 +120,8 @@ def run_report_stage(run: str | Path, out_dir: str | Path | None = None, cfg: Re
             {"id": "coders", "title": "Coders", "note": CODER_TABLE_NOTE, "columns": list(shown.columns), "rows": shown.astype(str).values.tolist()},
             *([{"id": "scorers", "title": "Scorers and their measured power", "note": POWER_NOTE,
                 "columns": list(power_shown.columns), "rows": power_shown.astype(str).values.tolist()}] if len(power) else []),
+            *([{"id": "explanations", "title": "Explanations: diversity per coder and explainer", "note": EXPLANATION_NOTE,
+                "columns": list(expl.columns), "rows": expl.astype(str).values.tolist()}] if len(expl) else []),
             *([{"id": "llm_usage", "title": "LLM usage by stage and model", "note": None,
                 "columns": list(usage.columns), "rows": usage_display(usage).values.tolist()}] if len(usage) else []),
         ],

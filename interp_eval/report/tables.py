@@ -247,6 +247,23 @@ def scorer_display(df: pd.DataFrame) -> pd.DataFrame:
                                        "latents", "verdict"])
 
 
+EXPLANATION_NOTE = (
+    "Per coder and explainer: latents explained, distinct explanations (case, punctuation and spacing ignored), "
+    "diversity = distinct / explained, and explanations that repeat one of the explainer's few-shot answers. "
+    "An explainer that gives many latents the same words describes its prompt, not the latents."
+)
+
+
+def explanation_table(data: RunData) -> pd.DataFrame:
+    from ..explain.diversity import COLUMNS, diversity
+
+    if not data.has("explanations"):
+        return pd.DataFrame(columns=COLUMNS)
+    out = diversity(data.explanations)
+    out["diversity"] = out["diversity"].map(lambda v: f"{v:.2f}")
+    return out
+
+
 def usage_table(data: RunData) -> pd.DataFrame:
     """llm_usage.parquet summed per stage, backend and model."""
     cols = ["stage", "backend", "model", "calls", "ok", "cached", "batch", "input_tokens", "output_tokens",
