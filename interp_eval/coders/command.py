@@ -10,7 +10,7 @@ import typer
 from ..errors import UserError
 
 RunOpt = typer.Option(..., "--run", "--run-dir", "-r", help="Run directory (created if missing; under torchrun write --run-dir, since torchrun claims --run).")
-ModelOpt = typer.Option(None, "--model", help="Subject model: the packaged default, a HF id or a local folder.")
+ModelOpt = typer.Option(None, "--model", help="Subject model: the packaged default, a HF id or a local folder (random:<model>[:seed] is its randomly initialised copy).")
 DatasetOpt = typer.Option("bbc-news", "--dataset", help="Corpus: the packaged BBC News, local .txt/.jsonl/.parquet files or folder, or a HF dataset name.")
 DeviceOpt = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:N.")
 
@@ -40,6 +40,7 @@ def train(
     cache_dtype: str = typer.Option("float16", help="Activation cache dtype: float16, bfloat16, float32."),
     resume: bool = typer.Option(True, "--resume/--no-resume", help="Continue from a checkpoint if one exists."),
     force: bool = typer.Option(False, help="Retrain even if the coder is already complete."),
+    control: Optional[str] = typer.Option(None, "--control", help="random-model: train on a randomly initialised copy of --model (same architecture, tokenizer, tokens, settings; Heap et al. 2025); coders are named <name>-randmodel."),
 ) -> None:
     """Train sparse coders on a subject model's MLP activations; save SAELens folders."""
     from .stage import run_train_stage
@@ -59,7 +60,7 @@ def train(
     ]
     names = run_train_stage(
         run, configs, model=model, corpus=CorpusConfig(dataset=dataset, ctx_len=ctx_len), device=device,
-        eval_tokens=eval_tokens, cache_dtype=cache_dtype, resume=resume, force=force,
+        eval_tokens=eval_tokens, cache_dtype=cache_dtype, resume=resume, force=force, control=control,
     )
     _print_recon(run, names)
 

@@ -1,9 +1,15 @@
-"""The `train` stage: cache activations once, train each requested coder, evaluate, save SAELens folders."""
+"""The `train` stage: cache activations once, train each requested coder, evaluate, save SAELens folders.
+
+`control="random-model"` trains the same coders, on the same corpus split and with the same settings,
+on a randomly initialised copy of the subject model (Heap et al. 2025, arXiv 2501.17727): the coders
+are named with RANDOM_MODEL_SUFFIX, record the random model (`random:<base>:0`) as their model, and
+are evaluated against it.
+"""
 
 from __future__ import annotations
 
 import logging
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import torch
@@ -13,7 +19,7 @@ from ..errors import UserError
 from ..artifacts import RunDir, append_parquet, config_hash
 from ..lm.activations import CacheKey, build_activation_caches
 from ..lm.corpus import CorpusConfig, take_contexts
-from ..lm.model import load_subject_model
+from ..lm.model import RANDOM_MODEL_SUFFIX, load_subject_model, parse_random_spec, random_model_spec
 from .evaluate import evaluate_reconstruction
 from .saelens import is_saelens_folder, save_coder
 from .train import TrainConfig, init_distributed, remove_checkpoint, train_coder
@@ -22,6 +28,13 @@ log = logging.getLogger(__name__)
 
 TRAIN_METRICS = "train_metrics.parquet"
 RECON_EVAL = "recon_eval.parquet"
+RANDOM_MODEL_CONTROL = "random-model"
+CONTROLS = (RANDOM_MODEL_CONTROL,)
+
+
+def control_name(name: str) -> str:
+    """The name of a coder trained on the random-model control: `<name>-randmodel`."""
+    return name if name.endswith(RANDOM_MODEL_SUFFIX) else name + RANDOM_MODEL_SUFFIX
 
 
 def run_train_stage(
@@ -34,12 +47,23 @@ def run_train_stage(
     cache_dtype: str = "float16",
     resume: bool = True,
     force: bool = False,
+    control: str | None = None,
 ) -> list[str]:
-    """Train `configs` (all from one activation pass per hookpoint); returns the coder names."""
+    """Train `configs` (all from one activation pass per hookpoint); returns the coder names.
+
+    `control="random-model"` trains them on the random-model control of `model` instead (see the
+    module docstring). Coders of any random model are named `<name>-randmodel`.
+    """
+    if control is not None:
+        if control not in CONTROLS:
+            raise UserError(f"--control {control}: use {' or '.join(CONTROLS)} (coders of a randomly initialised subject model)")
+        model = random_model_spec(model)
     rd = RunDir(run)
     corpus = corpus or CorpusConfig()
     d = init_distributed()
     subject = load_subject_model(model, device)
+    if parse_random_spec(subject.name) is not None:
+        configs = [replace(c, name=control_name(c.coder_name)) for c in configs]
     dev = subject.device
     if d.world > 1 and dev.type == "cuda":
         dev = torch.device("cuda", d.local_rank)
@@ -65,7 +89,8 @@ def run_train_stage(
     if not todo:
         return names
     if d.is_main:
-        rd.init({"train": {"model": subject.name, "corpus": asdict(corpus), "coders": [asdict(c) for c in configs]}})
+        stage = "train" if parse_random_spec(subject.name) is None else f"train-{RANDOM_MODEL_CONTROL}"
+        rd.init({stage: {"model": subject.name, "corpus": asdict(corpus), "coders": [asdict(c) for c in configs]}})
     tokens = max(c.tokens for c in todo)
     key = CacheKey(model=subject.name, corpus=corpus, split="train", n_tokens=tokens, dtype=cache_dtype)
     hookpoints = sorted({c.hookpoint for c in todo})
