@@ -12,7 +12,7 @@ def mine(
     run: Path = typer.Option(..., "--run", "--run-dir", "-r", help="Run directory; every coder in RUN/coders/ is mined (under torchrun write --run-dir)."),
     tokens: int = typer.Option(200_000, help="Held-out tokens to mine (paper: 10M; the packaged corpus holds ~311k)."),
     coder: List[Path] = typer.Option([], "--coder", help="Extra SAELens coder folder to mine too (repeatable), e.g. one saved by sae-lens."),
-    model: Optional[str] = typer.Option(None, "--model", help="Subject model: the packaged default, a HF id or a local folder."),
+    model: Optional[str] = typer.Option(None, "--model", help="Subject model: the packaged default, a HF id or a local folder; coders of its random-model control (random:<model>:<seed>) are mined in the same pass."),
     dataset: str = typer.Option("bbc-news", "--dataset", help="Corpus (its held-out split is mined): packaged BBC News, local files or folder, or a HF dataset."),
     ctx_len: int = typer.Option(256, help="Tokens per context (as in training)."),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:N."),
@@ -43,6 +43,8 @@ def mine(
         return  # a non-zero torchrun rank: rank 0 reports
     head = "already mined (same config): " if summary["skipped"] else ""
     typer.echo(f"{head}{summary['tokens']:,} tokens -> {Path(run) / 'latents.parquet'}, contexts.parquet, windows.parquet")
+    if len(summary.get("models", [])) > 1:
+        typer.echo(f"subject models, same tokens: {', '.join(summary['models'])}")
     width = max(len(n) for n in summary["coders"])
     typer.echo(f"{'coder':<{width}}  {'latents':>7}  {'ok':>6}  {'too_rare':>8}  {'dead':>6}")
     for name, c in summary["coders"].items():

@@ -2,18 +2,23 @@
 
 Per batch of contexts: one forward pass (stopped after the deepest hooked layer), then each coder
 encodes its hookpoint's activations and folds the sparse code into its `CoderState` (fixed-size
-tensors: memory depends on latents x kept windows, never on the number of tokens). Under torchrun,
-rank r mines batches r, r + world, ...; the states are merged exactly at the end and rank 0 writes
-the Parquet files (see schema.py). Every `checkpoint_every` batches each rank saves its state
-atomically under RUN/checkpoints/; an interrupted run resumes from there (or from zero if the
-checkpoint is missing or was made with other settings). The stage is complete only once its manifest
-line is written, after the three files were renamed into place; starting a run with another config
-first marks an older completion invalid, so its files cannot pass for the new one's.
+tensors: memory depends on latents x kept windows, never on the number of tokens). Coders are
+grouped by the model they were trained on: the subject model, or its random-model control
+`random:<model>:<seed>` (rebuilt from the subject's config, see lm/model.py). Each batch goes
+through every group's model, so trained and control coders see the same held-out tokens in one
+pass and share one windows table (same tokenizer, same tokens). Under torchrun, rank r mines
+batches r, r + world, ...; the states are merged exactly at the end and rank 0 writes the Parquet
+files (see schema.py). Every `checkpoint_every` batches each rank saves its state atomically under
+RUN/checkpoints/; an interrupted run resumes from there (or from zero if the checkpoint is missing
+or was made with other settings). The stage is complete only once its manifest line is written,
+after the three files were renamed into place; starting a run with another config first marks an
+older completion invalid, so its files cannot pass for the new one's.
 
 Memory: per coder about latents x 1.25 (n_top + reservoir) x window x 4 bytes of kept activations
 plus keys (the 1.25: room between compactions, see state.capacity; 4,608 latents at the defaults:
 ~183 MiB; 36,864 latents: ~1.4 GiB), allocated up front, plus per-batch temporaries of latents x
-batch windows. Nothing grows with the number of tokens.
+batch windows, plus the weights of each random-model control mined (~0.5 GiB fp32 for a 135M
+model). Nothing grows with the number of tokens.
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ import logging
 import math
 import time
 from contextlib import contextmanager
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
@@ -38,7 +43,7 @@ from ..coders.train import init_distributed
 from ..errors import UserError
 from ..lm.corpus import CorpusConfig, iter_batches, iter_contexts
 from ..lm.hookpoints import capture, valid_hookpoints
-from ..lm.model import SubjectModel, load_subject_model
+from ..lm.model import RandomModelSpec, SubjectModel, load_subject_model, parse_random_spec, random_subject_model
 from ..progress import progress_bar
 from .schema import (
     CONTEXTS,
@@ -95,13 +100,59 @@ def _same_model(a: str, b: str) -> bool:
     return norm(a) == norm(b)
 
 
+@dataclass
+class SubjectGroup:
+    """The coders that encode one subject model's activations, and the hookpoints they read."""
+
+    seed: int | None  # None: the --model subject itself; else its random-model control with this seed
+    coders: list[LoadedCoder]
+    hookpoints: list[str]  # in execution order; the forward pass stops after the last
+
+    def model_name(self, subject: SubjectModel) -> str:
+        return subject.name if self.seed is None else RandomModelSpec(base=subject.name, seed=self.seed).name
+
+    def model(self, subject: SubjectModel) -> SubjectModel:
+        return subject if self.seed is None else random_subject_model(subject, self.seed)
+
+
+def _random_spec(model_name: str) -> RandomModelSpec | None:
+    try:
+        return parse_random_spec(model_name)
+    except UserError:  # e.g. random:random:..., which no subject matches
+        return None
+
+
+def _group_by_subject(coders: list[LoadedCoder], subject: SubjectModel) -> list[SubjectGroup]:
+    """Coders grouped by the model they encode: `subject` first, then its random-model controls by seed.
+
+    A coder's model must be `subject` or `random:<subject>:<seed>`; any other is refused, since its
+    activations cannot come from this pass.
+    """
+    hookpoints = valid_hookpoints(subject)
+    subject_is_random = parse_random_spec(subject.name) is not None
+    by_seed: dict[int | None, list[LoadedCoder]] = {}  # None: the subject itself
+    for c in coders:
+        name = str(c.model_name or "")
+        spec = _random_spec(name)
+        if not name or _same_model(name, subject.name):
+            seed = None
+        elif spec is not None and not subject_is_random and _same_model(spec.base, subject.name):
+            seed = spec.seed
+        else:
+            raise UserError(
+                f"coder {c.folder} was trained on model {name!r} but the subject model is {subject.name!r}: "
+                f"pass --model {spec.base if spec else name} or leave this coder out"
+            )
+        _check_coder(c, subject, hookpoints)  # a random copy has the subject's architecture
+        by_seed.setdefault(seed, []).append(c)
+    return [
+        SubjectGroup(seed, by_seed[seed], sorted({c.hookpoint for c in by_seed[seed]}, key=hookpoints.index))
+        for seed in sorted(by_seed, key=lambda s: -1 if s is None else s)
+    ]
+
+
 def _check_coder(coder: LoadedCoder, subject: SubjectModel, hookpoints: list[str]) -> None:
     where = f"coder {coder.folder}"
-    if coder.model_name and not _same_model(str(coder.model_name), subject.name):
-        raise UserError(
-            f"{where} was trained on model {coder.model_name!r} but the subject model is {subject.name!r}: "
-            f"pass --model {coder.model_name} or leave this coder out"
-        )
     if coder.hookpoint not in hookpoints:
         shown = f"{hookpoints[0]} ... {hookpoints[-1]}" if hookpoints else "none"
         raise UserError(f"{where}: hookpoint {coder.hookpoint!r} does not exist in {subject.name} (valid: {shown})")
@@ -352,15 +403,15 @@ def run_mine_stage(
     d = init_distributed()
     subject = model if isinstance(model, SubjectModel) else load_subject_model(model, device)
     dev = subject.device
-    hookpoints = valid_hookpoints(subject)
     coders = [load_coder(folder, name, device=dev) for name, folder in folders]
     for c in coders:
-        _check_coder(c, subject, hookpoints)
         if c.ours is None:
             c.sae.eval()
+    groups = _group_by_subject(coders, subject)
 
     cfg = {
         "model": subject.name,
+        "models": [g.model_name(subject) for g in groups],
         "corpus": asdict(corpus),
         "tokens": tokens,
         "sampling": asdict(sampling),
@@ -387,15 +438,17 @@ def run_mine_stage(
         states = {c.name: CoderState.empty(c.d_sae, sampling, dev) for c in coders}
 
     resumed_batches = done
-    used = sorted({c.hookpoint for c in coders}, key=hookpoints.index)
     n_batches = math.ceil(n_ctx / batch_contexts)
     mine_batches = len(range(d.rank, n_batches, d.world))
     state_mb = sum(s.nbytes() for s in states.values()) / 2**20
     log.info(
-        "mine: %d coder(s) (%s) at %s, %d held-out tokens in %d batches of %d contexts x %d tokens%s; state %.0f MiB",
-        len(coders), ", ".join(c.name for c in coders), ", ".join(used), n_ctx * corpus.ctx_len, n_batches,
-        batch_contexts, corpus.ctx_len, f" (rank {d.rank} of {d.world})" if d.world > 1 else "", state_mb,
+        "mine: %d coder(s) (%s), %d held-out tokens in %d batches of %d contexts x %d tokens%s; state %.0f MiB",
+        len(coders), "; ".join(f"{', '.join(c.name for c in g.coders)} on {g.model_name(subject)} at {', '.join(g.hookpoints)}"
+                               for g in groups),
+        n_ctx * corpus.ctx_len, n_batches, batch_contexts, corpus.ctx_len,
+        f" (rank {d.rank} of {d.world})" if d.world > 1 else "", state_mb,
     )
+    models = [g.model(subject) for g in groups]  # random-model controls are built here, from the subject's config
     sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
     bookkeeping_threads = BookkeepingThreads(dev)
     contexts = iter_contexts(corpus, subject.tokenizer, "heldout", n_ctx * corpus.ctx_len)
@@ -407,31 +460,31 @@ def run_mine_stage(
             local = b // d.world
             if local < done:
                 continue
-            t0 = time.perf_counter()
-            cap = capture(subject, batch, used)
-            sync()
-            t1 = time.perf_counter()
             wids = layout.batch_window_ids(b * batch_contexts, batch.shape[0], device=dev)
             codes = []
-            for c in coders:
-                acts = (cap.mlp_in if c.site == "input" else cap.mlp_out)[c.hookpoint]
-                if acts.shape[-1] != c.d_in:
-                    raise UserError(
-                        f"coder {c.folder}: d_in {c.d_in} does not match the MLP {c.site} size {acts.shape[-1]} at {c.hookpoint}"
-                    )
-                codes.append(c.encode_sparse(acts.reshape(-1, acts.shape[-1])))
-            del cap
-            sync()
+            for g, m in zip(groups, models):  # the same tokens through each subject model; its coders encode
+                t0 = time.perf_counter()
+                cap = capture(m, batch, g.hookpoints)
+                sync()
+                t1 = time.perf_counter()
+                for c in g.coders:
+                    acts = (cap.mlp_in if c.site == "input" else cap.mlp_out)[c.hookpoint]
+                    if acts.shape[-1] != c.d_in:
+                        raise UserError(
+                            f"coder {c.folder}: d_in {c.d_in} does not match the MLP {c.site} size {acts.shape[-1]} at {c.hookpoint}"
+                        )
+                    codes.append((c, c.encode_sparse(acts.reshape(-1, acts.shape[-1]))))
+                del cap
+                sync()
+                timing["forward_s"] += t1 - t0
+                timing["encode_s"] += time.perf_counter() - t1
             t2 = time.perf_counter()
             with bookkeeping_threads():
-                for c, code in zip(coders, codes):
+                for c, code in codes:
                     states[c.name].update(code.values, code.indices, corpus.ctx_len, wids, seed)
             del codes
             sync()
-            t3 = time.perf_counter()
-            timing["forward_s"] += t1 - t0
-            timing["encode_s"] += t2 - t1
-            timing["bookkeeping_s"] += t3 - t2
+            timing["bookkeeping_s"] += time.perf_counter() - t2
             done = local + 1
             if done % checkpoint_every == 0 and done < mine_batches:
                 _save_ckpt(ckpt, ckpt_hash, done, states, timing)
@@ -441,6 +494,7 @@ def run_mine_stage(
             bar.set_postfix(f"mining +{100 * extra / fwd:.0f}% over the forward pass")
             if on_batch is not None:
                 on_batch(done)
+    del models
 
     if d.world > 1:
         states = {name: all_gather_state(s) for name, s in states.items()}
@@ -477,6 +531,7 @@ def run_mine_stage(
     return {
         "run": str(rd.root),
         "skipped": False,
+        "models": cfg["models"],
         "resumed_batches": resumed_batches,
         "tokens": n_tokens,
         "windows": n_windows,
