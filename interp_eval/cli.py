@@ -85,13 +85,14 @@ def reproduce(
     dataset: Optional[str] = typer.Option(None, "--dataset", help="Override the preset's corpus."),
     device: str = typer.Option("auto", "--device"),
     results: Optional[Path] = typer.Option(None, "--results", help="Also copy tables, plots and the report here."),
+    control: bool = typer.Option(True, "--control/--no-control", help="Also train the preset's random-model control coders (<coder>-randmodel, Heap et al. 2025)."),
     dry_run: bool = llm_options.DryRunOpt,
 ) -> None:
     """Run every stage for all coder variants of a preset (the paper's comparison)."""
     from .config import get_preset
     from .reproduce import format_plan, plan, run_reproduce
 
-    p = get_preset(preset).with_overrides(model=subject_model, dataset=dataset)
+    p = get_preset(preset).with_overrides(model=subject_model, dataset=dataset, control_coders=None if control else ())
     llm_model = model if model is not None else p.llm_model
     cfg = llm_options.llm_config(llm_model, base_url, backend, concurrency, rpm, tpm, batch, llm_cache)
     if dry_run:

@@ -8,6 +8,10 @@
 - paper: the paper's setup (PAPER.md) for a GPU machine and an API key. Where PAPER.md is silent
          (training tokens, latents explained per coder) the values here are our assumptions and are
          marked as such.
+
+Every preset also trains `control_coders`: those coder kinds, at the same hookpoints, ks and seeds
+and with the same settings, on a randomly initialised copy of the subject model (the random-model
+control of Heap et al. 2025; named `<coder>-randmodel`). `reproduce --no-control` skips them.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ class Preset:
     dataset: str
     hookpoints: tuple[str, ...]
     coders: tuple[str, ...]
+    control_coders: tuple[str, ...]  # coder kinds also trained on the random-model control
     ks: tuple[int, ...]
     seeds: tuple[int, ...]
     expansion: int
@@ -49,12 +54,14 @@ class Preset:
 PRESETS: dict[str, Preset] = {
     "tiny": Preset(
         name="tiny", model=None, dataset="bbc-news", hookpoints=("layers.3.mlp",), coders=("sae", "bae", "tc", "btc"),
+        control_coders=("sae", "bae"),
         ks=(8,), seeds=(1,), expansion=2, train_tokens=8192, batch_size=256, ctx_len=256, optimizer="signum",
         eval_tokens=1024, mine_tokens=16384, mine_ctx_len=256, n_explain=10, n_test=10, n_negative=10, min_examples=20,
         explain_latents=2, windows_per_prompt=5, scorers=("detection", "fuzzing"), llm_model=None,
     ),
     "demo": Preset(
         name="demo", model=None, dataset="bbc-news", hookpoints=("layers.9.mlp",), coders=("sae", "bae", "tc", "btc"),
+        control_coders=("sae", "bae"),
         ks=(32,), seeds=(1,), expansion=8, train_tokens=300_000, batch_size=1024, ctx_len=256, optimizer="signum",
         eval_tokens=8192, mine_tokens=200_000, mine_ctx_len=256, n_explain=20, n_test=10, n_negative=10,
         min_examples=200, explain_latents=6, windows_per_prompt=5, scorers=("detection", "fuzzing", "embedding"),
@@ -63,6 +70,7 @@ PRESETS: dict[str, Preset] = {
     "paper": Preset(
         name="paper", model="HuggingFaceTB/SmolLM2-135M", dataset="bbc-news",
         hookpoints=("layers.0.mlp", "layers.9.mlp", "layers.18.mlp", "layers.27.mlp"), coders=("sae", "bae", "tc", "btc"),
+        control_coders=("sae", "bae", "tc", "btc"),
         ks=(16, 32, 64, 128), seeds=(1, 2, 3), expansion=64, train_tokens=500_000_000, batch_size=65_536, ctx_len=2048,
         optimizer="signum", eval_tokens=1_048_576, mine_tokens=10_000_000, mine_ctx_len=256, n_explain=40, n_test=50,
         n_negative=50, min_examples=200, explain_latents=100, windows_per_prompt=5, scorers=("detection", "fuzzing"),

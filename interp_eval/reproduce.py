@@ -12,7 +12,7 @@ import logging
 import shutil
 import sys
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 from .artifacts import RunDir, versions, write_json
@@ -32,6 +32,12 @@ def train_configs(p: Preset) -> list[TrainConfig]:
         )
         for hp in p.hookpoints for c in p.coders for k in p.ks for seed in p.seeds
     ]
+
+
+def control_configs(p: Preset) -> list[TrainConfig]:
+    """The random-model control coders: `p.control_coders` at every hookpoint, k and seed (the train
+    stage appends `-randmodel` to their names)."""
+    return train_configs(replace(p, coders=p.control_coders))
 
 
 def _scoring_requests(p: Preset, window) -> list:
@@ -61,7 +67,8 @@ def plan(p: Preset, llm_cfg: LLMConfig) -> dict:
     from .llm.pricing import PriceTable
     from .llm.types import Usage
 
-    n_coders = len(train_configs(p))
+    n_controls = len(control_configs(p))
+    n_coders = len(train_configs(p)) + n_controls
     latents = n_coders * p.explain_latents
     # a stand-in window of 32 ordinary tokens (~4 characters each), with one marked token
     window = Window([" word"] * 32, [1.0] + [0.0] * 31)
@@ -76,6 +83,8 @@ def plan(p: Preset, llm_cfg: LLMConfig) -> dict:
     return {
         "preset": p.name,
         "coders": n_coders,
+        "control_coders": n_controls,
+        "control_kinds": list(p.control_coders),
         "hookpoints": list(p.hookpoints),
         "ks": list(p.ks),
         "seeds": list(p.seeds),
@@ -96,7 +105,7 @@ def plan(p: Preset, llm_cfg: LLMConfig) -> dict:
 
 
 def run_reproduce(p: Preset, run: str | Path, llm_cfg: LLMConfig, device: str = "auto", results: str | Path | None = None) -> dict:
-    from .coders.stage import run_train_stage
+    from .coders.stage import RANDOM_MODEL_CONTROL, run_train_stage
     from .explain.stage import ExplainConfig, run_explain_stage
     from .lm.corpus import CorpusConfig
     from .mining.stage import run_mine_stage
@@ -116,6 +125,10 @@ def run_reproduce(p: Preset, run: str | Path, llm_cfg: LLMConfig, device: str = 
 
     timed("train", run_train_stage, run, train_configs(p), model=p.model,
           corpus=CorpusConfig(dataset=p.dataset, ctx_len=p.ctx_len), device=device, eval_tokens=p.eval_tokens)
+    if p.control_coders:
+        timed("train_control", run_train_stage, run, control_configs(p), model=p.model,
+              corpus=CorpusConfig(dataset=p.dataset, ctx_len=p.ctx_len), device=device, eval_tokens=p.eval_tokens,
+              control=RANDOM_MODEL_CONTROL)
     timed("mine", run_mine_stage, run, tokens=p.mine_tokens, model=p.model,
           corpus=CorpusConfig(dataset=p.dataset, ctx_len=p.mine_ctx_len), device=device, n_explain=p.n_explain,
           n_test=p.n_test, n_negative=p.n_negative, min_examples=p.min_examples)
@@ -148,7 +161,9 @@ def format_plan(info: dict) -> str:
     cost = "unknown (no price for this model)" if info["cost_usd"] is None else f"${info['cost_usd']:,.2f}"
     lines = [
         f"preset {info['preset']}: {info['coders']} coders (SAE, BAE, TC, BTC x hookpoints {', '.join(info['hookpoints'])} "
-        f"x k {info['ks']} x seeds {info['seeds']})",
+        f"x k {info['ks']} x seeds {info['seeds']}"
+        + (f"; {info['control_coders']} of them random-model controls: {', '.join(info['control_kinds']).upper()} "
+           "on a randomly initialised copy of the subject model" if info["control_coders"] else "") + ")",
         f"  train: {info['train_tokens_per_coder']:,} tokens per coder",
         f"  mine: {info['mine_tokens']:,} held-out tokens, every coder in one pass",
         f"  explain + score: {info['latents_explained']:,} latents, {info['llm_calls']:,} LLM calls on "
