@@ -1,0 +1,234 @@
+"""The random-model control (Heap et al. 2025): a randomly initialised copy of the subject model,
+coders trained on it, and mining trained and control coders in one pass. Real packaged model and
+corpus, tiny sizes."""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from interp_eval.artifacts import RunDir
+from interp_eval.coders.coder import CoderConfig, SparseCoder
+from interp_eval.coders.saelens import load_coder, save_coder
+from interp_eval.coders.stage import run_train_stage
+from interp_eval.coders.train import TrainConfig
+from interp_eval.errors import UserError
+from interp_eval.lm.corpus import CorpusConfig, take_contexts
+from interp_eval.lm.hookpoints import capture
+from interp_eval.lm.model import PACKAGED, load_subject_model, parse_random_spec, random_subject_model
+from interp_eval.mining import run_mine_stage
+from mining_helpers import MINE_KW
+
+RANDOM = f"random:{PACKAGED}:0"
+HP = "layers.3.mlp"
+TRAINED = f"sae-{HP}-k8"
+CONTROLS = [f"sae-{HP}-k8-randmodel", f"bae-{HP}-k8-randmodel"]
+
+
+def _configs(*kinds: str) -> list[TrainConfig]:
+    """The settings of conftest's tiny_run, whose trained coders the control is set beside."""
+    return [TrainConfig(coder=c, hookpoint=HP, k=8, expansion=2, tokens=8192, batch_size=256, checkpoint_every=8) for c in kinds]
+
+
+@pytest.fixture(scope="module")
+def random_model():
+    """The control as training loads it: from the packaged model's config and tokenizer alone."""
+    return load_subject_model(RANDOM, device="cpu")
+
+
+# ----------------------------------------------------------------------------- the random model
+def test_random_model_spec_names():
+    for spec in ("random", "random:", "random:default", "random:smollm2-135m-instruct:0", "random::0"):
+        assert parse_random_spec(spec).name == RANDOM
+    assert parse_random_spec("random:HuggingFaceTB/SmolLM2-135M:7").name == "random:HuggingFaceTB/SmolLM2-135M:7"
+    assert parse_random_spec(PACKAGED) is None and parse_random_spec("randomish/model") is None
+    with pytest.raises(UserError, match="must be a trained model"):
+        parse_random_spec("random:random:0")
+
+
+def test_random_model_has_the_architecture_and_tokenizer_but_not_the_weights(subject, random_model):
+    assert random_model.name == RANDOM
+    assert random_model.model.config.to_dict() == subject.model.config.to_dict()
+    trained = dict(subject.model.named_parameters())
+    rand = dict(random_model.model.named_parameters())
+    assert list(rand) == list(trained)
+    for name, p in rand.items():
+        assert p.shape == trained[name].shape and not torch.equal(p, trained[name]), name
+    # the family's standard init: normal(0, initializer_range) linear weights, unit norms
+    std = float(rand["model.layers.3.mlp.down_proj.weight"].std())
+    assert abs(std - subject.model.config.initializer_range) < 1e-3
+    assert torch.equal(rand["model.layers.3.post_attention_layernorm.weight"], torch.ones(subject.d_model))
+    assert random_model.tokenizer.get_vocab() == subject.tokenizer.get_vocab()
+    text = "The Bank of England raised interest rates on Thursday."
+    assert random_model.tokenizer(text)["input_ids"] == subject.tokenizer(text)["input_ids"]
+
+
+def test_random_model_is_reproducible_per_seed_and_differs_across_seeds(subject, random_model):
+    rng_before = torch.get_rng_state()
+    again = random_subject_model(subject, 0)  # mining's path: from the loaded subject's config
+    assert torch.equal(torch.get_rng_state(), rng_before), "building a random model leaves the global RNG alone"
+    assert again.name == RANDOM
+    ref = random_model.model.state_dict()
+    assert all(torch.equal(v, ref[k]) for k, v in again.model.state_dict().items())
+    other = random_subject_model(subject, 1)
+    assert other.name == f"random:{PACKAGED}:1"
+    w = "model.layers.3.mlp.up_proj.weight"
+    assert not torch.equal(other.model.state_dict()[w], ref[w])
+    with pytest.raises(UserError, match="already a random model"):
+        random_subject_model(random_model, 0)
+
+
+# ----------------------------------------------------------------------------- training the control
+@pytest.fixture(scope="module")
+def control_run(tmp_path_factory, tiny_run):
+    """A copy of tiny_run (four coders of the trained model) plus two coders of its random-model control."""
+    run = tmp_path_factory.mktemp("control") / "run"
+    shutil.copytree(tiny_run, run)
+    names = run_train_stage(run, _configs("sae", "bae"), device="cpu", eval_tokens=256, control="random-model")
+    return run, names
+
+
+def test_control_coders_are_named_and_record_the_random_model(control_run):
+    run, names = control_run
+    assert names == CONTROLS
+    rd = RunDir(run)
+    assert load_coder(rd.coder_dir(TRAINED)).model_name == PACKAGED
+    for name in CONTROLS:
+        assert rd.is_complete(f"train:{name}")
+        assert load_coder(rd.coder_dir(name)).model_name == RANDOM
+    stages = json.loads((run / "run.json").read_text())["stages"]
+    assert stages["train"]["model"] == PACKAGED and stages["train-random-model"]["model"] == RANDOM
+
+
+def test_control_has_its_own_activation_cache_of_the_same_tokens(control_run):
+    run, _ = control_run
+    metas = [json.loads(p.read_text()) for p in sorted((run / "activations").glob(f"train-*/{HP}/meta.json"))]
+    assert sorted(m["model"] for m in metas) == sorted([PACKAGED, RANDOM])  # two caches, never one shared
+    a, b = ({k: v for k, v in m["key"].items() if k != "model"} for m in metas)
+    assert a == b and metas[0]["n_tokens"] == metas[1]["n_tokens"] == 8192  # same corpus, split and tokens
+
+
+def test_control_reconstruction_is_evaluated_on_the_random_model(control_run):
+    run, _ = control_run
+    recon = pd.read_parquet(run / "recon_eval.parquet").set_index("coder")
+    assert set(CONTROLS) < set(recon.index) and TRAINED in recon.index
+    # next-token loss of the clean model: a random model predicts near uniformly over the 49,152 tokens
+    assert recon.loc[TRAINED, "ce_clean"] < 6
+    for name in CONTROLS:
+        assert abs(recon.loc[name, "ce_clean"] - math.log(49152)) < 1.0
+        # (no bound on the FVU: at this size a random model's coders fit the training tokens' identities
+        # and exceed 1 on held-out tokens)
+        assert recon.loc[name, "eval_tokens"] == 256 and 0 < recon.loc[name, "fvu"] < 10
+
+
+def test_unknown_control_is_a_one_line_error(tmp_path):
+    with pytest.raises(UserError, match="--control random-weights: use random-model") as exc:
+        run_train_stage(tmp_path, _configs("sae"), device="cpu", control="random-weights")
+    assert "\n" not in str(exc.value)
+    with pytest.raises(UserError, match="already a random model"):
+        run_train_stage(tmp_path, _configs("sae"), model="random", device="cpu", control="random-model")
+
+
+# ----------------------------------------------------------------------------- mining both in one pass
+@pytest.fixture(scope="module")
+def mined(control_run, subject):
+    """The run mined in one pass over both models, interrupted after batch 3 and resumed (checkpoint at 2)."""
+    run, _ = control_run
+
+    def boom(done: int) -> None:
+        if done == 3:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run_mine_stage(run, model=subject, on_batch=boom, **MINE_KW)
+    summary = run_mine_stage(run, model=subject, **MINE_KW)
+    tables = {n: pd.read_parquet(run / f"{n}.parquet") for n in ("latents", "windows", "contexts")}
+    return run, summary, tables
+
+
+def test_trained_and_control_coders_are_mined_over_the_same_tokens(mined):
+    run, summary, t = mined
+    assert summary["models"] == [PACKAGED, RANDOM]
+    assert json.loads((run / "run.json").read_text())["stages"]["mine"]["models"] == [PACKAGED, RANDOM]
+    lat = t["latents"]
+    trained = [f"{c}-{HP}-k8" for c in ("sae", "bae", "tc", "btc")]
+    assert sorted(lat["coder"].unique()) == sorted([*trained, *CONTROLS])
+    assert set(lat["n_tokens"]) == {MINE_KW["tokens"]}
+    ctx = t["contexts"]
+    assert set(ctx["coder"]) == {*trained, *CONTROLS}
+    assert set(ctx["window_id"]) <= set(t["windows"]["window_id"])  # one windows table serves every coder
+    assert t["windows"]["window_id"].is_unique
+
+
+def _direct(model, coder, contexts: torch.Tensor, windows: pd.DataFrame, rows: pd.DataFrame) -> np.ndarray:
+    """Each row's window activations, from the coder encoding `model`'s activations directly."""
+    w = windows.set_index("window_id").loc[rows["window_id"]]
+    ctx_ids = sorted(set(w["context"]))
+    cap = capture(model, contexts[ctx_ids], [coder.hookpoint])
+    x = cap.mlp_out[coder.hookpoint]
+    with torch.no_grad():
+        dense = coder.ours.dense_activations(x.reshape(-1, x.shape[-1])).reshape(len(ctx_ids), x.shape[1], -1)
+    out = []
+    for (ctx, pos), latent in zip(zip(w["context"], w["position"]), rows["latent"]):
+        out.append(dense[ctx_ids.index(ctx), pos : pos + MINE_KW["window"], latent].numpy())
+    return np.stack(out)
+
+
+def test_control_codes_equal_encoding_the_random_model_directly(mined, subject, random_model):
+    run, _, t = mined
+    contexts = take_contexts(CorpusConfig(), subject.tokenizer, "heldout", MINE_KW["tokens"])
+    for name, model, wrong in ((CONTROLS[0], random_model, subject), (TRAINED, subject, random_model)):
+        rows = t["contexts"].query("coder == @name and kind == 'top'").head(6)
+        assert len(rows) == 6
+        coder = load_coder(RunDir(run).coder_dir(name))
+        got = np.stack(rows["activations"].to_numpy())
+        np.testing.assert_allclose(got, _direct(model, coder, contexts, t["windows"], rows), rtol=1e-4, atol=1e-4)
+        assert not np.allclose(got, _direct(wrong, coder, contexts, t["windows"], rows), rtol=1e-2, atol=1e-2)
+
+
+def test_two_model_mining_resumed_and_a_rerun_is_skipped(mined, subject):
+    run, summary, _ = mined
+    assert summary["resumed_batches"] == 2 and not (run / "checkpoints" / "mine-rank0.pt").exists()
+    again = run_mine_stage(run, model=subject, **MINE_KW)
+    assert again["skipped"] and sorted(again["coders"]) == sorted(summary["coders"])
+
+
+def test_coder_of_an_unrelated_model_is_refused_in_one_line(tmp_path, subject):
+    for model_name, hint in (("random:gpt2:0", "--model gpt2"), ("gpt2", "--model gpt2")):
+        folder = tmp_path / model_name.replace(":", "_") / "coders" / "c"
+        cfg = CoderConfig("sae", "topk", 576, 16, 4, hookpoint="layers.0.mlp", model_name=model_name)
+        save_coder(SparseCoder(cfg, seed=0), folder)
+        with pytest.raises(UserError, match=f"trained on model '{model_name}'") as exc:
+            run_mine_stage(folder.parents[1], model=subject, tokens=512, device="cpu")
+        assert hint in str(exc.value) and "\n" not in str(exc.value)
+
+
+# ----------------------------------------------------------------------------- presets and the CLI
+def test_plan_counts_control_coders_and_no_control_drops_them(tmp_path):
+    from typer.testing import CliRunner
+
+    from interp_eval.cli import app
+    from interp_eval.config import get_preset
+    from interp_eval.llm.options import llm_config
+    from interp_eval.reproduce import control_configs, plan
+
+    p = get_preset("tiny")
+    assert [c.coder for c in control_configs(p)] == list(p.control_coders) == ["sae", "bae"]
+    cfg = llm_config(None, None, None, 32, None, None, False, None)
+    with_control, without = plan(p, cfg), plan(p.with_overrides(control_coders=()), cfg)
+    assert with_control["coders"] == 6 and with_control["control_coders"] == 2
+    assert without["coders"] == 4 and without["control_coders"] == 0
+    assert with_control["latents_explained"] == 6 * p.explain_latents
+    res = CliRunner().invoke(app, ["reproduce", "--preset", "tiny", "--run", str(tmp_path / "run"), "--dry-run"])
+    assert res.exit_code == 0 and "2 of them random-model controls" in res.output, res.output
+    res = CliRunner().invoke(app, ["reproduce", "--preset", "tiny", "--run", str(tmp_path / "run"), "--dry-run", "--no-control"])
+    assert res.exit_code == 0 and "4 coders" in res.output and "random-model" not in res.output, res.output
+    res = CliRunner().invoke(app, ["train", "--run", str(tmp_path / "run"), "--control", "random-weights"])
+    assert res.exit_code == 2 and "--control random-weights: use random-model" in res.output
