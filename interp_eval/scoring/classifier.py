@@ -136,4 +136,5 @@ class Detection(_Classifier):
 @register_scorer
 class Fuzzing(_Classifier):
     name = "fuzzing"
+    needs_marks = True
     description = "the LLM says whether a window's highlighted tokens match the explanation (0/1)"

@@ -54,8 +54,10 @@ class Embedder:
         self.max_length = max_length
 
     def encode(self, texts: Sequence[str]) -> np.ndarray:
-        """[len(texts), 384] unit vectors."""
+        """[len(texts), 384] unit vectors (batched by length, so little padding; returned in input order)."""
         torch = self.torch
+        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+        texts = [texts[i] for i in order]
         out = []
         for i in range(0, len(texts), self.batch_size):
             batch = self.tokenizer(list(texts[i : i + self.batch_size]), padding=True, truncation=True,
@@ -65,7 +67,12 @@ class Embedder:
             mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
             pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
             out.append(torch.nn.functional.normalize(pooled, p=2, dim=1).numpy())
-        return np.concatenate(out) if out else np.zeros((0, self.model.config.hidden_size), np.float32)
+        if not out:
+            return np.zeros((0, self.model.config.hidden_size), np.float32)
+        vecs = np.concatenate(out)
+        back = np.empty_like(vecs)
+        back[order] = vecs
+        return back
 
 
 class WindowEmbeddings:
@@ -80,6 +87,7 @@ class WindowEmbeddings:
         self._vecs: dict[int, np.ndarray] = {}
         self._new: list[int] = []
         self._embedder: Embedder | None = None
+        self._text_vecs: dict[str, np.ndarray] = {}
         if store is not None and store.exists():
             from ..artifacts import read_parquet
 
@@ -103,6 +111,13 @@ class WindowEmbeddings:
             self._vecs.update(zip(missing, vecs))
             self._new += missing
         return np.stack([self._vecs[int(i)] for i in ids]) if len(ids) else np.zeros((0, DIM), np.float32)
+
+    def of_texts(self, texts: Sequence[str]) -> dict[str, np.ndarray]:
+        """Embeddings of free texts (explanations), each computed once per run of the stage."""
+        missing = sorted(set(texts) - set(self._text_vecs))
+        if missing:
+            self._text_vecs.update(zip(missing, self.embedder.encode(missing)))
+        return {t: self._text_vecs[t] for t in texts}
 
     def save(self) -> None:
         if self.store is None or not self._new:
@@ -133,8 +148,7 @@ class EmbeddingScorer(LocalScorer):
 
     def score(self, jobs: Sequence[Job], context) -> list[list[dict]]:
         emb: WindowEmbeddings = context.embeddings
-        explanations = sorted({" ".join(str(j.tests.explanation).split()) for j in jobs})
-        evecs = dict(zip(explanations, emb.embedder.encode(explanations))) if explanations else {}
+        evecs = emb.of_texts(sorted({" ".join(str(j.tests.explanation).split()) for j in jobs}))
         out = []
         for job in jobs:
             ws = job.tests.windows

@@ -22,7 +22,7 @@ from typing import Sequence
 import numpy as np
 
 from .embedding import MODEL_NAME, WindowEmbeddings
-from .registry import Job, LocalScorer, register_scorer
+from .registry import LIVE, Job, LocalScorer, register_scorer
 
 
 @register_scorer
@@ -30,6 +30,7 @@ class ExampleEmbedding(LocalScorer):
     name = "example-embedding"
     description = "similarity of held-out windows to the latent's explanation windows (MiniLM); AUC, no explanation"
     needs_explanation = False
+    latents = LIVE
     metrics = ("auc",)
 
     def model(self, llm_model: str) -> str:

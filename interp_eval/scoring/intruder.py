@@ -32,6 +32,7 @@ class Intruder(LLMScorer):
     name = "intruder"
     description = "the LLM picks the one window of another latent among n (chance 1/n); no explanation"
     needs_explanation = False
+    needs_marks = True
     control = "chance"
     metrics = ("accuracy",)
 
@@ -44,6 +45,9 @@ class Intruder(LLMScorer):
 
     def chance(self, cfg) -> float:
         return 1.0 / cfg.intruder_windows
+
+    def expected_windows(self, job: Job) -> list[int]:
+        return sorted(intruder.window_id for _, intruder, _ in job.extra.get("trials", []))
 
     def prepare(self, jobs: Sequence[Job], tests_of: dict[tuple[str, int], LatentTests], known: dict[tuple[str, int], set[int]], cfg) -> None:
         """Attach each job's trials: (own windows, intruder window, intruder position)."""

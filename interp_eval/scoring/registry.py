@@ -39,6 +39,7 @@ BUILTIN_MODULES = ("classifier", "embedding", "example_embedding", "intruder")
 CONTROL_NONE = "none"
 CONTROL_SHUFFLED = "shuffled"
 NO_EXPLAINER = "none"  # the explainer column of scorers that read no explanation
+EXPLAINED, LIVE = "explained", "live"
 
 
 @dataclass
@@ -79,6 +80,8 @@ class Scorer:
     description: ClassVar[str] = ""
     uses_llm: ClassVar[bool] = False
     needs_explanation: ClassVar[bool] = True
+    needs_marks: ClassVar[bool] = False  # reads ScoreWindow.fuzz_mask (highlighted windows)
+    latents: ClassVar[str] = EXPLAINED  # which latents it scores: the explained ones, or every live one (LIVE)
     control: ClassVar[str] = CONTROL_SHUFFLED  # "shuffled" (own vs another latent's) or "chance"
     metrics: ClassVar[tuple[str, ...]] = ("accuracy", "balanced_accuracy", "precision", "recall", "f1", "auc")
     code_version: ClassVar[str] = "1"
@@ -96,6 +99,10 @@ class Scorer:
 
     def chance(self, cfg: Any) -> float | None:
         return None
+
+    def expected_windows(self, job: Job) -> list[int]:
+        """The window ids of a finished job's rows (for resume): its test windows, by default."""
+        return sorted(w.window_id for w in job.tests.windows)
 
 
 class LLMScorer(Scorer):

@@ -49,14 +49,14 @@ from ..errors import UserError
 from ..llm import LLMConfig, LLMResponse, make_client
 from ..llm.client import dry_run as llm_dry_run
 from ..llm.usage import LLM_USAGE
-from ..mining.schema import CONTEXTS, LATENTS, SPLIT_EXPLAIN, SPLIT_TEST, STATUS_OK, WINDOWS
+from ..mining.schema import CONTEXTS, KIND_NEGATIVE, LATENTS, SPLIT_EXPLAIN, SPLIT_TEST, STATUS_OK, WINDOWS
 from ..prompting import render
 from . import aggregate
 from .classifier import wants_logprobs
 from .controls import shuffled_sources
 from .embedding import WINDOW_EMBEDDINGS, WindowEmbeddings
-from .registry import CONTROL_NONE, CONTROL_SHUFFLED, NO_EXPLAINER, Job, LLMScorer, LocalScorer, ScorePrompt, get_scorer, scorer_names
-from .testset import LatentTests, build_latent_tests
+from .registry import CONTROL_NONE, CONTROL_SHUFFLED, EXPLAINED, LIVE, NO_EXPLAINER, Job, LLMScorer, LocalScorer, ScorePrompt, get_scorer, scorer_names
+from .testset import LatentTests, TestRows, build_latent_tests
 
 log = logging.getLogger(__name__)
 
@@ -212,30 +212,34 @@ class TestData:
     texts: dict[int, str]  # un-highlighted text of every window read
 
 
-def load_tests(rd: RunDir, keys: set[tuple[str, int]], latents: pd.DataFrame, cfg: ScoreConfig) -> TestData:
-    """The test set of every latent in `keys`; explanation windows are read for the leak check and as references."""
+def load_tests(rd: RunDir, keys: set[tuple[str, int]], latents: pd.DataFrame, cfg: ScoreConfig, marks: bool = True) -> TestData:
+    """The test set of every latent in `keys`; explanation windows are read for the leak check and as references.
+
+    `marks=False` skips the fuzzing marks (only scorers that show highlighted windows need them).
+    """
     if not keys:
         return TestData({}, {}, {}, {})
     coders = sorted({c for c, _ in keys})
     ctx = _read(rd.path(CONTEXTS), CONTEXTS, filters=[("coder", "in", coders), ("split", "in", [SPLIT_EXPLAIN, SPLIT_TEST])],
                 columns=["coder", "latent", "window_id", "kind", "split", "quantile", "rank", "activations"])
-    keep = np.array([k in keys for k in zip(ctx["coder"], ctx["latent"].astype(int))], dtype=bool)
-    ctx = ctx[keep]
-    test = ctx[ctx["split"] == SPLIT_TEST]
-    explain_ids = {(c, int(l)): g["window_id"].astype(int).tolist() for (c, l), g in ctx[ctx["split"] == SPLIT_EXPLAIN].groupby(["coder", "latent"])}
-    ids = sorted(set(ctx["window_id"].astype(int)))
+    keep = pd.MultiIndex.from_arrays([ctx["coder"], ctx["latent"].astype(np.int64)]).isin(list(keys))
+    ctx = ctx[keep].reset_index(drop=True)
+    rows = TestRows.of(ctx)
+    groups = ctx.groupby(["coder", "latent"], sort=False).indices
+    ids = sorted(set(rows.window_id.tolist()))
     win = _read(rd.path(WINDOWS), WINDOWS, filters=[("window_id", "in", ids)] if ids else None, columns=["window_id", "tokens"])
     tokens_of = {int(w): list(t) for w, t in zip(win["window_id"], win["tokens"])}
     binary = dict(zip(latents["coder"], latents["binary"].astype(bool)))
-    tests, known = {}, {}
-    activating = ctx[ctx["kind"] != "random_negative"]
-    for (c, l), g in activating.groupby(["coder", "latent"]):
-        known[(c, int(l))] = set(g["window_id"].astype(int))
-    for (coder, latent), rows in test.groupby(["coder", "latent"]):
+    tests, explain_ids, known = {}, {}, {}
+    for (coder, latent), at in groups.items():
         key = (coder, int(latent))
+        mine = rows.take(at)
+        explain = mine.split == SPLIT_EXPLAIN
+        explain_ids[key] = mine.window_id[explain].tolist()
+        known[key] = set(mine.window_id[mine.kind != KIND_NEGATIVE].tolist())
         tests[key] = build_latent_tests(
-            coder, int(latent), "", binary.get(coder, False), rows, explain_ids.get(key, []), tokens_of,
-            n_activating=cfg.n_activating, n_negative=cfg.n_negative, seed=cfg.seed,
+            coder, int(latent), "", binary.get(coder, False), mine.take(np.flatnonzero(~explain)), explain_ids[key], tokens_of,
+            n_activating=cfg.n_activating, n_negative=cfg.n_negative, seed=cfg.seed, marks=marks,
         )
     for key in keys - set(tests):
         tests[key] = LatentTests(key[0], key[1], "", binary.get(key[0], False), [])
@@ -254,7 +258,7 @@ def _jobs(scorer, selected: pd.DataFrame, live: pd.DataFrame, data: TestData, cf
                 for latent, src in shuffled_sources(list(text), cfg.control_latents, cfg.seed, coder, explainer).items():
                     jobs.append(Job(replace(data.tests[(coder, latent)], explanation=text[src]), explainer, CONTROL_SHUFFLED, src))
         return jobs
-    rows = live if scorer.name == "example-embedding" else selected.drop_duplicates(["coder", "latent"])
+    rows = live if scorer.latents == LIVE else selected.drop_duplicates(["coder", "latent"])
     for coder, g in rows.groupby("coder", sort=True):
         lats = sorted(g["latent"].astype(int))
         for latent in lats:
@@ -321,7 +325,7 @@ def _done_keys(pred: pd.DataFrame, jobs: Sequence[Job], scorer, model: str, vers
     p = pred[pred["scorer"] == scorer.name]
     if p.empty:
         return set()
-    want = {j.key: (sorted(w.window_id for w in j.tests.windows), explanation_sha(j.tests.explanation)) for j in jobs}
+    want = {j.key: (scorer.expected_windows(j), explanation_sha(j.tests.explanation)) for j in jobs}
     done = set()
     for key, g in p.groupby(["coder", "latent", "explainer", "control"]):
         key = (key[0], int(key[1]), key[2], key[3])
@@ -331,12 +335,10 @@ def _done_keys(pred: pd.DataFrame, jobs: Sequence[Job], scorer, model: str, vers
         same = (
             (g["model"] == model).all() and (g["seed"] == cfg.seed).all() and (g["prompt_version"] == version).all()
             and (wpp is None or (g["windows_per_prompt"] == wpp).all())
-            and (scorer.name == "intruder" or sorted(g["window_id"].astype(int)) == windows)
+            and sorted(g["window_id"].astype(int)) == windows
             and (g["explanation_sha"] == sha).all()
             and not g["failure"].fillna("").str.startswith("llm").any()
         )
-        if scorer.name == "intruder":
-            same = same and len(g) == cfg.intruder_trials
         if same:
             done.add(key)
     return done
@@ -440,7 +442,7 @@ def _run_local(rd: RunDir, scorer: LocalScorer, jobs: list[Job], context: LocalC
     from ..progress import progress_bar
 
     model = scorer.model("")
-    step = max(1, chunk) * 16
+    step = max(1, chunk) * 64
     with progress_bar(len(jobs), scorer.name) as bar:
         for start in range(0, len(jobs), step):
             part = jobs[start : start + step]
@@ -499,23 +501,23 @@ def run_score_stage(
     wpp = cfg.windows_per_prompt or (LOCAL_WINDOWS_PER_PROMPT if backend == "local" else HOSTED_WINDOWS_PER_PROMPT)
     cfg = replace(cfg, windows_per_prompt=wpp)
     versions = {s.name: s.version() for s in chosen}
-    wants_explanations = any(s.needs_explanation or s.name == "intruder" for s in chosen)
+    wants_explanations = any(s.needs_explanation or s.latents == EXPLAINED for s in chosen)
     all_expl = read_explanations(rd) if wants_explanations else pd.DataFrame(columns=["coder", "latent", "explainer", "explanation"])
     selected = _explained(all_expl, cfg) if wants_explanations else all_expl
     if wants_explanations and selected.empty:
         raise UserError(f"nothing to score: {EXPLANATIONS} has no explained latent"
                         f"{' of --coder ' + ', '.join(cfg.coders) if cfg.coders else ''}"
                         f"{' among --latents' if cfg.latents is not None else ''} (run `interp-eval explain` first)")
-    live = _live(lat, cfg) if any(s.name == "example-embedding" for s in chosen) else selected.iloc[0:0]
+    live = _live(lat, cfg) if any(s.latents == LIVE for s in chosen) else selected.iloc[0:0]
     keys = set(zip(selected["coder"], selected["latent"].astype(int))) | set(zip(live["coder"], live["latent"].astype(int)))
-    data = load_tests(rd, keys, lat, cfg)
+    data = load_tests(rd, keys, lat, cfg, marks=any(s.needs_marks for s in chosen))
     pred = _load(rd, PREDICTIONS, "predictions", PREDICTIONS_SCHEMA)
     todo: dict[str, list[Job]] = {}
     counts: dict[str, Any] = {"selected": len(keys), "no_test_windows": sum(not t.windows for t in data.tests.values()),
                               "jobs": {}, "to_score": {}, "already_done": {}}
     for s in chosen:
         jobs = [j for j in _jobs(s, selected, live, data, cfg) if j.tests.windows]
-        if s.name == "intruder":
+        if hasattr(s, "prepare"):  # scorers that pair a latent with others (the intruder)
             s.prepare(jobs, data.tests, data.known, cfg)
         done = _done_keys(pred, jobs, s, s.model(model), versions[s.name], wpp if s.uses_llm else None, cfg)
         todo[s.name] = [j for j in jobs if j.key not in done]

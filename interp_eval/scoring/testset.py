@@ -73,47 +73,78 @@ def check_disjoint(coder: str, latent: int, test_ids: Sequence[int], explain_ids
         )
 
 
-def select_test_rows(rows: pd.DataFrame, n_activating: int, n_negative: int, seed: int, coder: str, latent: int) -> pd.DataFrame:
+@dataclass
+class TestRows:
+    """One latent's test rows as arrays (contexts.parquet columns): what select_test_rows chooses from."""
+
+    window_id: np.ndarray
+    kind: np.ndarray
+    split: np.ndarray
+    quantile: np.ndarray  # float, NaN where null
+    rank: np.ndarray
+    activations: Sequence
+
+    @classmethod
+    def of(cls, df: pd.DataFrame) -> "TestRows":
+        return cls(df["window_id"].to_numpy(np.int64), df["kind"].to_numpy(object), df["split"].to_numpy(object),
+                   pd.to_numeric(df["quantile"], errors="coerce").to_numpy(np.float64), df["rank"].to_numpy(np.int64),
+                   df["activations"].to_numpy(object))
+
+    def take(self, idx: np.ndarray) -> "TestRows":
+        return TestRows(self.window_id[idx], self.kind[idx], self.split[idx], self.quantile[idx], self.rank[idx], self.activations[idx])
+
+    def __len__(self) -> int:
+        return len(self.window_id)
+
+
+def select_test_rows(rows: TestRows, n_activating: int, n_negative: int, seed: int, coder: str, latent: int) -> TestRows:
     """The test rows of one latent (activating first, then negatives), capped as documented above."""
-    act = rows[(rows["kind"] == KIND_QUANTILE) & (rows["split"] == SPLIT_TEST)]
-    neg = rows[(rows["kind"] == KIND_NEGATIVE) & (rows["split"] == SPLIT_TEST)]
+    test = rows.split == SPLIT_TEST
+    act = np.flatnonzero((rows.kind == KIND_QUANTILE) & test)
+    neg = np.flatnonzero((rows.kind == KIND_NEGATIVE) & test)
     if len(act) > n_activating:
-        if act["quantile"].notna().all():
+        q = rows.quantile[act]
+        if not np.isnan(q).any():
             # round-robin over quantiles, lowest rank first, so every quantile keeps its share
-            act = act.sort_values(["quantile", "rank"]).copy()
-            act["_turn"] = act.groupby("quantile").cumcount()
-            act = act.sort_values(["_turn", "quantile"]).head(n_activating).drop(columns="_turn")
+            act = act[np.lexsort((rows.rank[act], q))]
+            q = rows.quantile[act]
+            turn = np.zeros(len(act), np.int64)
+            for value in np.unique(q):
+                at = np.flatnonzero(q == value)
+                turn[at] = np.arange(len(at))
+            act = act[np.lexsort((q, turn))][:n_activating]
         else:
             pick = _rng(seed, coder, latent, "activating").choice(len(act), size=n_activating, replace=False)
-            act = act.iloc[np.sort(pick)]
+            act = act[np.sort(pick)]
     if len(neg) > n_negative:
         pick = _rng(seed, coder, latent, "negative").choice(len(neg), size=n_negative, replace=False)
-        neg = neg.iloc[np.sort(pick)]
-    out = pd.concat([act, neg])
-    bad = out[out["split"] != SPLIT_TEST]
-    assert bad.empty, f"{coder} latent {latent}: non-test rows selected for scoring"
+        neg = neg[np.sort(pick)]
+    out = rows.take(np.concatenate([act, neg]))
+    assert (out.split == SPLIT_TEST).all(), f"{coder} latent {latent}: non-test rows selected for scoring"
     return out
 
 
 def build_latent_tests(
-    coder: str, latent: int, explanation: str, binary: bool, rows: pd.DataFrame, explain_ids: Sequence[int],
-    tokens_of: dict[int, list[str]], *, n_activating: int, n_negative: int, seed: int,
+    coder: str, latent: int, explanation: str, binary: bool, rows: TestRows | pd.DataFrame, explain_ids: Sequence[int],
+    tokens_of: dict[int, list[str]], *, n_activating: int, n_negative: int, seed: int, marks: bool = True,
 ) -> LatentTests:
-    """Select, check, mark and shuffle one latent's test windows."""
+    """Select, check, (mark) and shuffle one latent's test windows; `marks=False` leaves fuzz marks for mark_fuzz later."""
+    if isinstance(rows, pd.DataFrame):
+        rows = TestRows.of(rows)
     sel = select_test_rows(rows, n_activating, n_negative, seed, coder, latent)
-    check_disjoint(coder, latent, sel["window_id"].tolist(), explain_ids)
+    check_disjoint(coder, latent, sel.window_id.tolist(), explain_ids)
     windows: list[ScoreWindow] = []
-    for wid, kind, q, acts in zip(sel["window_id"], sel["kind"], sel["quantile"], sel["activations"]):
-        wid = int(wid)
+    for wid, kind, q, acts in zip(sel.window_id.tolist(), sel.kind, sel.quantile.tolist(), sel.activations):
         if wid not in tokens_of:
             raise UserError(f"windows.parquet has no window_id {wid} (referenced by {CONTEXTS}, {coder} latent {latent}): re-run `interp-eval mine`")
         label = 1 if kind == KIND_QUANTILE else 0
         a = np.asarray(acts, dtype=np.float32)
         if label == 0 and (a > 0).any():
             raise UserError(f"{CONTEXTS}: {coder} latent {latent}: random_negative window {wid} has activations > 0")
-        quantile = None if q is None or pd.isna(q) else int(q)
-        windows.append(ScoreWindow(wid, label, quantile, list(tokens_of[wid]), a))
-    mark_fuzz(windows, seed, coder, latent)
+        quantile = None if q != q else int(q)
+        windows.append(ScoreWindow(wid, label, quantile, tokens_of[wid], a))
+    if marks:
+        mark_fuzz(windows, seed, coder, latent)
     order = _rng(seed, coder, latent, "order").permutation(len(windows))
     return LatentTests(coder, latent, explanation, binary, [windows[i] for i in order])
 
