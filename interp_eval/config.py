@@ -12,6 +12,11 @@
 Every preset also trains `control_coders`: those coder kinds, at the same hookpoints, ks and seeds
 and with the same settings, on a randomly initialised copy of the subject model (the random-model
 control of Heap et al. 2025; named `<coder>-randmodel`). `reproduce --no-control` skips them.
+
+Scoring in every preset: `free_scorers` (no LLM: embedding, example-embedding) on every latent the
+token-table explainer covers or every live one; the LLM `scorers` on the first `explain_latents`
+latents of each coder, with the LLM explainer's explanations. Every score run carries its shuffled
+control. `windows_per_prompt=None` takes the backend's default (1 offline, 5 hosted).
 """
 
 from __future__ import annotations
@@ -41,10 +46,13 @@ class Preset:
     n_test: int
     n_negative: int
     min_examples: int
-    explain_latents: int
-    windows_per_prompt: int
-    scorers: tuple[str, ...]
+    explain_latents: int  # latents per coder explained by the LLM and scored by the LLM scorers
+    windows_per_prompt: int | None  # LLM scorers; None: the backend's default (offline 1, hosted 5)
+    scorers: tuple[str, ...]  # LLM scorers, on the LLM explainer's explanations
+    free_scorers: tuple[str, ...]  # scorers without an LLM, on every token-table-explained (or live) latent
     llm_model: str | None  # None = the offline local model
+    embedding_latents: int | None = None  # latents per coder for free scorers that read an explanation (None: all)
+    llm_test_windows: int | None = None  # activating and non-activating test windows each for LLM scorers (None: n_test/n_negative)
     assumptions: tuple[str, ...] = field(default=())
 
     def with_overrides(self, **kw) -> "Preset":
@@ -57,15 +65,16 @@ PRESETS: dict[str, Preset] = {
         control_coders=("sae", "bae"),
         ks=(8,), seeds=(1,), expansion=2, train_tokens=8192, batch_size=256, ctx_len=256, optimizer="signum",
         eval_tokens=1024, mine_tokens=16384, mine_ctx_len=256, n_explain=10, n_test=10, n_negative=10, min_examples=20,
-        explain_latents=2, windows_per_prompt=5, scorers=("detection", "fuzzing"), llm_model=None,
+        explain_latents=2, windows_per_prompt=None, scorers=("detection", "fuzzing"), free_scorers=("embedding", "example-embedding"),
+        llm_model=None,
     ),
     "demo": Preset(
         name="demo", model=None, dataset="bbc-news", hookpoints=("layers.9.mlp",), coders=("sae", "bae", "tc", "btc"),
         control_coders=("sae", "bae"),
         ks=(32,), seeds=(1,), expansion=8, train_tokens=300_000, batch_size=1024, ctx_len=256, optimizer="signum",
         eval_tokens=8192, mine_tokens=200_000, mine_ctx_len=256, n_explain=20, n_test=10, n_negative=10,
-        min_examples=200, explain_latents=6, windows_per_prompt=5, scorers=("detection", "fuzzing", "embedding"),
-        llm_model=None,
+        min_examples=200, explain_latents=5, windows_per_prompt=None, scorers=("detection",),
+        free_scorers=("embedding", "example-embedding"), llm_model=None, embedding_latents=500, llm_test_windows=5,
     ),
     "paper": Preset(
         name="paper", model="HuggingFaceTB/SmolLM2-135M", dataset="bbc-news",
@@ -74,7 +83,7 @@ PRESETS: dict[str, Preset] = {
         ks=(16, 32, 64, 128), seeds=(1, 2, 3), expansion=64, train_tokens=500_000_000, batch_size=65_536, ctx_len=2048,
         optimizer="signum", eval_tokens=1_048_576, mine_tokens=10_000_000, mine_ctx_len=256, n_explain=40, n_test=50,
         n_negative=50, min_examples=200, explain_latents=100, windows_per_prompt=5, scorers=("detection", "fuzzing"),
-        llm_model="claude",
+        free_scorers=("embedding", "example-embedding"), llm_model="claude",
         assumptions=(
             "training tokens per coder (500M) are not given in PAPER.md",
             "latents explained per coder (the first 100 live ones) are not given in PAPER.md",

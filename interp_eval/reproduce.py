@@ -40,23 +40,27 @@ def control_configs(p: Preset) -> list[TrainConfig]:
     return train_configs(replace(p, coders=p.control_coders))
 
 
-def _scoring_requests(p: Preset, window) -> list:
-    """One latent's detection/fuzzing prompts at the preset's sizes, with stand-in windows."""
+def _scoring_requests(p: Preset, window, backend: str) -> list:
+    """One latent's detection/fuzzing prompts at the preset's sizes, with stand-in windows, twice: the
+    latent's own explanation and the shuffled control."""
     import math
 
     import numpy as np
 
     from .scoring.classifier import LLM_SCORERS, build_request
+    from .scoring.stage import HOSTED_WINDOWS_PER_PROMPT, LOCAL_WINDOWS_PER_PROMPT
     from .scoring.testset import ScoreWindow
 
     sw = ScoreWindow(window_id=0, label=1, quantile=None, tokens=list(window.tokens),
                      activations=np.asarray(window.activations), fuzz_mask=[a > 0 for a in window.activations])
-    n_prompts = math.ceil((p.n_test + p.n_negative) / p.windows_per_prompt)
+    wpp = p.windows_per_prompt or (LOCAL_WINDOWS_PER_PROMPT if backend == "local" else HOSTED_WINDOWS_PER_PROMPT)
+    n_windows = 2 * p.llm_test_windows if p.llm_test_windows else p.n_test + p.n_negative
+    n_prompts = math.ceil(n_windows / wpp)
     explanation = "a stand-in explanation of about ten words for the estimate"
     out = []
     for scorer in p.scorers:
         if scorer in LLM_SCORERS:
-            out += [build_request(scorer, explanation, [sw] * p.windows_per_prompt)] * n_prompts
+            out += [build_request(scorer, explanation, [sw] * wpp)] * n_prompts * 2  # own + shuffled control
     return out
 
 
@@ -72,7 +76,7 @@ def plan(p: Preset, llm_cfg: LLMConfig) -> dict:
     latents = n_coders * p.explain_latents
     # a stand-in window of 32 ordinary tokens (~4 characters each), with one marked token
     window = Window([" word"] * 32, [1.0] + [0.0] * 31)
-    per_latent = [build_request([window] * p.n_explain)] + _scoring_requests(p, window)
+    per_latent = [build_request([window] * p.n_explain)] + _scoring_requests(p, window, llm_cfg.resolved()[0])
     input_tokens = latents * sum(estimate_input_tokens(r) for r in per_latent)
     output_tokens = latents * sum(r.expected_output_tokens or r.max_tokens for r in per_latent)
     backend, model = llm_cfg.resolved()
@@ -99,8 +103,8 @@ def plan(p: Preset, llm_cfg: LLMConfig) -> dict:
         "cost_usd": cost,
         "batch": batch,
         "assumptions": list(p.assumptions),
-        "note": "LLM figures assume every selected latent is live and nothing is cached yet; "
-                "prompt-cache discounts are not applied",
+        "note": "LLM figures assume every selected latent is live and nothing is cached yet, and include the shuffled "
+                "control (every scored latent scored twice); prompt-cache discounts are not applied",
     }
 
 
@@ -133,8 +137,22 @@ def run_reproduce(p: Preset, run: str | Path, llm_cfg: LLMConfig, device: str = 
           corpus=CorpusConfig(dataset=p.dataset, ctx_len=p.mine_ctx_len), device=device, n_explain=p.n_explain,
           n_test=p.n_test, n_negative=p.n_negative, min_examples=p.min_examples)
     timed("explain", run_explain_stage, run, llm_cfg, ExplainConfig(latents=p.explain_latents))
-    timed("score", run_score_stage, run, llm_cfg, scorers=p.scorers, windows_per_prompt=p.windows_per_prompt,
-          n_activating=p.n_test, n_negative=p.n_negative, freq_adjust=True)
+    if p.free_scorers:  # the token look-up table covers every live latent, for free
+        from .scoring.registry import LIVE, get_scorer
+
+        timed("explain_token_table", run_explain_stage, run, None, ExplainConfig(explainer="token-table"))
+        on_live = tuple(s for s in p.free_scorers if get_scorer(s).latents == LIVE)
+        on_explained = tuple(s for s in p.free_scorers if s not in on_live)
+        if on_live:
+            timed("score_live", run_score_stage, run, None, scorers=on_live, n_activating=p.n_test, n_negative=p.n_negative,
+                  freq_adjust=True)
+        if on_explained:
+            timed("score_free", run_score_stage, run, None, scorers=on_explained, latents=p.embedding_latents,
+                  n_activating=p.n_test, n_negative=p.n_negative, freq_adjust=True)
+    if p.scorers:
+        n = p.llm_test_windows
+        timed("score", run_score_stage, run, llm_cfg, scorers=p.scorers, latents=p.explain_latents, explainers=("llm",),
+              windows_per_prompt=p.windows_per_prompt, n_activating=n or p.n_test, n_negative=n or p.n_negative, freq_adjust=True)
     written = timed("report", run_report_stage, run)
     info = {
         "preset": asdict(p),
