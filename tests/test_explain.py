@@ -142,5 +142,9 @@ def test_parse_explanation():
     assert parse_explanation("reasoning\n[EXPLANATION]: digits of years") == "digits of years"
     assert parse_explanation("Explanation: the word of") == "the word of"
     assert parse_explanation("[EXPLANATION]:  ") is None
+    assert parse_explanation('[EXPLANATION]: "digits of years"') == "digits of years"
+    assert parse_explanation('[EXPLANATION]: "to" before an infinitive') == '"to" before an infinitive'
+    assert parse_explanation('[EXPLANATION]: "up" and "down"') == '"up" and "down"'
+    assert parse_explanation('[EXPLANATION]: ""') is None
     assert parse_explanation("no format") is None
     assert parse_explanation(None) is None

@@ -52,6 +52,7 @@ def test_token_table_counts_marked_tokens_stripped_and_ranked():
     assert token_table_explanation(windows, size=1) == 'the tokens "year" (3)'
     assert "<|im_end|>" not in token_summary(windows)  # a chat-control token never reaches a prompt
     assert token_table_explanation([windows[2]]) is None and token_summary([windows[2]]) == "(none)"
+    assert token_summary([Window([' "', "Hi"], [1.0, 0.0])]) == '"\\"" (1)'  # a quotation mark token, escaped
 
 
 def test_token_table_caps_the_list_and_breaks_ties_alphabetically():

@@ -87,13 +87,18 @@ def retry_request(request: LLMRequest, bad_answer: str, copied: str | None = Non
 
 
 def parse_explanation(text: str | None) -> str | None:
-    """The text after the last `[EXPLANATION]:` line, or None when there is none (or it is empty)."""
+    """The text after the last `[EXPLANATION]:` line, or None when there is none (or it is empty).
+
+    Quotes around the whole answer are dropped; quotes inside it (`"to" before an infinitive`) are kept.
+    """
     if not text:
         return None
     for line in reversed(text.strip().splitlines()):
         m = EXPLANATION_RE.match(line)
         if m:
-            found = m.group(1).strip().strip('"').strip()
+            found = m.group(1).strip()
+            if len(found) >= 2 and found[0] == found[-1] == '"' and '"' not in found[1:-1]:
+                found = found[1:-1].strip()
             return found or None
     return None
 

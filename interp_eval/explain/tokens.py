@@ -56,8 +56,8 @@ def marked_token_counts(windows: Sequence[Window]) -> list[TokenCount]:
 
 
 def format_counts(counts: Sequence[TokenCount]) -> str:
-    """`"year" (12), "years" (7), "months" (3)`."""
-    return ", ".join(f'"{c.token}" ({c.count})' for c in counts)
+    """`"year" (12), "years" (7), "months" (3)`; a quotation mark token is shown as `"\\""`."""
+    return ", ".join('"' + c.token.replace('"', '\\"') + f'" ({c.count})' for c in counts)
 
 
 def token_summary(windows: Sequence[Window], size: int = TOKEN_TABLE_SIZE) -> str:
