@@ -577,3 +577,19 @@ def test_page_in_headless_chromium(report_run, page, tmp_path):
         Path(keep).mkdir(parents=True, exist_ok=True)
         shutil.copy(tmp_path / "report.png", Path(keep) / "report.png")
     assert (tmp_path / "report.png").stat().st_size > 20_000
+
+
+def test_random_model_coders_are_compared_with_their_trained_twins(tmp_path):
+    from interp_eval.report.tables import random_model_table
+
+    rng = np.random.default_rng(0)
+    rows = []
+    for coder, mean in (("sae-x", 0.8), ("sae-x-randmodel", 0.55), ("bae-x", 0.7), ("bae-x-randmodel", 0.7)):
+        for latent in range(30):
+            rows.append({"coder": coder, "latent": latent, "scorer": "example-embedding", "auc": mean + rng.normal(0, 0.05)})
+    data = RunData(rd=RunDir(tmp_path), scores=pd.DataFrame(rows))
+    t = random_model_table(data).set_index("trained")
+    assert list(t.index) == ["bae-x", "sae-x"] and (t["metric"] == "auc").all()
+    assert t.at["sae-x", "verdict"] == "trained higher" and t.at["sae-x", "ci_low"] > 0.15
+    assert t.at["bae-x", "verdict"] == "random-model coder rates as high as the trained one"
+    assert t.at["bae-x", "ci_low"] < 0 < t.at["bae-x", "ci_high"]

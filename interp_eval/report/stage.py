@@ -29,7 +29,7 @@ from .claims import claims_markdown, evaluate_claims, pairs_note
 from .html import png_data_uri, write_html
 from .inputs import load_run
 from .plots import make_plots
-from .tables import EXPLANATION_NOTE, POWER_NOTE, explanation_table, coder_table, display_table, scorer_display, scorer_table, to_markdown, usage_display, usage_table
+from .tables import EXPLANATION_NOTE, POWER_NOTE, RANDOM_MODEL_NOTE, explanation_table, random_model_display, random_model_table, coder_table, display_table, scorer_display, scorer_table, to_markdown, usage_display, usage_table
 
 RESULTS = "results"
 
@@ -85,10 +85,15 @@ def run_report_stage(run: str | Path, out_dir: str | Path | None = None, cfg: Re
 
     power = scorer_table(data)
     power_shown = scorer_display(power)
+    randoms = random_model_table(data, seed=cfg.seed)
+    randoms_shown = random_model_display(randoms)
     if len(power):
         written["scorers_csv"] = _write_csv(out / "scorers.csv", power)
-        written["scorers_md"] = _write_text(out / "scorers.md", f"# Scorers and their power: {rd.root.name}\n\n{POWER_NOTE}\n\n"
-                                            f"{to_markdown(power_shown)}")
+        md = f"# Scorers and their power: {rd.root.name}\n\n{POWER_NOTE}\n\n{to_markdown(power_shown)}"
+        if len(randoms):
+            written["random_model_csv"] = _write_csv(out / "random_model.csv", randoms)
+            md += f"\n## Trained vs random-model coders\n\n{RANDOM_MODEL_NOTE}\n\n{to_markdown(randoms_shown)}"
+        written["scorers_md"] = _write_text(out / "scorers.md", md)
 
     expl = explanation_table(data)
     if len(expl):
@@ -120,6 +125,8 @@ def run_report_stage(run: str | Path, out_dir: str | Path | None = None, cfg: Re
             {"id": "coders", "title": "Coders", "note": CODER_TABLE_NOTE, "columns": list(shown.columns), "rows": shown.astype(str).values.tolist()},
             *([{"id": "scorers", "title": "Scorers and their measured power", "note": POWER_NOTE,
                 "columns": list(power_shown.columns), "rows": power_shown.astype(str).values.tolist()}] if len(power) else []),
+            *([{"id": "random_model", "title": "Trained vs random-model coders", "note": RANDOM_MODEL_NOTE,
+                "columns": list(randoms_shown.columns), "rows": randoms_shown.astype(str).values.tolist()}] if len(randoms) else []),
             *([{"id": "explanations", "title": "Explanations: diversity per coder and explainer", "note": EXPLANATION_NOTE,
                 "columns": list(expl.columns), "rows": expl.astype(str).values.tolist()}] if len(expl) else []),
             *([{"id": "llm_usage", "title": "LLM usage by stage and model", "note": None,

@@ -247,6 +247,53 @@ def scorer_display(df: pd.DataFrame) -> pd.DataFrame:
                                        "latents", "verdict"])
 
 
+RANDOM_MODEL_NOTE = (
+    "Each coder trained on the randomly initialised subject model (`-randmodel`, the control of Heap et al. 2025) beside "
+    "its trained twin, per scorer: the mean headline metric over scored latents and trained minus random with a bootstrap "
+    "95% interval (latents resampled on each side). Where the interval does not clear zero, the scorer rates the "
+    "random-model coder as high as the trained one: its scores say little about what training taught the coder."
+)
+
+
+def random_model_table(data: RunData, seed: int = 0, n_boot: int = 2000) -> pd.DataFrame:
+    """Trained coder vs its random-model twin, per scorer (headline metric; own explanations only)."""
+    from ..lm.model import RANDOM_MODEL_SUFFIX
+    from ..scoring.aggregate import headline_metric
+
+    cols = ["trained", "random_model", "scorer", "metric", "trained_mean", "random_mean", "difference", "ci_low", "ci_high",
+            "latents_trained", "latents_random", "verdict"]
+    if not data.has("scores"):
+        return pd.DataFrame(columns=cols)
+    sc = data.scores
+    rows = []
+    for rnd in sorted(c for c in set(sc["coder"]) if str(c).endswith(RANDOM_MODEL_SUFFIX)):
+        twin = rnd[: -len(RANDOM_MODEL_SUFFIX)]
+        for scorer in sorted(set(sc.loc[sc["coder"] == rnd, "scorer"])):
+            s = sc[sc["scorer"] == scorer]
+            metric = headline_metric(scorer, s)
+            a = s.loc[s["coder"] == twin, metric].dropna().to_numpy(np.float64)
+            b = s.loc[s["coder"] == rnd, metric].dropna().to_numpy(np.float64)
+            if not (len(a) and len(b)):
+                continue
+            rng = np.random.default_rng(seed)
+            d = a[rng.integers(0, len(a), (n_boot, len(a)))].mean(1) - b[rng.integers(0, len(b), (n_boot, len(b)))].mean(1)
+            lo, hi = np.quantile(d, [0.025, 0.975])
+            verdict = "trained higher" if lo > 0 else "random-model coder rates as high as the trained one"
+            rows.append({"trained": twin, "random_model": rnd, "scorer": scorer, "metric": metric, "trained_mean": a.mean(),
+                         "random_mean": b.mean(), "difference": a.mean() - b.mean(), "ci_low": lo, "ci_high": hi,
+                         "latents_trained": len(a), "latents_random": len(b), "verdict": verdict})
+    return pd.DataFrame(rows, columns=cols)
+
+
+def random_model_display(df: pd.DataFrame) -> pd.DataFrame:
+    return pd.DataFrame({
+        "trained": df["trained"], "random model": df["random_model"], "scorer": df["scorer"], "metric": df["metric"],
+        "trained mean": df["trained_mean"].map(_num), "random mean": df["random_mean"].map(_num),
+        "trained - random [95% CI]": [f"{r.difference:+.3f} [{r.ci_low:+.3f}, {r.ci_high:+.3f}]" for r in df.itertuples()],
+        "latents": [f"{r.latents_trained} / {r.latents_random}" for r in df.itertuples()], "verdict": df["verdict"],
+    })
+
+
 EXPLANATION_NOTE = (
     "Per coder and explainer: latents explained, distinct explanations (case, punctuation and spacing ignored), "
     "diversity = distinct / explained, and explanations that repeat one of the explainer's few-shot answers. "
