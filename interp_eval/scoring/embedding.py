@@ -134,10 +134,9 @@ class WindowEmbeddings:
         self._new = []
 
 
-@register_scorer
-class EmbeddingScorer(LocalScorer):
-    name = "embedding"
-    description = "cosine similarity of the explanation to each test window (MiniLM); AUC of activating vs not"
+class MiniLMScorer(LocalScorer):
+    """A scorer that ranks windows by a MiniLM similarity: its only metric is the AUC."""
+
     metrics = ("auc",)
 
     def model(self, llm_model: str) -> str:
@@ -145,6 +144,12 @@ class EmbeddingScorer(LocalScorer):
 
     def headline(self, has_probabilities: bool) -> str:
         return "auc"
+
+
+@register_scorer
+class EmbeddingScorer(MiniLMScorer):
+    name = "embedding"
+    description = "cosine similarity of the explanation to each test window (MiniLM); AUC of activating vs not"
 
     def score(self, jobs: Sequence[Job], context) -> list[list[dict]]:
         emb: WindowEmbeddings = context.embeddings

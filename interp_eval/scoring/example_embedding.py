@@ -21,23 +21,16 @@ from typing import Sequence
 
 import numpy as np
 
-from .embedding import MODEL_NAME, WindowEmbeddings
-from .registry import LIVE, Job, LocalScorer, register_scorer
+from .embedding import MiniLMScorer, WindowEmbeddings
+from .registry import LIVE, Job, register_scorer
 
 
 @register_scorer
-class ExampleEmbedding(LocalScorer):
+class ExampleEmbedding(MiniLMScorer):
     name = "example-embedding"
     description = "similarity of held-out windows to the latent's explanation windows (MiniLM); AUC, no explanation"
     needs_explanation = False
     latents = LIVE
-    metrics = ("auc",)
-
-    def model(self, llm_model: str) -> str:
-        return MODEL_NAME
-
-    def headline(self, has_probabilities: bool) -> str:
-        return "auc"
 
     def score(self, jobs: Sequence[Job], context) -> list[list[dict]]:
         emb: WindowEmbeddings = context.embeddings
