@@ -317,6 +317,9 @@ def test_one_window_per_prompt_and_dry_run(llm_env, fast_config, run, capsys):
     run_score_stage(run, fast_config("claude"), scorers=("detection",), windows_per_prompt=1, latents=1)
     assert llm_env.completion_calls() == 2 * 20
     assert all(len(read_prompt({"messages": r.body["messages"]})[1]) == 1 for r in _scoring_requests(llm_env))
+    # one-window prompts get one-window examples (a small model copies the length of the examples' answers)
+    shots = [m["content"] for r in _scoring_requests(llm_env) for m in r.body["messages"][:-1] if m["role"] == "assistant"]
+    assert shots and set(shots) <= {"[0]", "[1]"}
     assert (_read(run, "latent_scores")["f1"] == 1).all()
 
 

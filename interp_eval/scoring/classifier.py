@@ -1,8 +1,8 @@
 """Detection and fuzzing prompts: build a request for a group of windows, parse the 0/1 answer.
 
 Templates (prompts/): `<scorer>_system`, `<scorer>_fewshot` (`### user` / `### assistant` blocks),
-`<scorer>_user` ($explanation, $windows, $n) and `score_retry` ($n, $example). System + few-shot are
-the same bytes in every call and marked as a cacheable prefix (`cache_prefix`).
+`<scorer>_user` ($explanation, $windows, $n) and `score_retry` ($n, $example). System + few-shot (`<scorer>_fewshot_single`
+for one-window prompts) are the same bytes in every call and marked as a cacheable prefix (`cache_prefix`).
 
 An answer is valid when it holds a bracketed list of exactly n digits 0/1 ("[1,0,0,1,0]"; spaces
 tolerated); the last such list in the text counts. Anything else is asked again with the bad answer
@@ -36,8 +36,14 @@ def wants_logprobs(backend: str, model: str) -> bool:
     return True
 
 
+def fewshot_name(scorer: str, n: int) -> str:
+    """The few-shot of an n-window prompt: one-window examples for one-window prompts (a small model
+    shown 5-digit answers answers a single window with 5 digits)."""
+    return f"{scorer}_fewshot_single" if n == 1 else f"{scorer}_fewshot"
+
+
 def prompt_version(scorer: str) -> str:
-    names = (f"{scorer}_system", f"{scorer}_fewshot", f"{scorer}_user", "score_retry")
+    names = (f"{scorer}_system", f"{scorer}_fewshot", fewshot_name(scorer, 1), f"{scorer}_user", "score_retry")
     return "+".join(load_prompt(n).version for n in names)
 
 
@@ -49,8 +55,8 @@ def build_request(scorer: str, explanation: str, windows: Sequence[ScoreWindow],
     """System + few-shot (fixed prefix) + one user turn with the explanation and the numbered windows."""
     if scorer not in LLM_SCORERS:
         raise ValueError(f"not an LLM scorer: {scorer!r}")
-    fewshot = load_dialogue(f"{scorer}_fewshot")
     n = len(windows)
+    fewshot = load_dialogue(fewshot_name(scorer, n))
     user = load_prompt(f"{scorer}_user").render(
         explanation=" ".join(str(explanation).split()), windows=format_windows(windows, scorer == "fuzzing"), n=n
     )
