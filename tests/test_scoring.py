@@ -318,7 +318,10 @@ def test_one_window_per_prompt_and_dry_run(llm_env, fast_config, run, capsys):
     assert llm_env.completion_calls() == 2 * 20
     assert all(len(read_prompt({"messages": r.body["messages"]})[1]) == 1 for r in _scoring_requests(llm_env))
     # one-window prompts get one-window examples (a small model copies the length of the examples' answers)
-    shots = [m["content"] for r in _scoring_requests(llm_env) for m in r.body["messages"][:-1] if m["role"] == "assistant"]
+    def text(content):  # Anthropic content blocks or a plain string
+        return "".join(b["text"] for b in content) if isinstance(content, list) else content
+
+    shots = [text(m["content"]) for r in _scoring_requests(llm_env) for m in r.body["messages"][:-1] if m["role"] == "assistant"]
     assert shots and set(shots) <= {"[0]", "[1]"}
     assert (_read(run, "latent_scores")["f1"] == 1).all()
 
