@@ -97,6 +97,31 @@ class TestRows:
         return len(self.window_id)
 
 
+def _spread_over_quantiles(act: np.ndarray, rows: TestRows, n: int) -> np.ndarray:
+    """n of the activating rows, round-robin over quantiles (lowest rank first), so every quantile keeps its
+    share; a last, partial round takes quantiles evenly spaced over the range (n = 5 of 10 deciles: 0, 2, 4, 7, 9),
+    not the lowest ones."""
+    act = act[np.lexsort((rows.rank[act], rows.quantile[act]))]
+    q = rows.quantile[act]
+    turn = np.zeros(len(act), np.int64)
+    for value in np.unique(q):
+        at = np.flatnonzero(q == value)
+        turn[at] = np.arange(len(at))
+    order = np.lexsort((q, turn))
+    act, turn = act[order], turn[order]
+    keep: list[np.ndarray] = []
+    room = n
+    for t in np.unique(turn):
+        group = act[turn == t]
+        if len(group) > room:
+            group = group[np.round(np.linspace(0, len(group) - 1, room)).astype(np.int64)]
+        keep.append(group)
+        room -= len(group)
+        if room <= 0:
+            break
+    return np.concatenate(keep) if keep else act[:0]
+
+
 def select_test_rows(rows: TestRows, n_activating: int, n_negative: int, seed: int, coder: str, latent: int) -> TestRows:
     """The test rows of one latent (activating first, then negatives), capped as documented above."""
     test = rows.split == SPLIT_TEST
@@ -105,14 +130,7 @@ def select_test_rows(rows: TestRows, n_activating: int, n_negative: int, seed: i
     if len(act) > n_activating:
         q = rows.quantile[act]
         if not np.isnan(q).any():
-            # round-robin over quantiles, lowest rank first, so every quantile keeps its share
-            act = act[np.lexsort((rows.rank[act], q))]
-            q = rows.quantile[act]
-            turn = np.zeros(len(act), np.int64)
-            for value in np.unique(q):
-                at = np.flatnonzero(q == value)
-                turn[at] = np.arange(len(at))
-            act = act[np.lexsort((q, turn))][:n_activating]
+            act = _spread_over_quantiles(act, rows, n_activating)
         else:
             pick = _rng(seed, coder, latent, "activating").choice(len(act), size=n_activating, replace=False)
             act = act[np.sort(pick)]
