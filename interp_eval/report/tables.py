@@ -234,7 +234,7 @@ def scorer_display(df: pd.DataFrame) -> pd.DataFrame:
     rows = []
     for r in df.to_dict("records"):
         n = r.get("power_latents") or 0
-        verdict = "no control" if not n else ("has power" if r["has_power"] else "**no measured power**")
+        verdict = "no control" if not n else ("has power" if r["has_power"] else "no measured power")
         rows.append({
             "coder": r["coder"], "scorer": r["scorer"], "explainer": r["explainer"], "scored": _int(r["scored"]),
             "metric": r["power_metric"],
