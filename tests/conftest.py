@@ -29,6 +29,15 @@ def subject():
     return load_subject_model(device="cpu")
 
 
+@pytest.fixture
+def mined(tmp_path, subject):
+    """A hand-built mined run (run_builders: latent i of every coder fires on one word) and its ground truth."""
+    from run_builders import build_mined_run
+
+    info = build_mined_run(tmp_path / "run", subject.tokenizer, n_latents=6)
+    return tmp_path / "run", info
+
+
 @pytest.fixture(scope="session")
 def tiny_run(tmp_path_factory):
     """A run directory with the four coder kinds trained at tiny size on the real model and corpus."""

@@ -8,7 +8,6 @@ from typer.testing import CliRunner
 
 from fake_llm_server import FakeItemError
 from llm_fixtures import fake_server, fast_config, llm_env  # noqa: F401
-from run_builders import build_mined_run
 
 
 from interp_eval.explain.prompt import parse_explanation
@@ -26,12 +25,6 @@ def word_answer(req):
     marked = re.findall(r"<<(.*?)>>", text)
     word = max(set(marked), key=marked.count).strip().lower() if marked else "nothing"
     return GOOD.format(w=word)
-
-
-@pytest.fixture
-def mined(tmp_path, subject):
-    info = build_mined_run(tmp_path / "run", subject.tokenizer, n_latents=6)
-    return tmp_path / "run", info
 
 
 def test_explains_live_latents_from_explain_windows_only(llm_env, fast_config, mined):

@@ -12,7 +12,7 @@ import pytest
 from typer.testing import CliRunner
 
 from llm_fixtures import fake_server, fast_config, llm_env  # noqa: F401
-from run_builders import WORDS, build_mined_run
+from run_builders import WORDS
 
 from interp_eval.explain.copies import fewshot_copy, normalise, similarity
 from interp_eval.explain.diversity import diversity
@@ -31,12 +31,6 @@ def word_answer(req):
     marked = re.findall(r"<<(.*?)>>", text)
     word = max(set(marked), key=marked.count).strip().lower() if marked else "nothing"
     return GOOD.format(w=word)
-
-
-@pytest.fixture
-def mined(tmp_path, subject):
-    info = build_mined_run(tmp_path / "run", subject.tokenizer, n_latents=6)
-    return tmp_path / "run", info
 
 
 # -- token table -------------------------------------------------------------------------------------------
