@@ -13,6 +13,7 @@ import math
 import numpy as np
 import pandas as pd
 
+from ..scoring.aggregate import auc_only
 from .inputs import PREDICTIONS, SHOWN_EXPLAINERS, RunData, read_filtered
 
 LLM_SCORERS = ("detection", "fuzzing")
@@ -24,19 +25,13 @@ RECON_COLUMNS = ("fvu", "ce_loss_increase", "l0", "dead_fraction", "uhf_fraction
 
 # -- per-latent values ---------------------------------------------------------------------------------
 
-def _auc_only(scorer: str) -> bool:
-    """A scorer that gives a score per window but no 0/1 call (the embedding scorers): only its AUC counts."""
-    from ..scoring.aggregate import _auc_only as auc_only
-
-    return auc_only(scorer)
-
 
 def scored_latents(data: RunData, scorer: str) -> pd.DataFrame:
     """latent_scores rows of one scorer for latents that got a score, with firing_count/hookpoint filled from latents."""
     if not data.has("scores"):
         return pd.DataFrame(columns=["coder", "latent", "f1", "balanced_accuracy", "auc", "firing_count", "frequency", "hookpoint"])
     s = data.scores[data.scores["scorer"] == scorer].copy()
-    if _auc_only(scorer):
+    if auc_only(scorer):
         s = s[s["auc"].notna()] if "auc" in s else s.iloc[0:0]
     elif "n" in s and "failures" in s:
         s = s[s["n"] > s["failures"]]
@@ -129,8 +124,8 @@ def coverage(data: RunData) -> pd.DataFrame:
     if data.has("scores"):
         sc = data.scores
         if "n" in sc and "failures" in sc:
-            auc_only = sc["scorer"].map(_auc_only).astype(bool)
-            got = (sc["n"] > sc["failures"]) | (auc_only & sc.get("auc", pd.Series(np.nan, index=sc.index)).notna())
+            only_auc = sc["scorer"].map(auc_only).astype(bool)
+            got = (sc["n"] > sc["failures"]) | (only_auc & sc.get("auc", pd.Series(np.nan, index=sc.index)).notna())
         else:
             got = pd.Series(True, index=sc.index)
         per = sc.assign(got=got).groupby(["coder", "latent"])["got"].any().reset_index()

@@ -125,8 +125,8 @@ def summary(
         ex = expl[(expl["coder"] == coder) & (expl["explainer"] == explainer)].drop_duplicates(["coder", "latent"], keep="last")
         ok_expl = ex[ex["explanation"].notna()]
         p = own_preds[(own_preds["coder"] == coder) & (own_preds["scorer"] == scorer) & (own_preds["explainer"] == explainer)]
-        auc_only = _auc_only(scorer)
-        scored = g[g["auc"].notna()] if auc_only else g[g["n"] > g["failures"]]
+        only_auc = auc_only(scorer)
+        scored = g[g["auc"].notna()] if only_auc else g[g["n"] > g["failures"]]
         row = {
             "coder": coder, "scorer": scorer, "explainer": explainer, "model": ",".join(sorted(set(g["model"].astype(str)))),
             "latents": len(lat),
@@ -151,7 +151,7 @@ def summary(
             frequency_weighted(g["f1"].astype(float), g["firing_count"].astype(float), g["hookpoint"].astype(str))
             if freq_adjust else NAN
         )
-        weight_metric = "auc" if auc_only else "f1"
+        weight_metric = "auc" if only_auc else "f1"
         row["freq_weighted_metric"] = weight_metric
         row["freq_weighted"] = (
             frequency_weighted(g[weight_metric].astype(float), g["firing_count"].astype(float), g["hookpoint"].astype(str))
@@ -161,7 +161,7 @@ def summary(
     return pd.DataFrame(rows)
 
 
-def _auc_only(scorer: str) -> bool:
+def auc_only(scorer: str) -> bool:
     try:
         return get_scorer(scorer).metrics == ("auc",)
     except Exception:  # a scorer from a plugin that is not loaded now
@@ -210,7 +210,7 @@ def by_quantile(predictions: pd.DataFrame) -> pd.DataFrame:
                     aucs.append(a)
             rows.append({
                 "coder": coder, "scorer": scorer, "explainer": explainer, "quantile": qbin, "windows": len(b),
-                "failures": 0 if _auc_only(scorer) else int(len(b) - len(valid)),
+                "failures": 0 if auc_only(scorer) else int(len(b) - len(valid)),
                 "recall": recall, "accuracy": recall,
                 "mean_probability": float(b["probability"].mean()) if b["probability"].notna().any() else NAN,
                 "auc_mean": float(np.mean(aucs)) if aucs else NAN, "auc_latents": len(aucs),
