@@ -29,7 +29,7 @@ import pandas as pd
 
 from ..lm.model import RANDOM_MODEL_SUFFIX
 from .inputs import SHOWN_EXPLAINERS, RunData
-from .tables import UNIFORM, quantile_table, scored_latents
+from .tables import UNIFORM, interpretability_scorers, quantile_table, scored_latents, scorer_metric
 
 REPRODUCED, NOT_REPRODUCED, NOT_MEASURABLE = "reproduced", "not reproduced", "not measurable by these numbers"
 N_BOOT = 2000
@@ -130,25 +130,6 @@ def _needed(cells: list[Cell]) -> str | None:
 # -- the power gate ---------------------------------------------------------------------------------------------
 
 INTERPRETABILITY_METRIC = {"auc": "AUC", "f1": "F1", "accuracy": "accuracy"}
-
-
-def scorer_metric(scorer: str) -> str:
-    """The per-latent metric a claim compares for a scorer: F1 where it makes 0/1 calls on windows, else AUC or accuracy."""
-    from ..scoring.registry import get_scorer
-
-    try:
-        metrics = get_scorer(scorer).metrics
-    except Exception:
-        return "f1"
-    return "f1" if "f1" in metrics else metrics[0]
-
-
-def interpretability_scorers(data: RunData) -> list[str]:
-    """Scorers with per-latent scores in this run, the paper's (detection, fuzzing) first."""
-    if not data.has("scores"):
-        return []
-    found = sorted(set(data.scores["scorer"]))
-    return sorted(found, key=lambda s: (s not in ("detection", "fuzzing"), s))
 
 
 def power_gate(data: RunData, scorer: str, coders: list[str]) -> str | None:

@@ -9,7 +9,7 @@ import numpy as np
 
 from ..artifacts import atomic_path
 from .inputs import RunData
-from .tables import LLM_SCORERS, UNIFORM, quantile_table, scored_latents
+from .tables import UNIFORM, interpretability_scorers, quantile_table, scored_latents, scorer_metric
 
 TYPE_COLORS = {"SAE": "#1f77b4", "BAE": "#ff7f0e", "TC": "#2ca02c", "BTC": "#d62728"}
 DPI = 100
@@ -63,29 +63,29 @@ def _save(fig, path: Path) -> Path:
 
 
 def score_vs_frequency(data: RunData, out: Path) -> Plot:
-    plot = Plot("score_vs_frequency", "Interpretability (F1) against firing rate, per latent")
+    plot = Plot("score_vs_frequency", "Interpretability (each scorer's per-latent metric) against firing rate, per latent")
     plt = _plt()
-    panels = [(s, scored_latents(data, s)) for s in LLM_SCORERS]
-    panels = [(s, d[(d["frequency"].astype(float) > 0) & d["f1"].notna()]) for s, d in panels]
-    panels = [(s, d) for s, d in panels if len(d)]
+    panels = [(s, scorer_metric(s), scored_latents(data, s)) for s in interpretability_scorers(data)]
+    panels = [(s, m, d[(d["frequency"].astype(float) > 0) & d[m].notna()]) for s, m, d in panels if m in d]
+    panels = [(s, m, d) for s, m, d in panels if len(d)]
     if not panels:
         plot.note = "no scored latents with a firing rate (latent_scores.parquet)"
         return plot
     styles = _styles(data)
     fig, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 4), squeeze=False, sharey=True)
-    for ax, (scorer, d) in zip(axes[0], panels):
+    for ax, (scorer, metric, d) in zip(axes[0], panels):
         for coder, g in d.groupby("coder", sort=False):
             st = styles.get(coder, {"color": None, "marker": "o", "label": coder})
-            ax.scatter(g["frequency"].astype(float), g["f1"].astype(float), s=14, alpha=0.7, **st)
+            ax.scatter(g["frequency"].astype(float), g[metric].astype(float), s=14, alpha=0.7, **st)
         ax.set_xscale("log")
         ax.set_xlabel("firing rate (fraction of tokens, log)")
-        ax.set_title(scorer)
+        ax.set_title(f"{scorer} ({metric.upper() if metric == 'auc' else metric})")
         ax.axvline(0.01, color="grey", lw=0.8, ls=":")
         ax.set_ylim(-0.03, 1.03)
         ax.grid(alpha=0.3)
-    axes[0][0].set_ylabel("F1")
+    axes[0][0].set_ylabel("per-latent score")
     axes[0][-1].legend(fontsize=7, loc="best")
-    fig.suptitle("F1 against firing rate (dotted: 1% ultra-high-frequency line)", fontsize=10)
+    fig.suptitle("Per-latent scores against firing rate (dotted: 1% ultra-high-frequency line)", fontsize=10)
     plot.path = _save(fig, out / "score_vs_frequency.png")
     return plot
 
@@ -94,8 +94,11 @@ def score_distributions(data: RunData, out: Path) -> Plot:
     plot = Plot("score_distributions", "Distribution of per-latent scores, per coder")
     plt = _plt()
     panels = []
-    for scorer, metric in (("detection", "f1"), ("fuzzing", "f1"), ("embedding", "auc")):
+    for scorer in interpretability_scorers(data):
+        metric = scorer_metric(scorer)
         d = scored_latents(data, scorer)
+        if metric not in d:
+            continue
         d = d[d[metric].notna()] if len(d) else d
         if len(d):
             panels.append((scorer, metric, d))
@@ -112,7 +115,7 @@ def score_distributions(data: RunData, out: Path) -> Plot:
         for i, (c, v) in enumerate(zip(coders, vals), start=1):
             ax.scatter(i + rng.uniform(-0.15, 0.15, len(v)), v, s=8, alpha=0.6, color=styles.get(c, {}).get("color"))
         ax.set_xticks(range(1, len(coders) + 1), [f"{c}\n({data.coders.at[c, 'type']})" for c in coders], fontsize=7, rotation=20)
-        ax.set_ylabel(metric.upper() if metric == "auc" else "F1")
+        ax.set_ylabel(metric.upper() if metric == "auc" else metric)
         ax.set_title(scorer)
         ax.set_ylim(-0.03, 1.03)
         ax.grid(axis="y", alpha=0.3)
@@ -125,12 +128,12 @@ def score_by_quantile(data: RunData, out: Path) -> Plot:
                 note="Binary coders have a single 'uniform' bin (all activations are 1): drawn as a dashed horizontal line.")
     plt = _plt()
     q = quantile_table(data)
-    q = q[q["recall"].notna() & q["scorer"].isin(LLM_SCORERS)] if len(q) else q
+    q = q[q["recall"].notna()] if len(q) else q
     if q.empty:
         plot.note = "no scores by activation quantile (score_by_quantile.parquet or predictions.parquet)"
         return plot
     styles = _styles(data)
-    scorers = [s for s in LLM_SCORERS if s in set(q["scorer"])]
+    scorers = sorted(set(q["scorer"]), key=lambda s: (s not in ("detection", "fuzzing"), s))
     fig, axes = plt.subplots(1, len(scorers), figsize=(6 * len(scorers), 4), squeeze=False, sharey=True)
     for ax, scorer in zip(axes[0], scorers):
         for coder, g in q[q["scorer"] == scorer].groupby("coder", sort=False):

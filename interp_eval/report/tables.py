@@ -48,6 +48,24 @@ def scored_latents(data: RunData, scorer: str) -> pd.DataFrame:
     return s.reset_index(drop=True)
 
 
+def scorer_metric(scorer: str) -> str:
+    """The per-latent metric shown and compared for a scorer: F1 where it makes 0/1 calls on windows, else AUC or accuracy."""
+    from ..scoring.registry import get_scorer
+
+    try:
+        metrics = get_scorer(scorer).metrics
+    except Exception:  # a plugin scorer that is not loaded now
+        return "f1"
+    return "f1" if "f1" in metrics else metrics[0]
+
+
+def interpretability_scorers(data: RunData) -> list[str]:
+    """Scorers with per-latent scores in this run, the paper's (detection, fuzzing) first."""
+    if not data.has("scores"):
+        return []
+    return sorted(set(data.scores["scorer"]), key=lambda s: (s not in ("detection", "fuzzing"), s))
+
+
 def bootstrap_mean_ci(values, n_boot: int = 1000, seed: int = 0) -> tuple[float, float, float, int]:
     from ..scoring.metrics import bootstrap_mean_ci as boot
 
