@@ -7,6 +7,7 @@ control (a seeded derangement), and prints the headline metric, the control, the
 bootstrap 95% interval over latents, and seconds per scored window.
 
     python bench/scorer_power.py --run runs/demo --model local --latents 6 --formats 1 5
+    python bench/scorer_power.py --run runs/demo --latents 5 --formats 1 1x16 1x8   # 1 a prompt, cut to 16 / 8 tokens
     python bench/scorer_power.py --run runs/demo --model claude --scorer fuzzing --formats 5
 
 Not run in CI (the offline model takes about 0.5 s a window on 2 cores).
@@ -28,20 +29,28 @@ from interp_eval.scoring import run_score_stage
 TABLES = ("latents.parquet", "windows.parquet", "contexts.parquet", "explanations.parquet", "manifest.jsonl", "run.json")
 
 
-def measure(run: Path, llm_cfg: LLMConfig, scorer: str, wpp: int, latents: int, explainers, n_test: int, scratch: Path) -> list[dict]:
-    work = scratch / f"{scorer}-wpp{wpp}"
+def parse_format(text: str) -> tuple[int, int | None]:
+    """"5" = 5 whole windows a prompt; "1x16" = 1 window a prompt, cut to 16 tokens around its peak."""
+    wpp, _, cut = text.partition("x")
+    return int(wpp), int(cut) if cut else 0
+
+
+def measure(run: Path, llm_cfg: LLMConfig, scorer: str, fmt: str, latents: int, explainers, n_test: int, scratch: Path) -> list[dict]:
+    wpp, cut = parse_format(fmt)
+    label = f"{wpp} a prompt" + (f", {cut} tokens" if cut else ", whole windows")
+    work = scratch / f"{scorer}-{fmt}"
     work.mkdir(parents=True)
     for name in TABLES:
         if (run / name).exists():
             shutil.copy2(run / name, work / name)
     t = time.perf_counter()
     out = run_score_stage(work, llm_cfg, scorers=(scorer,), latents=latents, windows_per_prompt=wpp, explainers=explainers,
-                          n_activating=n_test, n_negative=n_test)
+                          n_activating=n_test, n_negative=n_test, window_tokens=cut)
     seconds = time.perf_counter() - t
     pred = pd.read_parquet(work / "predictions.parquet")
     rows = []
     for r in out["summary"]:
-        rows.append({"format": f"{wpp} a prompt", "coder": r["coder"], "explainer": r["explainer"], "metric": r["power_metric"],
+        rows.append({"format": label, "coder": r["coder"], "explainer": r["explainer"], "metric": r["power_metric"],
                      "own": r["power_own"], "control": r["power_control"], "power": r["power"],
                      "ci": f"[{r['power_ci_low']:+.3f}, {r['power_ci_high']:+.3f}]", "latents": r["power_latents"],
                      "has_power": r["has_power"]})
@@ -53,7 +62,7 @@ def measure(run: Path, llm_cfg: LLMConfig, scorer: str, wpp: int, latents: int, 
     own = scores[scores["control"] == "none"].assign(latent=lambda d: d["coder"] + ":" + d["latent"].astype(str))
     ctl = scores[scores["control"] == "shuffled"].assign(latent=lambda d: d["coder"] + ":" + d["latent"].astype(str))
     p = paired_power(own, ctl, metric)
-    rows.append({"format": f"{wpp} a prompt", "coder": "(all)", "explainer": ",".join(sorted(set(own["explainer"]))), "metric": metric,
+    rows.append({"format": label, "coder": "(all)", "explainer": ",".join(sorted(set(own["explainer"]))), "metric": metric,
                  "own": p.own, "control": p.control, "power": p.power, "ci": f"[{p.ci_low:+.3f}, {p.ci_high:+.3f}]",
                  "latents": p.latents, "has_power": p.has_power,
                  "s/window": seconds / max(1, len(pred))})
@@ -66,7 +75,8 @@ def main() -> None:
     ap.add_argument("--model", default=None, help="scorer LLM (default: the offline local model)")
     ap.add_argument("--base-url", default=None)
     ap.add_argument("--scorer", default="detection")
-    ap.add_argument("--formats", type=int, nargs="+", default=[1, 5], help="windows per prompt to compare")
+    ap.add_argument("--formats", nargs="+", default=["1", "5"],
+                    help="formats to compare: windows a prompt, optionally x tokens a window (1x16)")
     ap.add_argument("--latents", type=int, default=6, help="explained latents per coder")
     ap.add_argument("--n-test", type=int, default=10, help="activating and non-activating test windows per latent (each)")
     ap.add_argument("--explainer", action="append", default=None, help="only these explainers' explanations")
@@ -74,8 +84,8 @@ def main() -> None:
     llm_cfg = LLMConfig(model=args.model, base_url=args.base_url)
     rows = []
     with tempfile.TemporaryDirectory(prefix="scorer-power-") as scratch:
-        for wpp in args.formats:
-            rows += measure(args.run, llm_cfg, args.scorer, wpp, args.latents, args.explainer, args.n_test, Path(scratch))
+        for fmt in args.formats:
+            rows += measure(args.run, llm_cfg, args.scorer, fmt, args.latents, args.explainer, args.n_test, Path(scratch))
     df = pd.DataFrame(rows)
     with pd.option_context("display.width", 200, "display.max_columns", 20):
         print(df.to_string(index=False, float_format=lambda v: f"{v:.3f}"))

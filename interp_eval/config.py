@@ -16,7 +16,8 @@ control of Heap et al. 2025; named `<coder>-randmodel`). `reproduce --no-control
 Scoring in every preset: `free_scorers` (no LLM: embedding, example-embedding) on every latent the
 token-table explainer covers or every live one; the LLM `scorers` on the first `explain_latents`
 latents of each coder, with the LLM explainer's explanations. Every score run carries its shuffled
-control. `windows_per_prompt=None` takes the backend's default (1 offline, 5 hosted).
+control. `windows_per_prompt=None` takes the backend's default (1 offline, 5 hosted); the offline
+model also sees each test window cut to its 16 tokens around the peak (scoring.stage.LOCAL_WINDOW_TOKENS).
 """
 
 from __future__ import annotations
@@ -53,6 +54,7 @@ class Preset:
     llm_model: str | None  # None = the offline local model
     embedding_latents: int | None = None  # latents per coder for free scorers that read an explanation (None: all)
     llm_test_windows: int | None = None  # activating and non-activating test windows each for LLM scorers (None: n_test/n_negative)
+    intruder_trials: int = 4  # intruder prompts per latent, when `scorers` holds the intruder
     assumptions: tuple[str, ...] = field(default=())
 
     def with_overrides(self, **kw) -> "Preset":
@@ -73,8 +75,9 @@ PRESETS: dict[str, Preset] = {
         control_coders=("sae", "bae"),
         ks=(32,), seeds=(1,), expansion=8, train_tokens=300_000, batch_size=1024, ctx_len=256, optimizer="signum",
         eval_tokens=8192, mine_tokens=200_000, mine_ctx_len=256, n_explain=20, n_test=10, n_negative=10,
-        min_examples=200, explain_latents=5, windows_per_prompt=None, scorers=("detection",),
+        min_examples=200, explain_latents=5, windows_per_prompt=None, scorers=("detection", "intruder"),
         free_scorers=("embedding", "example-embedding"), llm_model=None, embedding_latents=500, llm_test_windows=5,
+        intruder_trials=2,
     ),
     "paper": Preset(
         name="paper", model="HuggingFaceTB/SmolLM2-135M", dataset="bbc-news",

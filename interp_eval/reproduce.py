@@ -41,19 +41,19 @@ def control_configs(p: Preset) -> list[TrainConfig]:
 
 
 def _scoring_requests(p: Preset, window, backend: str) -> list:
-    """One latent's detection/fuzzing prompts at the preset's sizes, with stand-in windows, twice: the
-    latent's own explanation and the shuffled control."""
+    """One latent's LLM scoring prompts at the preset's sizes, with stand-in windows: detection/fuzzing twice (the
+    latent's own explanation and the shuffled control), the intruder's trials once."""
     import math
 
     import numpy as np
 
     from .scoring.classifier import LLM_SCORERS, build_request
-    from .scoring.stage import HOSTED_WINDOWS_PER_PROMPT, LOCAL_WINDOWS_PER_PROMPT
+    from .scoring.stage import ScoreConfig, with_backend_format
     from .scoring.testset import ScoreWindow
 
     sw = ScoreWindow(window_id=0, label=1, quantile=None, tokens=list(window.tokens),
                      activations=np.asarray(window.activations), fuzz_mask=[a > 0 for a in window.activations])
-    wpp = p.windows_per_prompt or (LOCAL_WINDOWS_PER_PROMPT if backend == "local" else HOSTED_WINDOWS_PER_PROMPT)
+    wpp = with_backend_format(ScoreConfig(windows_per_prompt=p.windows_per_prompt), backend).windows_per_prompt
     n_windows = 2 * p.llm_test_windows if p.llm_test_windows else p.n_test + p.n_negative
     n_prompts = math.ceil(n_windows / wpp)
     explanation = "a stand-in explanation of about ten words for the estimate"
@@ -61,6 +61,10 @@ def _scoring_requests(p: Preset, window, backend: str) -> list:
     for scorer in p.scorers:
         if scorer in LLM_SCORERS:
             out += [build_request(scorer, explanation, [sw] * wpp)] * n_prompts * 2  # own + shuffled control
+        elif scorer == "intruder":  # no explanation; its control is chance, not a second run
+            from .scoring import intruder
+
+            out += [intruder.build_request([sw] * ScoreConfig.intruder_windows)] * p.intruder_trials
     return out
 
 
@@ -152,7 +156,8 @@ def run_reproduce(p: Preset, run: str | Path, llm_cfg: LLMConfig, device: str = 
     if p.scorers:
         n = p.llm_test_windows
         timed("score", run_score_stage, run, llm_cfg, scorers=p.scorers, latents=p.explain_latents, explainers=("llm",),
-              windows_per_prompt=p.windows_per_prompt, n_activating=n or p.n_test, n_negative=n or p.n_negative, freq_adjust=True)
+              windows_per_prompt=p.windows_per_prompt, n_activating=n or p.n_test, n_negative=n or p.n_negative, freq_adjust=True,
+              intruder_trials=p.intruder_trials)
     written = timed("report", run_report_stage, run)
     info = {
         "preset": asdict(p),

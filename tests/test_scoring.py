@@ -307,6 +307,46 @@ def test_embedding_scorer_on_a_tiny_case(tmp_path, tokenizer):
     assert out["summary"][0]["auc_mean"] == 1.0 and out["usage"] == {}
 
 
+def test_prompt_format_defaults_per_backend():
+    from interp_eval.scoring.stage import with_backend_format
+
+    local = with_backend_format(ScoreConfig(), "local")
+    assert (local.windows_per_prompt, local.window_tokens) == (1, 16)
+    hosted = with_backend_format(ScoreConfig(), "anthropic")
+    assert (hosted.windows_per_prompt, hosted.window_tokens) == (5, None)
+    whole = with_backend_format(ScoreConfig(window_tokens=0, windows_per_prompt=3), "local")
+    assert (whole.windows_per_prompt, whole.window_tokens) == (3, None)
+    with pytest.raises(UserError, match="window-tokens"):
+        ScoreConfig(window_tokens=-1).validate()
+
+
+def test_cut_windows_keep_their_peak_and_are_a_different_test(llm_env, fast_config, run):
+    rd = RunDir(run)
+    lat = _read(run, "latents")
+    keys = {("sae-x", 0), ("bae-x", 2)}
+    whole = load_tests(rd, keys, lat, ScoreConfig(seed=5)).tests
+    cut = load_tests(rd, keys, lat, ScoreConfig(seed=5, window_tokens=8)).tests
+    for k in keys:
+        by_id = {w.window_id: w for w in whole[k].windows}
+        assert [w.window_id for w in cut[k].windows] == [w.window_id for w in whole[k].windows]
+        for w in cut[k].windows:
+            full = by_id[w.window_id]
+            assert len(w.tokens) == 8 and len(w.activations) == 8 and len(w.fuzz_mask) == 8
+            if w.label == 1:  # the peak stays in, and the cut is a contiguous piece of the window
+                assert w.activations.max() == full.activations.max()
+            assert any(full.tokens[i : i + 8] == w.tokens for i in range(len(full.tokens) - 7))
+        act = [w for w in cut[k].windows if w.label == 1]
+        n_marks = max(1, round(np.mean([sum(w.fuzz_mask) for w in act])))
+        assert all(sum(w.fuzz_mask) == n_marks for w in cut[k].windows if w.label == 0)  # marked after the cut
+    llm_env.answer = truth_answer(truth(run))
+    run_score_stage(run, fast_config("claude"), scorers=("detection",), windows_per_prompt=1, latents=1, control_latents=0,
+                    window_tokens=8)
+    calls = llm_env.completion_calls()
+    assert calls == 2 * 20 and (_read(run, "predictions")["prompt_version"].str.endswith("+cut8")).all()
+    run_score_stage(run, fast_config("claude"), scorers=("detection",), windows_per_prompt=1, latents=1, control_latents=0)
+    assert llm_env.completion_calls() == 2 * calls  # whole windows are another test: nothing reused
+
+
 def test_one_window_per_prompt_and_dry_run(llm_env, fast_config, run, capsys):
     llm_env.answer = truth_answer(truth(run))
     est = run_score_stage(run, fast_config("claude"), scorers=("detection", "fuzzing"), windows_per_prompt=1, dry_run=True, control_latents=0)

@@ -33,6 +33,7 @@ def score(
     explainer: Optional[List[str]] = typer.Option(None, "--explainer", help="Only these explainers' explanations (default: every explainer in explanations.parquet)."),
     intruder_windows: int = typer.Option(5, "--intruder-windows", help="Windows per intruder prompt (chance 1/n)."),
     intruder_trials: int = typer.Option(4, "--intruder-trials", help="Intruder prompts per latent."),
+    window_tokens: Optional[int] = typer.Option(None, "--window-tokens", help="LLM scorers: cut each test window to N tokens around its highest activation; 0: whole windows (default: 16 for the offline model, chosen by measured power; whole windows for hosted models)."),
     concurrency: int = o.ConcurrencyOpt,
     rpm: Optional[float] = o.RpmOpt,
     tpm: Optional[float] = o.TpmOpt,
@@ -50,6 +51,7 @@ def score(
         windows_per_prompt=windows_per_prompt, n_activating=n_activating, n_negative=n_negative, seed=seed,
         freq_adjust=freq_adjust, max_retries=max_retries, dry_run=dry_run, control_latents=control_latents,
         explainers=tuple(explainer) if explainer else None, intruder_windows=intruder_windows, intruder_trials=intruder_trials,
+        window_tokens=window_tokens,
     )
     if dry_run:
         return  # the stage printed its estimate

@@ -72,6 +72,7 @@ KEY = ["coder", "latent", "scorer", "explainer", "control"]
 DEFAULT_EXPLAINER = "llm"  # explanations written before the explainer column existed
 LOCAL_WINDOWS_PER_PROMPT = 1  # the offline model's format, chosen by measured power (README)
 HOSTED_WINDOWS_PER_PROMPT = 5  # the paper's
+LOCAL_WINDOW_TOKENS = 16  # the offline model sees 16 of a window's 32 tokens around its peak: more power, faster (README)
 
 
 def __getattr__(name: str):  # SCORERS: the registered scorer names, read when asked (plugins may add more)
@@ -129,6 +130,7 @@ class ScoreConfig:
     explainers: tuple[str, ...] | None = None  # None: every explainer in explanations.parquet
     intruder_windows: int = 5  # windows per intruder prompt (chance 1/n)
     intruder_trials: int = 4  # intruder prompts per latent
+    window_tokens: int | None = None  # LLM scorers: windows cut to N tokens around the peak; 0 whole; None the backend's default
 
     def validate(self) -> None:
         if not self.scorers:
@@ -142,6 +144,8 @@ class ScoreConfig:
                 raise UserError(f"--{name.replace('_', '-')} must be at least 1")
         if self.windows_per_prompt is not None and self.windows_per_prompt < 1:
             raise UserError("--windows-per-prompt must be at least 1")
+        if self.window_tokens is not None and self.window_tokens < 0:
+            raise UserError("--window-tokens must be >= 0 (0: whole windows)")
         if self.intruder_windows < 2:
             raise UserError("--intruder-windows must be at least 2")
         if self.max_retries < 0:
@@ -150,6 +154,15 @@ class ScoreConfig:
             raise UserError("--control-latents must be >= 0 (0: no control)")
         if isinstance(self.latents, int) and self.latents < 1:
             raise UserError("--latents must be at least 1")
+
+
+def with_backend_format(cfg: ScoreConfig, backend: str) -> ScoreConfig:
+    """Fill the prompt format the user left open with the backend's default: the offline model gets one window a
+    prompt cut to 16 tokens (chosen by measured power, README), hosted models the paper's 5 whole windows."""
+    local = backend == "local"
+    wpp = cfg.windows_per_prompt or (LOCAL_WINDOWS_PER_PROMPT if local else HOSTED_WINDOWS_PER_PROMPT)
+    cut = cfg.window_tokens if cfg.window_tokens is not None else (LOCAL_WINDOW_TOKENS if local else 0)
+    return replace(cfg, windows_per_prompt=wpp, window_tokens=cut or None)
 
 
 # -- inputs ----------------------------------------------------------------------------------------------
@@ -240,6 +253,7 @@ def load_tests(rd: RunDir, keys: set[tuple[str, int]], latents: pd.DataFrame, cf
         tests[key] = build_latent_tests(
             coder, int(latent), "", binary.get(coder, False), mine.take(np.flatnonzero(~explain)), explain_ids[key], tokens_of,
             n_activating=cfg.n_activating, n_negative=cfg.n_negative, seed=cfg.seed, marks=marks,
+            window_tokens=cfg.window_tokens,
         )
     for key in keys - set(tests):
         tests[key] = LatentTests(key[0], key[1], "", binary.get(key[0], False), [])
@@ -474,6 +488,7 @@ def run_score_stage(
     explainers: Sequence[str] | None = None,
     intruder_windows: int = 5,
     intruder_trials: int = 4,
+    window_tokens: int | None = None,
 ) -> dict[str, Any]:
     """Score the explained latents with each scorer and its control; returns counts, usage and the per-coder summary.
 
@@ -486,7 +501,7 @@ def run_score_stage(
     cfg = ScoreConfig(tuple(scorers), tuple(coders) if coders else None,
                       latents if latents is None or isinstance(latents, int) else tuple(int(x) for x in latents),
                       windows_per_prompt, n_activating, n_negative, seed, freq_adjust, max_retries, control_latents,
-                      tuple(explainers) if explainers else None, intruder_windows, intruder_trials)
+                      tuple(explainers) if explainers else None, intruder_windows, intruder_trials, window_tokens)
     cfg.validate()
     rd = RunDir(run)
     lat = read_parquet(rd.path(LATENTS), LATENTS)
@@ -498,9 +513,10 @@ def run_score_stage(
     uses_llm = any(s.uses_llm for s in chosen)
     llm_cfg = llm_cfg if llm_cfg is not None else LLMConfig(model=None)
     backend, model = llm_cfg.resolved() if uses_llm else ("none", "")
-    wpp = cfg.windows_per_prompt or (LOCAL_WINDOWS_PER_PROMPT if backend == "local" else HOSTED_WINDOWS_PER_PROMPT)
-    cfg = replace(cfg, windows_per_prompt=wpp)
-    versions = {s.name: s.version() for s in chosen}
+    cfg = with_backend_format(cfg, backend)
+    wpp = cfg.windows_per_prompt
+    cut_tag = f"+cut{cfg.window_tokens}" if cfg.window_tokens else ""  # a cut window is another test: no reuse across cuts
+    versions = {s.name: s.version() + (cut_tag if s.uses_llm else "") for s in chosen}
     wants_explanations = any(s.needs_explanation or s.latents == EXPLAINED for s in chosen)
     all_expl = read_explanations(rd) if wants_explanations else pd.DataFrame(columns=["coder", "latent", "explainer", "explanation"])
     selected = _explained(all_expl, cfg) if wants_explanations else all_expl

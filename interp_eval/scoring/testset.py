@@ -40,6 +40,16 @@ class ScoreWindow:
     def text(self, marked: bool = False) -> str:
         return render(self.tokens, self.fuzz_mask if marked else None)
 
+    def cut(self, n: int | None) -> "ScoreWindow":
+        """The window cut to n tokens (before any marks are set): centred on its highest activation when it has
+        one, on its middle otherwise; unchanged when n is None or the window is no longer than n."""
+        if n is None or len(self.tokens) <= n:
+            return self
+        centre = int(np.argmax(self.activations)) if self.label == 1 else len(self.tokens) // 2
+        start = min(max(0, centre - n // 2), len(self.tokens) - n)
+        return ScoreWindow(self.window_id, self.label, self.quantile, self.tokens[start : start + n],
+                           self.activations[start : start + n])
+
 
 @dataclass
 class LatentTests:
@@ -145,8 +155,10 @@ def select_test_rows(rows: TestRows, n_activating: int, n_negative: int, seed: i
 def build_latent_tests(
     coder: str, latent: int, explanation: str, binary: bool, rows: TestRows | pd.DataFrame, explain_ids: Sequence[int],
     tokens_of: dict[int, list[str]], *, n_activating: int, n_negative: int, seed: int, marks: bool = True,
+    window_tokens: int | None = None,
 ) -> LatentTests:
-    """Select, check, (mark) and shuffle one latent's test windows; `marks=False` leaves fuzz marks for mark_fuzz later."""
+    """Select, check, (mark) and shuffle one latent's test windows; `marks=False` leaves fuzz marks for mark_fuzz later;
+    `window_tokens` cuts every window to that many tokens (ScoreWindow.cut) before it is marked."""
     if isinstance(rows, pd.DataFrame):
         rows = TestRows.of(rows)
     sel = select_test_rows(rows, n_activating, n_negative, seed, coder, latent)
@@ -160,7 +172,7 @@ def build_latent_tests(
         if label == 0 and (a > 0).any():
             raise UserError(f"{CONTEXTS}: {coder} latent {latent}: random_negative window {wid} has activations > 0")
         quantile = None if q != q else int(q)
-        windows.append(ScoreWindow(wid, label, quantile, tokens_of[wid], a))
+        windows.append(ScoreWindow(wid, label, quantile, tokens_of[wid], a).cut(window_tokens))
     if marks:
         mark_fuzz(windows, seed, coder, latent)
     order = _rng(seed, coder, latent, "order").permutation(len(windows))
