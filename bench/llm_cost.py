@@ -36,7 +36,7 @@ EXPLANATION = "digits of numbers that express percentages or rates in financial 
 
 
 def corpus_windows(tokenizer, n: int, window: int):
-    from interp_eval.lm.corpus import CorpusConfig, iter_contexts
+    from interp_eval.subject.corpus import CorpusConfig, iter_contexts
 
     out = []
     for ids in iter_contexts(CorpusConfig(ctx_len=window), tokenizer, "heldout"):
@@ -111,7 +111,7 @@ def main() -> None:
 
     from transformers import AutoTokenizer
 
-    from interp_eval.lm.model import packaged_model_dir
+    from interp_eval.subject.model import packaged_model_dir
 
     tokenizer = AutoTokenizer.from_pretrained(packaged_model_dir())
     rng = random.Random(args.seed)

@@ -46,7 +46,7 @@ def main() -> None:
     from interp_eval.explain.stage import EXPLANATIONS, ExplainConfig, run_explain_stage
     from interp_eval.llm import LLMConfig
     from interp_eval.llm.backends import anthropic_backend, openai_backend  # noqa: F401  (import the SDKs before timing)
-    from interp_eval.lm.model import packaged_model_dir
+    from interp_eval.subject.model import packaged_model_dir
 
     server = FakeLLMServer(answer=lambda req: ANSWER).start()
     server.latency = args.latency

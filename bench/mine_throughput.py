@@ -52,9 +52,9 @@ def child(args) -> None:
     import torch
 
     from interp_eval.coders.saelens import load_coder
-    from interp_eval.lm.corpus import CorpusConfig, iter_batches, iter_contexts
-    from interp_eval.lm.hookpoints import capture
-    from interp_eval.lm.model import load_subject_model
+    from interp_eval.subject.corpus import CorpusConfig, iter_batches, iter_contexts
+    from interp_eval.subject.hookpoints import capture
+    from interp_eval.subject.model import load_subject_model
     from interp_eval.mining import run_mine_stage
 
     torch.set_num_threads(args.threads)
@@ -108,7 +108,7 @@ def main() -> None:
         child(args)
         return
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    from interp_eval.lm.model import PACKAGED
+    from interp_eval.subject.model import PACKAGED
 
     with tempfile.TemporaryDirectory(prefix="mine-bench-") as tmp:
         if args.coders is not None:

@@ -115,7 +115,7 @@ def plan(p: Preset, llm_cfg: LLMConfig) -> dict:
 def run_reproduce(p: Preset, run: str | Path, llm_cfg: LLMConfig, device: str = "auto", results: str | Path | None = None) -> dict:
     from .coders.stage import RANDOM_MODEL_CONTROL, run_train_stage
     from .explain.stage import ExplainConfig, run_explain_stage
-    from .lm.corpus import CorpusConfig
+    from .subject.corpus import CorpusConfig
     from .mining.stage import run_mine_stage
     from .report.stage import run_report_stage
     from .scoring.stage import run_score_stage

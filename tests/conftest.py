@@ -24,7 +24,7 @@ torch.set_num_threads(min(2, os.cpu_count() or 1))
 @pytest.fixture(scope="session")
 def subject():
     """The packaged subject model (SmolLM2-135M-Instruct), loaded once per test session."""
-    from interp_eval.lm.model import load_subject_model
+    from interp_eval.subject.model import load_subject_model
 
     return load_subject_model(device="cpu")
 

@@ -50,8 +50,8 @@ def make_saelens_sae(folder: Path) -> None:
 
 def brute_force(subject, coder, kw: dict = MINE_KW) -> dict[str, np.ndarray]:
     """Dense activations of every token, straight from the coder, batch by batch as the stage does."""
-    from interp_eval.lm.corpus import CorpusConfig, take_contexts
-    from interp_eval.lm.hookpoints import capture
+    from interp_eval.subject.corpus import CorpusConfig, take_contexts
+    from interp_eval.subject.hookpoints import capture
 
     ctxs = take_contexts(CorpusConfig(), subject.tokenizer, "heldout", kw["tokens"])
     dense = []

@@ -25,7 +25,7 @@ def build_mined_run(run: Path, tokenizer, coders=("sae-x", "bae-x"), n_latents: 
 
     The last `rare` latents of each coder are marked too_rare. Returns {"truth": {(coder, latent, window_id): label}}.
     """
-    from interp_eval.lm.corpus import CorpusConfig, iter_contexts
+    from interp_eval.subject.corpus import CorpusConfig, iter_contexts
 
     run = Path(run)
     run.mkdir(parents=True, exist_ok=True)

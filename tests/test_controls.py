@@ -27,7 +27,7 @@ from interp_eval.scoring.intruder import parse_choice
 def tokenizer():
     from transformers import AutoTokenizer
 
-    from interp_eval.lm.model import packaged_model_dir
+    from interp_eval.subject.model import packaged_model_dir
 
     return AutoTokenizer.from_pretrained(packaged_model_dir())
 
@@ -124,7 +124,7 @@ OTHER = ["The central bank raised interest rates to curb inflation", "Shares in 
 
 
 def test_example_embedding_near_one_on_a_topic_and_near_half_on_random_labels(tmp_path, tokenizer, one_thread):
-    from interp_eval.lm.corpus import CorpusConfig, iter_contexts
+    from interp_eval.subject.corpus import CorpusConfig, iter_contexts
 
     topic = tmp_path / "topic"
     _write_text_run(topic, tokenizer, {0: (FOOTBALL[:4], FOOTBALL[4:], OTHER[:4]), 1: (OTHER[4:], OTHER[:4], FOOTBALL[:4])})

@@ -18,7 +18,7 @@ from interp_eval.artifacts import RunDir
 from interp_eval.coders.coder import CoderConfig, SparseCoder
 from interp_eval.coders.saelens import load_coder, save_coder
 from interp_eval.errors import UserError
-from interp_eval.lm.corpus import CorpusConfig
+from interp_eval.subject.corpus import CorpusConfig
 from interp_eval.mining import CoderState, Sampling, merge, merge_all, run_mine_stage
 from interp_eval.mining.state import select_rows
 from mining_helpers import DEAD, MINE_KW, MODEL_NAME, brute_force, make_run_coders, make_saelens_sae

@@ -20,9 +20,9 @@ from interp_eval.coders.saelens import load_coder, save_coder
 from interp_eval.coders.stage import run_train_stage
 from interp_eval.coders.train import TrainConfig
 from interp_eval.errors import UserError
-from interp_eval.lm.corpus import CorpusConfig, take_contexts
-from interp_eval.lm.hookpoints import capture
-from interp_eval.lm.model import PACKAGED, load_subject_model, parse_random_spec, random_subject_model
+from interp_eval.subject.corpus import CorpusConfig, take_contexts
+from interp_eval.subject.hookpoints import capture
+from interp_eval.subject.model import PACKAGED, load_subject_model, parse_random_spec, random_subject_model
 from interp_eval.mining import run_mine_stage
 from mining_helpers import MINE_KW
 

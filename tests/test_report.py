@@ -189,7 +189,7 @@ def build_full_run(run: Path, tokenizer, supports: bool = True) -> dict:
 def tokenizer():
     from transformers import AutoTokenizer
 
-    from interp_eval.lm.model import packaged_model_dir
+    from interp_eval.subject.model import packaged_model_dir
 
     return AutoTokenizer.from_pretrained(packaged_model_dir())
 

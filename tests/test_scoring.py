@@ -37,7 +37,7 @@ from interp_eval.artifacts import RunDir
 def tokenizer():
     from transformers import AutoTokenizer
 
-    from interp_eval.lm.model import packaged_model_dir
+    from interp_eval.subject.model import packaged_model_dir
 
     return AutoTokenizer.from_pretrained(packaged_model_dir())
 

@@ -14,7 +14,7 @@ from interp_eval.coders.saelens import load_coder
 from interp_eval.coders.stage import run_train_stage
 from interp_eval.coders.train import TrainConfig, train_coder
 from interp_eval.errors import UserError
-from interp_eval.lm.activations import ActivationCache
+from interp_eval.subject.activations import ActivationCache
 
 NAMES = [f"{c}-layers.3.mlp-k8" for c in ("sae", "bae", "tc", "btc")]
 

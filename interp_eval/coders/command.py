@@ -45,7 +45,7 @@ def train(
     """Train sparse coders on a subject model's MLP activations; save SAELens folders."""
     from .stage import run_train_stage
     from .train import TrainConfig
-    from ..lm.corpus import CorpusConfig
+    from ..subject.corpus import CorpusConfig
 
     combos = [(c, h, kk) for c in coder for h in hookpoint for kk in k]
     if name and len(combos) > 1:

@@ -11,8 +11,8 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
-from ..lm.hookpoints import splice_mlp
-from ..lm.model import SubjectModel
+from ..subject.hookpoints import splice_mlp
+from ..subject.model import SubjectModel
 from ..progress import progress_bar
 from .coder import SparseCoder
 

@@ -17,9 +17,9 @@ import torch.distributed as dist
 
 from ..errors import UserError
 from ..artifacts import RunDir, append_parquet, config_hash
-from ..lm.activations import CacheKey, build_activation_caches
-from ..lm.corpus import CorpusConfig, take_contexts
-from ..lm.model import RANDOM_MODEL_SUFFIX, load_subject_model, parse_random_spec, random_model_spec
+from ..subject.activations import CacheKey, build_activation_caches
+from ..subject.corpus import CorpusConfig, take_contexts
+from ..subject.model import RANDOM_MODEL_SUFFIX, load_subject_model, parse_random_spec, random_model_spec
 from .evaluate import evaluate_reconstruction
 from .saelens import is_saelens_folder, save_coder
 from .train import TrainConfig, init_distributed, remove_checkpoint, train_coder
@@ -70,7 +70,7 @@ def run_train_stage(
     names = [c.coder_name for c in configs]
     if len(set(names)) != len(names):
         raise UserError(f"two coders would share a name ({', '.join(names)}): give --name or distinct settings")
-    from ..lm.hookpoints import resolve
+    from ..subject.hookpoints import resolve
 
     for c in configs:  # fail on bad options before any model pass
         resolve(subject, c.hookpoint)

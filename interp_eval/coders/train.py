@@ -15,7 +15,7 @@ import torch.nn.functional as F
 
 from ..artifacts import atomic_path
 from ..errors import UserError
-from ..lm.activations import ActivationCache
+from ..subject.activations import ActivationCache
 from ..progress import progress_bar
 from .coder import CODER_KINDS, CoderConfig, Encoded, SparseCoder, fvu
 from .optim import Optimizer, default_lr

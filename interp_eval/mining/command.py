@@ -30,7 +30,7 @@ def mine(
     force: bool = typer.Option(False, help="Mine again even if this config is already complete."),
 ) -> None:
     """Mine firing counts and example windows for every latent: one pass over held-out tokens."""
-    from ..lm.corpus import CorpusConfig
+    from ..subject.corpus import CorpusConfig
     from .stage import run_mine_stage
 
     summary = run_mine_stage(

@@ -4,7 +4,7 @@ Per batch of contexts: one forward pass (stopped after the deepest hooked layer)
 encodes its hookpoint's activations and folds the sparse code into its `CoderState` (fixed-size
 tensors: memory depends on latents x kept windows, never on the number of tokens). Coders are
 grouped by the model they were trained on: the subject model, or its random-model control
-`random:<model>:<seed>` (rebuilt from the subject's config, see lm/model.py). Each batch goes
+`random:<model>:<seed>` (rebuilt from the subject's config, see subject/model.py). Each batch goes
 through every group's model, so trained and control coders see the same held-out tokens in one
 pass and share one windows table (same tokenizer, same tokens). Under torchrun, rank r mines
 batches r, r + world, ...; the states are merged exactly at the end and rank 0 writes the Parquet
@@ -41,9 +41,9 @@ from ..artifacts import RunDir, atomic_path, config_hash, read_parquet, write_pa
 from ..coders.saelens import SAE_CFG, SAE_WEIGHTS, LoadedCoder, is_saelens_folder, load_coder
 from ..coders.train import init_distributed
 from ..errors import UserError
-from ..lm.corpus import CorpusConfig, iter_batches, iter_contexts
-from ..lm.hookpoints import capture, valid_hookpoints
-from ..lm.model import RandomModelSpec, SubjectModel, load_subject_model, parse_random_spec, random_subject_model
+from ..subject.corpus import CorpusConfig, iter_batches, iter_contexts
+from ..subject.hookpoints import capture, valid_hookpoints
+from ..subject.model import RandomModelSpec, SubjectModel, load_subject_model, parse_random_spec, random_subject_model
 from ..progress import progress_bar
 from .schema import (
     CONTEXTS,

@@ -16,7 +16,7 @@ import pyarrow as pa
 import torch
 
 from ..errors import UserError
-from ..lm.corpus import CorpusConfig, iter_contexts
+from ..subject.corpus import CorpusConfig, iter_contexts
 from .schema import WINDOWS_SCHEMA
 
 log = logging.getLogger(__name__)

@@ -27,7 +27,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 import pandas as pd
 
-from ..lm.model import RANDOM_MODEL_SUFFIX
+from ..subject.model import RANDOM_MODEL_SUFFIX
 from .inputs import SHOWN_EXPLAINERS, RunData
 from .tables import UNIFORM, interpretability_scorers, quantile_table, scored_latents, scorer_metric
 

@@ -270,7 +270,7 @@ RANDOM_MODEL_NOTE = (
 
 def random_model_table(data: RunData, seed: int = 0, n_boot: int = 2000) -> pd.DataFrame:
     """Trained coder vs its random-model twin, per scorer (headline metric; own explanations only)."""
-    from ..lm.model import RANDOM_MODEL_SUFFIX
+    from ..subject.model import RANDOM_MODEL_SUFFIX
     from ..scoring.aggregate import headline_metric
 
     cols = ["trained", "random_model", "scorer", "metric", "trained_mean", "random_mean", "difference", "ci_low", "ci_high",

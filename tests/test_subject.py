@@ -8,9 +8,9 @@ import pytest
 import torch
 
 from interp_eval.errors import UserError
-from interp_eval.lm.corpus import CorpusConfig, iter_contexts, iter_documents, split_of, take_contexts
-from interp_eval.lm.hookpoints import capture, splice_mlp, valid_hookpoints
-from interp_eval.lm.model import load_subject_model
+from interp_eval.subject.corpus import CorpusConfig, iter_contexts, iter_documents, split_of, take_contexts
+from interp_eval.subject.hookpoints import capture, splice_mlp, valid_hookpoints
+from interp_eval.subject.model import load_subject_model
 
 
 def test_packaged_model_knows_paris(subject):
@@ -106,7 +106,7 @@ def test_missing_model_or_dataset_offline_is_a_clear_error(tmp_path):
 
 _FAULTS_SCRIPT = """
 import resource, sys, torch
-from interp_eval.lm.allocator import reuse_freed_memory
+from interp_eval.subject.allocator import reuse_freed_memory
 assert reuse_freed_memory() == (sys.argv[1] == "on")
 for _ in range(6):  # the last round's page faults: fresh pages, or earlier rounds' freed ones (2 rounds
     # may hold a block each: the aligned allocation does not always fit the exact freed one)
