@@ -5,7 +5,9 @@ import math
 import pytest
 import torch
 
-from interp_eval.coders.coder import BinaryTopK, CoderConfig, SparseCoder, fvu
+from oracles import BinaryTopK, pre_activations
+
+from interp_eval.coders.coder import CoderConfig, SparseCoder, fvu
 from interp_eval.coders.optim import Optimizer, default_lr
 
 
@@ -17,7 +19,7 @@ def test_topk_keeps_k_relu_values():
     c = make()
     x = torch.randn(32, 16)
     code = c.encode(x)
-    pre = c.pre_activations(x)
+    pre = pre_activations(c, x)
     expected = torch.topk(torch.relu(pre), 4, dim=-1).values
     assert torch.allclose(code.values.sort(-1).values, expected.sort(-1).values)
     assert (code.values >= 0).all()
@@ -30,7 +32,7 @@ def test_binary_selection_is_top_k_of_pre_minus_theta_then_hard_zero_one():
         c.b_enc.copy_(torch.randn(64) - 1.0)
     x = torch.randn(50, 16)
     code = c.encode(x)
-    shifted = c.pre_activations(x) - c.threshold
+    shifted = pre_activations(c, x) - c.threshold
     v, idx = torch.topk(shifted, 4, dim=-1)
     assert set(code.values.unique().tolist()) <= {0.0, 1.0}
     # same selection, and a selected latent at or below its threshold outputs 0
@@ -155,9 +157,10 @@ def test_auxk_gives_dead_latents_gradient_and_is_zero_without_dead_ones():
 
 
 # ---------------------------------------------------------------- sparse encoder/decoder gradients
-from interp_eval.coders import coder as coder_mod  # noqa: E402
+from interp_eval.coders import kernels as kernels_mod  # noqa: E402
 from interp_eval.coders import topk as topk_mod  # noqa: E402
-from interp_eval.coders.coder import gather_dots, gather_dots_chunked, scatter_rows, topk_rows  # noqa: E402
+from interp_eval.coders.kernels import gather_dots, gather_dots_chunked, scatter_rows  # noqa: E402
+from interp_eval.coders.topk import topk_rows  # noqa: E402
 
 
 def _randomised(short, m=512, k=6, d=16, d_out=None, skip=None, dtype=torch.float64, temperature=1.5):
@@ -175,7 +178,7 @@ def _randomised(short, m=512, k=6, d=16, d_out=None, skip=None, dtype=torch.floa
             c.log_threshold.copy_(torch.rand(m, generator=g, dtype=dtype) * math.log(16) + math.log(0.5))
             # shift the bias so about half the selected latents fall at or below their threshold (output 0)
             x = torch.randn(64, d, generator=g, dtype=dtype)
-            v = torch.topk(c.pre_activations(x) - c.threshold, k, dim=-1).values
+            v = torch.topk(pre_activations(c, x) - c.threshold, k, dim=-1).values
             c.b_enc -= v.median()
     return c
 
@@ -231,7 +234,7 @@ CASES = [
 @pytest.mark.parametrize("keep_pre", [False, True])
 @pytest.mark.parametrize("strategy,chunk", [("csr", 0), ("index_add", 0), ("csr", 7)])
 def test_sparse_backward_equals_dense_autograd(short, kw, keep_pre, strategy, chunk, monkeypatch):
-    monkeypatch.setattr(coder_mod, "SPARSE_T_MM", strategy)
+    monkeypatch.setattr(kernels_mod, "SPARSE_T_MM", strategy)
     monkeypatch.setattr(topk_mod, "ENCODE_CHUNK_ROWS", chunk)  # 7 rows at a time: 40 rows in 6 blocks
     c = _randomised(short, **kw)
     torch.manual_seed(2)
@@ -309,12 +312,12 @@ def test_scatter_rows_and_gather_dots(monkeypatch):
         for j in range(4):
             dense[n, idx[n, j]] += w[n, j]
     for strategy in ("csr", "index_add"):
-        monkeypatch.setattr(coder_mod, "SPARSE_T_MM", strategy)
+        monkeypatch.setattr(kernels_mod, "SPARSE_T_MM", strategy)
         assert torch.allclose(scatter_rows(idx, w, rows, 50), dense.T @ rows)
     table = torch.randn(50, 7, dtype=torch.float64)
     expected = (table[idx] * rows[:, None, :]).sum(-1)
     assert torch.allclose(gather_dots(idx, table, rows), expected)
-    monkeypatch.setattr(coder_mod, "_CHUNK_ELEMENTS", 4 * 7 * 3)  # 3 rows a block: 30 rows in 10
+    monkeypatch.setattr(kernels_mod, "_CHUNK_ELEMENTS", 4 * 7 * 3)  # 3 rows a block: 30 rows in 10
     assert torch.allclose(gather_dots_chunked(idx, table, rows), expected)
 
 

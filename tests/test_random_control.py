@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from oracles import dense_activations
 
 from interp_eval.artifacts import RunDir
 from interp_eval.coders.coder import CoderConfig, SparseCoder
@@ -174,7 +175,7 @@ def _direct(model, coder, contexts: torch.Tensor, windows: pd.DataFrame, rows: p
     cap = capture(model, contexts[ctx_ids], [coder.hookpoint])
     x = cap.mlp_out[coder.hookpoint]
     with torch.no_grad():
-        dense = coder.ours.dense_activations(x.reshape(-1, x.shape[-1])).reshape(len(ctx_ids), x.shape[1], -1)
+        dense = dense_activations(coder.ours, x.reshape(-1, x.shape[-1])).reshape(len(ctx_ids), x.shape[1], -1)
     out = []
     for (ctx, pos), latent in zip(zip(w["context"], w["position"]), rows["latent"]):
         out.append(dense[ctx_ids.index(ctx), pos : pos + MINE_KW["window"], latent].numpy())

@@ -14,7 +14,6 @@ b_dec [d_out], W_skip [d_out, d_in], log_threshold [d_sae] (binary only; theta =
 from __future__ import annotations
 
 import math
-import warnings
 from dataclasses import asdict, dataclass
 from typing import Literal, NamedTuple
 
@@ -22,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .kernels import gather_dots, scatter_rows
 from .topk import encoder_topk, topk_rows
 
 Kind = Literal["sae", "transcoder"]
@@ -67,13 +67,6 @@ class CoderConfig:
         if not 0 < self.k <= self.d_sae:
             raise ValueError(f"k={self.k} must be between 1 and the number of latents ({self.d_sae})")
 
-    @property
-    def short_name(self) -> str:
-        for name, pair in CODER_KINDS.items():
-            if pair == (self.kind, self.activation):
-                return name
-        raise AssertionError
-
     def to_dict(self) -> dict:
         return asdict(self)
 
@@ -86,86 +79,6 @@ class Encoded(NamedTuple):
     pre: torch.Tensor | None = None  # [N, d_sae] pre-activations (training only, for AuxK)
 
 
-class BinaryTopK(torch.autograd.Function):
-    """Hard top-k 0/1 code with a sigmoid straight-through gradient (PAPER.md, "Binary selection").
-
-    forward: (v, idx) = topk(pre - theta, k); a = 1[v > 0]
-    backward: s = sigmoid(v / T); grad_pre = grad_a * s * (1 - s) at the selected latents only;
-              grad_theta = -grad_pre summed over the rows where the latent was selected.
-    """
-
-    @staticmethod
-    def forward(ctx, pre: torch.Tensor, theta: torch.Tensor, k: int, temperature: float):
-        v, idx = torch.topk(pre - theta, k, dim=-1, sorted=False)
-        ctx.save_for_backward(v, idx)
-        ctx.temperature = temperature
-        ctx.shape = pre.shape
-        return (v > 0).to(pre.dtype), idx
-
-    @staticmethod
-    def backward(ctx, grad_a: torch.Tensor, _grad_idx):
-        v, idx = ctx.saved_tensors
-        s = torch.sigmoid(v / ctx.temperature)
-        g = grad_a * s * (1 - s)
-        grad_pre = torch.zeros(ctx.shape, dtype=g.dtype, device=g.device).scatter_(-1, idx, g)
-        grad_theta = -grad_pre.sum(0)
-        return grad_pre, grad_theta, None, None
-
-
-SPARSE_T_MM = "csr"  # how scatter_rows() accumulates on CPU: "csr" (sparse CSR @ dense) or "index_add"
-_CHUNK_ELEMENTS = 1 << 22  # temporaries of at most this many elements (16 MiB fp32) in chunked loops
-
-
-def scatter_rows(indices: torch.Tensor, weights: torch.Tensor, rows: torch.Tensor, m: int) -> torch.Tensor:
-    """out[M, d] with out[indices[n, j]] += weights[n, j] * rows[n]: G^T @ rows for the sparse [N, M]
-    matrix G holding k weights a row (the gradient of a dense [N, M] product, without forming G)."""
-    n, k = indices.shape
-    d = rows.shape[1]
-    weights = weights.to(rows.dtype)
-    if SPARSE_T_MM == "csr" and rows.device.type == "cpu":
-        flat = indices.reshape(-1)
-        order = torch.argsort(flat, stable=True)
-        crow = torch.zeros(m + 1, dtype=torch.int64)
-        torch.cumsum(torch.bincount(flat, minlength=m), 0, out=crow[1:])
-        with warnings.catch_warnings():  # "sparse CSR support is in beta"
-            warnings.simplefilter("ignore", UserWarning)
-            g_t = torch.sparse_csr_tensor(crow, order // k, weights.reshape(-1)[order], (m, n), check_invariants=False)
-            return g_t @ rows
-    out = torch.zeros(m, d, dtype=rows.dtype, device=rows.device)
-    step = max(1, _CHUNK_ELEMENTS // (k * d))
-    for i in range(0, n, step):
-        src = (weights[i : i + step, :, None] * rows[i : i + step, None, :]).reshape(-1, d)
-        out.index_add_(0, indices[i : i + step].reshape(-1), src)
-    return out
-
-
-def gather_dots(indices: torch.Tensor, table: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
-    """[N, k] with out[n, j] = table[indices[n, j]] . rows[n]: the [N, M] product rows @ table^T read
-    only at the k selected columns of each row (an embedding bag's per-sample-weight gradient)."""
-    n, k = indices.shape
-    flat = indices.reshape(-1)
-    try:
-        offsets = torch.arange(0, n * k, k, device=flat.device)
-        bag_of = torch.arange(n * k, device=flat.device) // k
-        op = torch.ops.aten._embedding_bag_per_sample_weights_backward
-        return op(rows.contiguous(), table, flat, offsets, bag_of, 0, -1).view(n, k)
-    except (AttributeError, RuntimeError, NotImplementedError):  # that private kernel gone
-        return gather_dots_chunked(indices, table, rows)
-
-
-def gather_dots_chunked(indices: torch.Tensor, table: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
-    """gather_dots with public ops: gathered rows times rows[n], a bounded block at a time."""
-    n, k = indices.shape
-    d = rows.shape[1]
-    flat = indices.reshape(-1)
-    out = torch.empty(n, k, dtype=rows.dtype, device=rows.device)
-    step = max(1, _CHUNK_ELEMENTS // (k * d))
-    for i in range(0, n, step):
-        picked = table.index_select(0, flat[i * k : (i + step) * k]).view(-1, k, d)
-        torch.bmm(picked, rows[i : i + step, :, None], out=out[i : i + step, :, None])
-    return out
-
-
 class SparseEncode(torch.autograd.Function):
     """pre = x' @ W_enc + b_enc (x' = x - b_dec for SAEs, x for transcoders), then the k-sparse code, in
     one function whose backward never forms an [N, M] tensor: only the k selected latents of a row get
@@ -175,8 +88,9 @@ class SparseEncode(torch.autograd.Function):
     gathers those rows and the gradient is accumulated into them, neither needing a transpose.
 
     TopK:   values = relu(v) with (v, idx) = topk(pre, k); gradient passes where v > 0.
-    binary: (v, idx) = topk(pre - theta, k), theta = exp(log_threshold), values = 1[v > 0]; backward as
-            BinaryTopK: grad_v = grad_a * s * (1 - s), s = sigmoid(v / T); grad_theta = -sum of grad_v.
+    binary: (v, idx) = topk(pre - theta, k), theta = exp(log_threshold), values = 1[v > 0]; a sigmoid
+            straight-through gradient (PAPER.md, "Binary selection") at the selected latents only:
+            grad_v = grad_a * s * (1 - s), s = sigmoid(v / T); grad_theta = -sum of grad_v.
     keep_pre: also returns pre [N, M] (with gradient, for AuxK); its gradient is dense, so that
             backward takes the dense product.
     """
@@ -311,13 +225,6 @@ class SparseCoder(nn.Module):
     def threshold(self) -> torch.Tensor | None:
         return None if self.log_threshold is None else self.log_threshold.exp()
 
-    def pre_activations(self, x: torch.Tensor) -> torch.Tensor:
-        """W_enc (x - b_dec) + b_enc for SAEs, W_enc x + b_enc for transcoders, as one fused addmm."""
-        bias = self.b_enc
-        if self.cfg.kind == "sae":
-            bias = bias - self.W_enc_t @ self.b_dec  # (x - b_dec) W = x W - b_dec W, without an [N, d] copy
-        return torch.addmm(bias, x.reshape(-1, x.shape[-1]), self.W_enc_t.T).reshape(*x.shape[:-1], -1)
-
     def encode(self, x: torch.Tensor, keep_pre: bool = False) -> Encoded:
         lead = x.shape[:-1]
         out = SparseEncode.apply(
@@ -346,12 +253,6 @@ class SparseCoder(nn.Module):
     def forward(self, x: torch.Tensor, keep_pre: bool = False) -> tuple[torch.Tensor, Encoded]:
         code = self.encode(x, keep_pre=keep_pre)
         return self.decode(code, x), code
-
-    def dense_activations(self, x: torch.Tensor) -> torch.Tensor:
-        """[N, d_sae] activations (zeros off the code), as sae-lens' encode() returns them."""
-        code = self.encode(x)
-        out = torch.zeros(x.shape[0], self.cfg.d_sae, dtype=code.values.dtype, device=x.device)
-        return out.scatter_(-1, code.indices, code.values)
 
     # ------------------------------------------------------------------ decoder constraints
     @torch.no_grad()

@@ -41,6 +41,8 @@ import threading
 
 import torch
 
+from .kernels import gather_dots  # the fp32 rescoring: a k-sparse gather of encoder rows
+
 ENCODE_PRECISION = os.environ.get("INTERP_EVAL_ENCODE", "auto")
 ENCODE_CHUNK_ROWS = 512  # rows of the product computed at a time into the scratch block; 0: all at once
 CANDIDATE_CHUNK_ROWS = 1024  # the same for the bf16 scores (measured: 1,024 beats 512 by ~6% at 4,608 latents)
@@ -196,8 +198,6 @@ def candidate_topk(
     x: torch.Tensor, W_t: torch.Tensor, bias: torch.Tensor, k: int, n_cand: int | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The exact top k of x @ W_t^T + bias per row, found among bf16-scored candidates and proved."""
-    from .coder import gather_dots  # the fp32 rescoring: a k-sparse gather of encoder rows
-
     n, d = x.shape
     m = W_t.shape[0]
     key = (W_t.data_ptr(), m, k)

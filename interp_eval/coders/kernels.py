@@ -1,0 +1,67 @@
+"""The two k-sparse products every coder's forward and backward are built from, without an [N, M] tensor.
+
+A code holds k (latent, weight) pairs a row, so the dense [N, M] products of a coder are only ever
+needed at N * k places: `scatter_rows` accumulates rows into the selected latents (the gradients of
+the encoder and the decoder), `gather_dots` reads a product at the selected latents (the gradient of
+the decoded values, and the fp32 rescoring of the encoder's candidates in `topk.py`). They live
+apart from both users so that `coder.py` and `topk.py` import them one way.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import torch
+
+SPARSE_T_MM = "csr"  # how scatter_rows() accumulates on CPU: "csr" (sparse CSR @ dense) or "index_add"
+_CHUNK_ELEMENTS = 1 << 22  # temporaries of at most this many elements (16 MiB fp32) in chunked loops
+
+
+def scatter_rows(indices: torch.Tensor, weights: torch.Tensor, rows: torch.Tensor, m: int) -> torch.Tensor:
+    """out[M, d] with out[indices[n, j]] += weights[n, j] * rows[n]: G^T @ rows for the sparse [N, M]
+    matrix G holding k weights a row (the gradient of a dense [N, M] product, without forming G)."""
+    n, k = indices.shape
+    d = rows.shape[1]
+    weights = weights.to(rows.dtype)
+    if SPARSE_T_MM == "csr" and rows.device.type == "cpu":
+        flat = indices.reshape(-1)
+        order = torch.argsort(flat, stable=True)
+        crow = torch.zeros(m + 1, dtype=torch.int64)
+        torch.cumsum(torch.bincount(flat, minlength=m), 0, out=crow[1:])
+        with warnings.catch_warnings():  # "sparse CSR support is in beta"
+            warnings.simplefilter("ignore", UserWarning)
+            g_t = torch.sparse_csr_tensor(crow, order // k, weights.reshape(-1)[order], (m, n), check_invariants=False)
+            return g_t @ rows
+    out = torch.zeros(m, d, dtype=rows.dtype, device=rows.device)
+    step = max(1, _CHUNK_ELEMENTS // (k * d))
+    for i in range(0, n, step):
+        src = (weights[i : i + step, :, None] * rows[i : i + step, None, :]).reshape(-1, d)
+        out.index_add_(0, indices[i : i + step].reshape(-1), src)
+    return out
+
+
+def gather_dots(indices: torch.Tensor, table: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+    """[N, k] with out[n, j] = table[indices[n, j]] . rows[n]: the [N, M] product rows @ table^T read
+    only at the k selected columns of each row (an embedding bag's per-sample-weight gradient)."""
+    n, k = indices.shape
+    flat = indices.reshape(-1)
+    try:
+        offsets = torch.arange(0, n * k, k, device=flat.device)
+        bag_of = torch.arange(n * k, device=flat.device) // k
+        op = torch.ops.aten._embedding_bag_per_sample_weights_backward
+        return op(rows.contiguous(), table, flat, offsets, bag_of, 0, -1).view(n, k)
+    except (AttributeError, RuntimeError, NotImplementedError):  # that private kernel gone
+        return gather_dots_chunked(indices, table, rows)
+
+
+def gather_dots_chunked(indices: torch.Tensor, table: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+    """gather_dots with public ops: gathered rows times rows[n], a bounded block at a time."""
+    n, k = indices.shape
+    d = rows.shape[1]
+    flat = indices.reshape(-1)
+    out = torch.empty(n, k, dtype=rows.dtype, device=rows.device)
+    step = max(1, _CHUNK_ELEMENTS // (k * d))
+    for i in range(0, n, step):
+        picked = table.index_select(0, flat[i * k : (i + step) * k]).view(-1, k, d)
+        torch.bmm(picked, rows[i : i + step, :, None], out=out[i : i + step, :, None])
+    return out
