@@ -7,7 +7,6 @@ config hashes (mining fingerprints the coder weights; explanations are keyed by 
 
 from __future__ import annotations
 
-import json
 import logging
 import shutil
 import sys
@@ -199,4 +198,4 @@ def format_plan(info: dict) -> str:
     return "\n".join(lines)
 
 
-__all__ = ["format_plan", "plan", "run_reproduce", "train_configs", "json"]
+__all__ = ["format_plan", "plan", "run_reproduce", "train_configs"]
