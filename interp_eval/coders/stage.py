@@ -16,18 +16,18 @@ import torch
 import torch.distributed as dist
 
 from ..errors import UserError
-from ..artifacts import RunDir, append_parquet, config_hash
+from ..artifacts import RunDir, config_hash
+from ..catalog import RECON_EVAL, TRAIN_METRICS
 from ..subject.activations import CacheKey, build_activation_caches
 from ..subject.corpus import CorpusConfig, take_contexts
 from ..subject.model import RANDOM_MODEL_SUFFIX, load_subject_model, parse_random_spec, random_model_spec
 from .evaluate import evaluate_reconstruction
 from .saelens import is_saelens_folder, save_coder
-from .train import TrainConfig, init_distributed, remove_checkpoint, train_coder
+from ..distributed import init_distributed
+from .train import TrainConfig, remove_checkpoint, train_coder
 
 log = logging.getLogger(__name__)
 
-TRAIN_METRICS = "train_metrics.parquet"
-RECON_EVAL = "recon_eval.parquet"
 RANDOM_MODEL_CONTROL = "random-model"
 CONTROLS = (RANDOM_MODEL_CONTROL,)
 
@@ -107,7 +107,7 @@ def run_train_stage(
         if d.is_main:
             n_tok = max(rows[-1]["tokens"], 1) if rows else 1
             save_coder(coder, rd.coder_dir(c.coder_name), fires.double() / n_tok, {"train": asdict(c)})
-            append_parquet(rd.path(TRAIN_METRICS), rows, replace=["coder"])
+            rd.append(TRAIN_METRICS, rows, replace=["coder"])
             remove_checkpoint(rd.root, c.coder_name)
         trained[c.coder_name] = {"coder": coder, "config": c}
     if d.is_main:
@@ -115,9 +115,9 @@ def run_train_stage(
         for hp in hookpoints:
             group = {n: t["coder"].to(dev) for n, t in trained.items() if t["config"].hookpoint == hp}
             rows = evaluate_reconstruction(subject, hp, group, heldout)
-            append_parquet(rd.path(RECON_EVAL), rows, replace=["coder"])
+            rd.append(RECON_EVAL, rows, replace=["coder"])
         for name in trained:
-            rd.mark_complete(f"train:{name}", hashes[name], [f"coders/{name}", TRAIN_METRICS, RECON_EVAL])
+            rd.mark_complete(f"train:{name}", hashes[name], [f"coders/{name}", TRAIN_METRICS.name, RECON_EVAL.name])
     if d.world > 1:
         dist.barrier()
     return names

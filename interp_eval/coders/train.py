@@ -3,17 +3,16 @@
 from __future__ import annotations
 
 import logging
-import os
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
 
 import torch
-import torch.distributed as dist
 import torch.nn.functional as F
 
-from ..artifacts import atomic_path
+from ..artifacts import RunDir, atomic_path
+from ..distributed import DistInfo, all_reduce
 from ..errors import UserError
 from ..subject.activations import ActivationCache
 from ..progress import progress_bar
@@ -79,39 +78,6 @@ class TrainConfig:
         )
 
 
-@dataclass
-class DistInfo:
-    rank: int = 0
-    world: int = 1
-    local_rank: int = 0
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
-
-
-def init_distributed() -> DistInfo:
-    """Join the torchrun process group if launched under torchrun (gloo on CPU, nccl on CUDA)."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1:
-        return DistInfo()
-    if not dist.is_initialized():
-        backend = "nccl" if torch.cuda.is_available() else "gloo"
-        dist.init_process_group(backend=backend)
-    info = DistInfo(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
-    if torch.cuda.is_available():
-        torch.cuda.set_device(info.local_rank)
-    return info
-
-
-def _all_reduce(t: torch.Tensor, d: DistInfo, average: bool = False) -> torch.Tensor:
-    if d.world > 1:
-        dist.all_reduce(t)
-        if average:
-            t /= d.world
-    return t
-
-
 def dead_latents(since_fired: torch.Tensor, tokens_seen: int, dead_tokens: int) -> torch.Tensor:
     """Latents silent for `dead_tokens` tokens (or for every token so far, early in training)."""
     return since_fired >= min(dead_tokens, max(tokens_seen, 1))
@@ -134,7 +100,7 @@ def auxk_loss(coder: SparseCoder, code: Encoded, y: torch.Tensor, y_hat: torch.T
 
 
 def _checkpoint_path(root: Path, name: str) -> Path:
-    return Path(root) / "checkpoints" / f"{name}.pt"
+    return RunDir(root).checkpoints_dir / f"{name}.pt"
 
 
 def train_coder(
@@ -190,7 +156,7 @@ def train_coder(
             x = (xin if transcoder else xout).to(device, non_blocking=True)
             y = xout.to(device, non_blocking=True)
             if step == 0 and start == 0:
-                coder.init_from_batch(_all_reduce(x.mean(0), d, average=True), _all_reduce(y.mean(0), d, average=True))
+                coder.init_from_batch(all_reduce(x.mean(0), d, average=True), all_reduce(y.mean(0), d, average=True))
             with autocast:
                 y_hat, code = model(x, keep_pre=cfg.auxk_alpha > 0)
                 loss_fvu = fvu(y.float(), y_hat.float())
@@ -208,14 +174,14 @@ def train_coder(
             with torch.no_grad():
                 active = code.values > 0
                 fired = torch.zeros_like(fire_counts).index_add_(0, code.indices[active], torch.ones_like(code.indices[active]))
-                fired = _all_reduce(fired, d)
+                fired = all_reduce(fired, d)
                 fire_counts += fired
                 batch_tokens = x.shape[0] * d.world
                 tokens_seen += batch_tokens
                 since_fired += batch_tokens
                 since_fired[fired > 0] = 0
-                l0 = _all_reduce(active.sum(-1).float().mean(), d, average=True)
-                fvu_val = _all_reduce(loss_fvu.detach().float(), d, average=True)
+                l0 = all_reduce(active.sum(-1).float().mean(), d, average=True)
+                fvu_val = all_reduce(loss_fvu.detach().float(), d, average=True)
                 dead_frac = dead_latents(since_fired, tokens_seen, cfg.dead_tokens).float().mean()
             row = {
                 "coder": cfg.coder_name,

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
-from ..artifacts import atomic_path, config_hash, write_json
+from ..artifacts import RunDir, atomic_path, config_hash, write_json
 from ..errors import UserError
 from ..progress import progress_bar
 from .corpus import CorpusConfig, iter_batches, iter_contexts
@@ -115,7 +115,7 @@ class ActivationCache:
 
 
 def cache_root(run_root: Path, key: CacheKey) -> Path:
-    return Path(run_root) / "activations" / f"{key.split}-{key.digest()}"
+    return RunDir(run_root).activations_dir / f"{key.split}-{key.digest()}"
 
 
 def build_activation_caches(

@@ -25,13 +25,6 @@ def valid_hookpoints(subject: SubjectModel) -> list[str]:
     return [name for name, _ in subject.model.base_model.named_modules() if _MLP_RE.match(name)]
 
 
-def layer_of(hookpoint: str) -> int:
-    m = _MLP_RE.match(hookpoint)
-    if not m:
-        raise UserError(f"hookpoint {hookpoint!r} is not an MLP hookpoint like 'layers.9.mlp'")
-    return int(m.group(1))
-
-
 def resolve(subject: SubjectModel, hookpoint: str) -> torch.nn.Module:
     valid = valid_hookpoints(subject)
     if hookpoint not in valid:
