@@ -122,6 +122,22 @@ def test_second_identical_run_makes_zero_http_calls(llm_env, fast_config):
     assert s["cache_hits"] == 10 and s["cost_usd"] == 0.0 and s["input_tokens"] == sum(r.usage.input_tokens for r in first)
 
 
+def test_cached_response_looks_up_without_sending_and_counts_a_hit(llm_env, fast_config):
+    cfg = fast_config("claude")
+    [answered], _ = run(_many(cfg, _reqs(1)))
+    calls = llm_env.count()
+
+    async def look_up():
+        async with make_client(cfg) as llm:
+            hit = llm.cached_response(_reqs(1)[0])
+            miss = llm.cached_response(_reqs(1, prefix="unseen")[0])
+            return hit, miss, llm.usage.summary()["llm"]["cache_hits"]
+
+    hit, miss, hits = run(look_up())
+    assert hit is not None and hit.cached and hit.text == answered.text
+    assert miss is None and hits == 1 and llm_env.count() == calls
+
+
 def test_cache_key_covers_model_params_and_backend(llm_env, fast_config):
     base = LLMRequest.user("same prompt", max_tokens=20)
     variants = [

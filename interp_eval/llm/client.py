@@ -24,7 +24,7 @@ from interp_eval.errors import UserError
 from interp_eval.paths import cache_dir
 from interp_eval.progress import progress_bar
 
-from .backends import Backend, make_backend
+from .backends import Backend, BatchBackend, make_backend
 from .cache import ResponseCache, request_key
 from .limiter import Limiter
 from .models import cache_model_name, resolve_model
@@ -169,14 +169,14 @@ class LLMClient:
         """
         self._bind_loop()
         key = self.key(request)
-        hit = self._cached(key, request)
+        hit = self.cached_response(request, key)
         if hit is not None:
             return hit
         lock, users = self._key_locks.get(key, (asyncio.Lock(), 0))
         self._key_locks[key] = (lock, users + 1)
         try:
             async with lock:
-                hit = self._cached(key, request)
+                hit = self.cached_response(request, key)
                 if hit is not None:
                     return hit
                 response = await self._call(request)
@@ -191,10 +191,12 @@ class LLMClient:
             else:
                 self._key_locks[key] = (lock, users - 1)
 
-    def _cached(self, key: str, request: LLMRequest) -> LLMResponse | None:
+    def cached_response(self, request: LLMRequest, key: str | None = None) -> LLMResponse | None:
+        """The cached answer to `request` (None if there is none, or no cache), counted in usage as a
+        cache hit. `key`: the request's cache key, when the caller has it already."""
         if self.cache is None:
             return None
-        stored = self.cache.get(key)
+        stored = self.cache.get(key or self.key(request))
         if stored is None:
             return None
         response = LLMResponse.from_cache(stored, self.backend.name, request.stage)
@@ -247,7 +249,7 @@ class LLMClient:
         requests = list(requests)
         show = self.cfg.progress if progress is None else progress
         label = desc or (requests[0].stage if requests else "llm")
-        if self.cfg.batch and self.backend.supports_batch:
+        if self.cfg.batch and isinstance(self.backend, BatchBackend):
             from .batch import run_batch
 
             path = Path(batch_state_path) if batch_state_path is not None else self._default_batch_state(requests)

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from .base import Backend
+from .base import Backend, BatchBackend
 
-__all__ = ["Backend", "make_backend"]
+__all__ = ["Backend", "BatchBackend", "make_backend"]
 
 
 def make_backend(

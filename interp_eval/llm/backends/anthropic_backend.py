@@ -1,4 +1,5 @@
-"""Claude through the official anthropic SDK (AsyncAnthropic). No logprobs: the API gives none."""
+"""Claude through the official anthropic SDK (AsyncAnthropic), online and through Message Batches.
+No logprobs: the API gives none."""
 
 from __future__ import annotations
 
@@ -10,10 +11,10 @@ import anthropic
 
 from interp_eval.errors import UserError
 
-from ..redact import register_secret
-from ..retry import MalformedResponseError
-from ..types import LLMRequest, LLMResponse, Usage
-from .base import HostedBackend
+from ..redact import redact, register_secret
+from ..retry import MalformedResponseError, RetryPolicy, call_with_retries
+from ..types import LLMFailure, LLMRequest, LLMResponse, Usage
+from .base import BatchBackend, BatchPoll, BatchResults
 
 log = logging.getLogger("interp_eval.llm.anthropic")
 
@@ -23,9 +24,8 @@ _SDK_KWARGS = ("model", "max_tokens", "messages", "system", "stop_sequences")
 _CACHE_MARK = {"type": "ephemeral"}
 
 
-class AnthropicBackend(HostedBackend):
+class AnthropicBackend(BatchBackend):
     name = "anthropic"
-    supports_batch = True
     key_env = KEY_ENV
 
     def __init__(self, model: str, *, base_url: str | None = None, api_key: str | None = None, timeout: float = 120.0):
@@ -89,3 +89,35 @@ class AnthropicBackend(HostedBackend):
         except (AttributeError, TypeError, ValueError) as e:
             raise MalformedResponseError(f"Anthropic message without the expected fields: {e}") from None
         return LLMResponse(text=text, backend=self.name, model=model, usage=usage, logprobs=None, finish_reason=finish)
+
+    # -- Message Batches ---------------------------------------------------------------------------
+    async def submit_batch(self, requests: dict[str, LLMRequest], policy: RetryPolicy) -> dict[str, str]:
+        items = [{"custom_id": k, "params": self.build_params(r)} for k, r in requests.items()]
+        batch = await call_with_retries(policy, lambda: self.sdk.messages.batches.create(requests=items), "batch create")
+        return {"id": batch.id}
+
+    async def poll_batch(self, batch_id: str, size: int, policy: RetryPolicy) -> BatchPoll:
+        info = await call_with_retries(policy, lambda: self.sdk.messages.batches.retrieve(batch_id), "batch poll")
+        done = size - int(info.request_counts.processing)
+        return BatchPoll(batch_id, finished=info.processing_status == "ended", done=done, info=info)
+
+    async def batch_results(self, ended: BatchPoll, policy: RetryPolicy) -> BatchResults:
+        async def fetch() -> list[Any]:
+            return [item async for item in await self.sdk.messages.batches.results(ended.batch_id)]
+
+        items = await call_with_retries(policy, fetch, "batch results")
+        return BatchResults({item.custom_id: self._batch_answer(item.result) for item in items})
+
+    def _batch_answer(self, result: Any) -> LLMResponse | LLMFailure:
+        """One batch item's result: the parsed message, or why the request failed."""
+        if result.type == "succeeded":
+            try:
+                return self.parse_message(result.message)
+            except MalformedResponseError as e:
+                return LLMFailure("MalformedResponseError", str(e))
+        if result.type == "errored":
+            err = getattr(result.error, "error", None)
+            kind = getattr(err, "type", None) or "error"
+            message = getattr(err, "message", None) or str(result.error)
+            return LLMFailure(f"batch_errored:{kind}", redact(str(message)))
+        return LLMFailure(f"batch_{result.type}", f"the batch request was {result.type}")  # canceled, expired

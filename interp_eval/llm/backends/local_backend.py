@@ -128,7 +128,6 @@ def check_llama_cpp() -> None:
 
 class LocalBackend(Backend):
     name = "local"
-    supports_batch = False
     max_concurrency = 1
 
     def __init__(self, model: str = LOCAL_MODEL_NAME, *, n_ctx: int = 8192, n_threads: int | None = None):

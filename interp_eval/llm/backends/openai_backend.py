@@ -1,8 +1,10 @@
-"""OpenAI and any OpenAI-compatible server (vLLM, llama.cpp server, Ollama, OpenRouter) via AsyncOpenAI."""
+"""OpenAI and any OpenAI-compatible server (vLLM, llama.cpp server, Ollama, OpenRouter) via AsyncOpenAI,
+online and through the Batch API."""
 
 from __future__ import annotations
 
 import ipaddress
+import json
 import logging
 import os
 from typing import Any
@@ -12,10 +14,10 @@ import openai
 
 from interp_eval.errors import UserError
 
-from ..redact import register_secret
-from ..retry import MalformedResponseError
-from ..types import LLMRequest, LLMResponse, TokenLogprob, Usage
-from .base import HostedBackend
+from ..redact import redact, register_secret
+from ..retry import MalformedResponseError, RetryPolicy, call_with_retries
+from ..types import LLMFailure, LLMRequest, LLMResponse, TokenLogprob, Usage
+from .base import BatchBackend, BatchPoll, BatchResults
 
 log = logging.getLogger("interp_eval.llm.openai")
 
@@ -23,6 +25,8 @@ KEY_ENV = "OPENAI_API_KEY"
 BASE_URL_ENV = "OPENAI_BASE_URL"
 MAX_TOP_LOGPROBS = 20
 _NO_KEY = "no-key-needed"  # local servers ignore the key, but the SDK wants one
+_CHAT_PATH = "/v1/chat/completions"
+_ENDED = ("completed", "failed", "expired", "cancelled")  # batch statuses after which nothing more comes
 
 
 def is_local_url(url: str) -> bool:
@@ -36,9 +40,8 @@ def is_local_url(url: str) -> bool:
     return ip.is_loopback or ip.is_private or ip.is_unspecified
 
 
-class OpenAIBackend(HostedBackend):
+class OpenAIBackend(BatchBackend):
     name = "openai"
-    supports_batch = True
     key_env = KEY_ENV
 
     def __init__(self, model: str, *, base_url: str | None = None, api_key: str | None = None, timeout: float = 120.0):
@@ -89,6 +92,63 @@ class OpenAIBackend(HostedBackend):
         completion = await self.sdk.chat.completions.create(**self.build_body(request), timeout=self.timeout)
         data = completion.model_dump() if hasattr(completion, "model_dump") else completion
         return parse_chat_completion(data, backend=self.name, model=self.model)
+
+    # -- Batch API ---------------------------------------------------------------------------------
+    async def submit_batch(self, requests: dict[str, LLMRequest], policy: RetryPolicy) -> dict[str, str]:
+        """Upload the requests as a JSONL file, then create the batch that reads it."""
+        lines = [
+            json.dumps({"custom_id": k, "method": "POST", "url": _CHAT_PATH, "body": self.build_body(r)})
+            for k, r in requests.items()
+        ]
+        data = ("\n".join(lines) + "\n").encode("utf-8")
+        upload = await call_with_retries(
+            policy, lambda: self.sdk.files.create(file=("requests.jsonl", data, "application/jsonl"), purpose="batch"), "batch upload"
+        )
+        batch = await call_with_retries(
+            policy,
+            lambda: self.sdk.batches.create(input_file_id=upload.id, endpoint=_CHAT_PATH, completion_window="24h"),
+            "batch create",
+        )
+        return {"id": batch.id, "input_file_id": upload.id}
+
+    async def poll_batch(self, batch_id: str, size: int, policy: RetryPolicy) -> BatchPoll:
+        info = await call_with_retries(policy, lambda: self.sdk.batches.retrieve(batch_id), "batch poll")
+        counts = info.request_counts
+        done = int(counts.completed + counts.failed) if counts else 0
+        return BatchPoll(batch_id, finished=info.status in _ENDED, done=done, info=info)
+
+    async def batch_results(self, ended: BatchPoll, policy: RetryPolicy) -> BatchResults:
+        """Answers and per-request errors from the output and error files, and the failure of the rest."""
+        batch = ended.info
+        answers: dict[str, LLMResponse | LLMFailure] = {}
+        for file_id in (batch.output_file_id, batch.error_file_id):
+            if not file_id:
+                continue
+            content = await call_with_retries(policy, lambda fid=file_id: self.sdk.files.content(fid), "batch download")
+            for line in content.text.splitlines():
+                if line.strip():
+                    row = json.loads(line)
+                    answers[row.get("custom_id")] = self._batch_answer(row)
+        rest = None
+        if batch.status == "failed":
+            errors = getattr(getattr(batch, "errors", None), "data", None) or []
+            reason = "; ".join(f"{e.code}: {e.message}" for e in errors) or "the batch failed validation"
+            rest = LLMFailure("batch_failed", redact(reason))
+        elif batch.status in ("expired", "cancelled"):
+            rest = LLMFailure(f"batch_{batch.status}", f"the batch was {batch.status} before this request ran")
+        return BatchResults(answers, rest)
+
+    def _batch_answer(self, row: dict[str, Any]) -> LLMResponse | LLMFailure:
+        """One line of a batch's output or error file: the parsed completion, or why the request failed."""
+        response = row.get("response") or {}
+        if response.get("status_code") == 200 and not row.get("error"):
+            try:
+                return parse_chat_completion(response.get("body"), backend=self.name, model=self.model)
+            except MalformedResponseError as e:
+                return LLMFailure("MalformedResponseError", str(e))
+        err = row.get("error") or ((response.get("body") or {}).get("error")) or {}
+        code = err.get("code") or err.get("type") or "error"
+        return LLMFailure(f"batch_errored:{code}", redact(str(err.get("message") or err)), status_code=response.get("status_code"))
 
 
 def parse_chat_completion(data: Any, *, backend: str, model: str) -> LLMResponse:
