@@ -438,9 +438,16 @@ def test_missing_gguf_file_is_a_user_error(tmp_path):
         make_client(LLMConfig(model=str(tmp_path / "nope.gguf")))
 
 
-def test_sync_wrapper(llm_env, fast_config):
+def test_one_client_serves_successive_event_loops(llm_env, fast_config):
     llm = make_client(fast_config("claude"))
-    first = llm.complete_many_sync(_reqs(3))
-    second = llm.complete_many_sync(_reqs(3))  # a new event loop: the client rebinds
+
+    async def answer():
+        try:
+            return await llm.complete_many(_reqs(3))
+        finally:
+            await llm.backend.aclose()
+
+    first = run(answer())
+    second = run(answer())  # a new event loop: the client rebinds
     assert all(r.ok for r in first) and all(r.cached for r in second)
     run(llm.aclose())

@@ -17,7 +17,7 @@ def test_packaged_model_knows_paris(subject):
     ids = subject.tokenizer("The capital of France is", return_tensors="pt").input_ids
     out = subject.model.generate(ids, max_new_tokens=2, do_sample=False)
     assert "Paris" in subject.tokenizer.decode(out[0, ids.shape[1]:])
-    assert (subject.n_layers, subject.d_model) == (30, 576)
+    assert (subject.model.config.num_hidden_layers, subject.d_model) == (30, 576)
 
 
 def test_hookpoints_are_the_paper_names(subject):

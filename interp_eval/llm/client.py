@@ -18,7 +18,7 @@ import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Sequence
 
 from interp_eval.errors import UserError
 from interp_eval.paths import cache_dir
@@ -280,17 +280,6 @@ class LLMClient:
     def _default_batch_state(self, requests: Sequence[LLMRequest]) -> Path:
         digest = hashlib.sha256("".join(sorted(self.key(r) for r in requests)).encode()).hexdigest()[:16]
         return cache_dir() / "batches" / f"{self.backend.name}-{digest}.json"
-
-    def complete_many_sync(self, requests: Sequence[LLMRequest], **kwargs: Any) -> list[LLMResponse]:
-        """complete_many for synchronous callers (not from inside a running event loop)."""
-
-        async def run() -> list[LLMResponse]:
-            try:
-                return await self.complete_many(requests, **kwargs)
-            finally:
-                await self.backend.aclose()
-
-        return asyncio.run(run())
 
     def estimate(self, requests: Sequence[LLMRequest], *, expected_output_tokens: int | None = None) -> DryRunEstimate:
         """dry_run with this client's cache: nothing is sent."""

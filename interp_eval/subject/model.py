@@ -44,10 +44,6 @@ class SubjectModel:
     device: torch.device
 
     @property
-    def n_layers(self) -> int:
-        return int(self.model.config.num_hidden_layers)
-
-    @property
     def d_model(self) -> int:
         return int(self.model.config.hidden_size)
 
