@@ -7,7 +7,7 @@ of 32 tokens per latent), starts the test suite's fake Anthropic/OpenAI server w
 per call, and runs `run_explain_stage` on N latents. Prints wall time against calls x latency (what
 one call at a time would take; target: at least 25x faster), calls and input/output tokens per
 latent, and a second identical run (all from the response cache: zero calls). The provider SDKs
-are imported before the clock starts (a one-off ~3 s per process, not a per-call cost).
+are imported before the clock starts (a one-off cost per process, not a per-call one).
 """
 
 from __future__ import annotations

@@ -10,7 +10,7 @@ bootstrap 95% interval over latents, and seconds per scored window.
     python bench/scorer_power.py --run runs/demo --latents 5 --formats 1 1x16 1x8   # 1 a prompt, cut to 16 / 8 tokens
     python bench/scorer_power.py --run runs/demo --model claude --scorer fuzzing --formats 5
 
-Not run in CI (the offline model takes about 0.5 s a window on 2 cores).
+Not run in CI (the offline model scores windows slowly; README has the measured seconds a window).
 """
 
 from __future__ import annotations

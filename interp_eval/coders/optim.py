@@ -45,7 +45,7 @@ class Optimizer:
         params = list(params)
         self.name = name
         if name == "adam":
-            # the fused kernel (CPU and CUDA) does the whole update in one pass: ~6x faster here
+            # the fused kernel (CPU and CUDA) does the whole update in one pass, not one op per tensor
             self.inner = torch.optim.Adam(params, lr=lr, eps=1e-8, fused=True)
             warm = max(1, min(warmup_steps, total_steps // 10))
             decay = max(1, total_steps - warm)

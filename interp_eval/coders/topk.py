@@ -5,7 +5,7 @@ Two ways to the same answer:
 - dense fp32 (`dense_topk`): the [N, M] product a block of rows at a time into a reused scratch
   buffer, then a two-stage top-k (`topk_rows`) of each block while it is still in cache.
 - bf16 candidates, verified (`candidate_topk`): on hardware whose bf16 matrix units are many times
-  faster than fp32 (Intel AMX: 8x here), the product is taken in bf16 only to find each row's
+  faster than fp32 (Intel AMX), the product is taken in bf16 only to find each row's
   `n_cand` best candidates; the candidates are then rescored in fp32 (a k-sparse gather, not a
   product) and the row's top k taken among them. A rigorous error bound on the bf16 scores proves, row
   by row, that no latent outside the candidates can reach the k-th rescored value; a row whose proof
@@ -45,7 +45,7 @@ from .kernels import gather_dots  # the fp32 rescoring: a k-sparse gather of enc
 
 ENCODE_PRECISION = os.environ.get("INTERP_EVAL_ENCODE", "auto")
 ENCODE_CHUNK_ROWS = 512  # rows of the product computed at a time into the scratch block; 0: all at once
-CANDIDATE_CHUNK_ROWS = 1024  # the same for the bf16 scores (measured: 1,024 beats 512 by ~6% at 4,608 latents)
+CANDIDATE_CHUNK_ROWS = 1024  # the same for the bf16 scores (chosen by timing, as the other sizes here)
 CANDIDATE_MIN_ROWS = 256  # fewer rows than this: converting W to bf16 would cost more than it saves
 _U = 2.0**-8  # bf16 unit roundoff
 _U32 = 2.0**-24  # fp32 unit roundoff
@@ -59,18 +59,10 @@ CANDIDATE_STATS = {"rows": 0, "fallback_rows": 0}
 # topk_rows' two stages stay cheap), and shrinks by k/8 (down to k + k/8) while fewer than an eighth
 # of that fail. The code is the same either way (candidate_topk returns it canonical); this is speed
 # only: a failed row costs a dense row (in proportion to the latents), a candidate one gathered dot
-# product. Measured at 4,608 latents, k = 32, a batch of 8,192 rows, the demo's trained coders (ms,
-# failed rows):
-#   candidates  36          40          44          48          56
-#   BAE         148, 31%    101, 4.0%   95, 0.5%    99, 0.1%    102, 0%
-#   BTC         146, 35%    94, 5.0%    88, 0.5%    90, 0.1%    94, 0%
-#   SAE         203, 69%    113, 18%    91, 3.8%    88, 2.2%    95, 1.9%
-#   TC          169, 46%    101, 7.4%   93, 0.9%    92, 0.1%    97, 0%
-# and random-weight ones are best at 56 (1.4% failed; 48: 10%, 64: 0.6%). A failed row costs about
-# 170 candidates' rescoring here, so growing pays above about 128 / latents failed rows (2.8%). At
-# 36,864 latents (random weights, 4,096 rows) 40 candidates fail 91% of rows, 48 26%, 56 1%, 64 none:
-# starting low costs one call 3.6x its settled time there, hence the start at 2k for many latents.
-# Some rows fail whatever the count (tokens with huge norms, ~2% of the SAE's rows above), which can
+# product, so growing pays once more than about 128 / latents of the rows fail (max_fallback).
+# Trained coders settle a little above k + k/4, random-weight ones higher; with many latents a low
+# count fails most rows, so a first call starting low would cost several times its settled time:
+# hence the start at 2k there. Some rows fail whatever the count (tokens with huge norms), which can
 # hold a count inside the band where it neither grows nor shrinks: the start is therefore low where
 # that is cheap, rather than left to the shrinking.
 _n_cand: dict[tuple[int, int, int], int] = {}
@@ -91,9 +83,8 @@ def _next_count(kc: int, k: int, m: int, failed: float) -> int:
     return kc
 
 
-# topk_rows' group width for the candidates: the first of these that divides the latents. Measured on
-# 1,024 bf16 rows: 40-48 of 4,608 columns 4.2 ms with 6, 4.9 with 8, 4.5 with 12, 6.2 with 4; 40-48
-# of 4,096: 4.6 with 8, 5.0 with 16; 64-80 of 36,864: 6 and 8 within 10% of each other.
+# topk_rows' group width for the candidates: the first of these that divides the latents (the
+# fastest widths when timed for 40-80 candidates of 4,096 to 36,864 latents).
 SELECT_BLOCKS = (6, 8, 4)
 
 

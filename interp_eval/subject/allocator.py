@@ -3,13 +3,10 @@
 glibc serves every allocation above its mmap threshold (at most 32 MiB) with a fresh mmap and
 unmaps it on free. The subject model's forward pass allocates and frees hundreds of MiB of such
 tensors per batch (MLP hidden states, attention scores), so every batch faults them in again and the
-kernel zeroes each page. Measured here (packaged model, layer 9, batches of 8,192 tokens, 2 cores):
-about 700k page faults and a third of the forward's time spent in the kernel. With mmap off and heap
-trimming off, freed blocks are reused: no page faults after the first batch, and the forward pass
-20% faster (6 batches: 15.9 -> 12.8 s).
-
-The cost is that the process keeps its high-water mark of heap memory instead of returning it: peak
-RSS 5% higher in the mining memory bench (1,692 -> 1,774 MiB at 100k tokens). `INTERP_EVAL_REUSE_MEMORY=0`
+kernel zeroes each page: a large share of the forward's time goes to the kernel. With mmap off and
+heap trimming off, freed blocks are reused: no page faults after the first batch. The cost is that
+the process keeps its high-water mark of heap memory instead of returning it (a few percent more
+peak RSS). The measured figures are in the README ("Memory reuse"). `INTERP_EVAL_REUSE_MEMORY=0`
 leaves glibc's defaults alone.
 """
 

