@@ -26,7 +26,7 @@ from .backends.base import BatchPoll
 from .retry import CallFailed
 from .types import LLMFailure, LLMRequest, LLMResponse
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # the client imports this module: the driver uses only its public methods
     from .client import LLMClient
 
 log = logging.getLogger("interp_eval.llm.batch")

@@ -25,6 +25,7 @@ from interp_eval.paths import cache_dir
 from interp_eval.progress import progress_bar
 
 from .backends import Backend, BatchBackend, make_backend
+from .batch import run_batch
 from .cache import ResponseCache, request_key
 from .limiter import Limiter
 from .models import cache_model_name, resolve_model
@@ -250,8 +251,6 @@ class LLMClient:
         show = self.cfg.progress if progress is None else progress
         label = desc or (requests[0].stage if requests else "llm")
         if self.cfg.batch and isinstance(self.backend, BatchBackend):
-            from .batch import run_batch
-
             path = Path(batch_state_path) if batch_state_path is not None else self._default_batch_state(requests)
             return await run_batch(self, requests, path, progress=show, desc=label)
         if self.cfg.batch:
