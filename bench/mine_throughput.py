@@ -55,7 +55,7 @@ def child(args) -> None:
     from interp_eval.subject.corpus import CorpusConfig, iter_batches, iter_contexts
     from interp_eval.subject.hookpoints import capture
     from interp_eval.subject.model import load_subject_model
-    from interp_eval.mining import run_mine_stage
+    from interp_eval.mining import MineConfig, run_mine_stage
 
     torch.set_num_threads(args.threads)
     subject = load_subject_model(None, args.device)
@@ -77,8 +77,9 @@ def child(args) -> None:
         out["bare_s"], out["bare_tokens"] = bare()
     t0 = time.perf_counter()
     summary = run_mine_stage(
-        run, tokens=args.child_tokens, model=subject, corpus=corpus, batch_contexts=args.batch_contexts,
-        checkpoint_every=10**9, force=True,
+        run, MineConfig(tokens=args.child_tokens, dataset=corpus.dataset, ctx_len=corpus.ctx_len,
+                        batch_contexts=args.batch_contexts, checkpoint_every=10**9, force=True),
+        subject=subject,
     )
     out["stage_s"] = time.perf_counter() - t0
     if not args.no_bare:

@@ -77,11 +77,11 @@ def brute_force(subject, coder, kw: dict = MINE_KW) -> dict[str, np.ndarray]:
 def _torchrun_main(run: str, extra: str) -> None:
     import logging
 
-    from interp_eval.mining import run_mine_stage
+    from interp_eval.mining import MineConfig, run_mine_stage
 
     torch.set_num_threads(1)
     logging.basicConfig(level=logging.INFO)
-    run_mine_stage(run, extra_coders=[extra], **MINE_KW)
+    run_mine_stage(run, MineConfig(coders=(extra,), **MINE_KW))
     import torch.distributed as dist
 
     if dist.is_initialized():

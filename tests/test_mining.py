@@ -18,9 +18,8 @@ from interp_eval.artifacts import RunDir
 from interp_eval.coders.coder import CoderConfig, SparseCoder
 from interp_eval.coders.saelens import load_coder, save_coder
 from interp_eval.errors import UserError
-from interp_eval.subject.corpus import CorpusConfig
-from interp_eval.mining import CoderState, Sampling, merge, merge_all, run_mine_stage
-from interp_eval.mining.state import select_rows
+from interp_eval.mining import CoderState, MineConfig, Sampling, merge, merge_all, run_mine_stage
+from interp_eval.mining.selection import select_rows
 from mining_helpers import DEAD, MINE_KW, MODEL_NAME, brute_force, make_run_coders, make_saelens_sae
 
 NAMES = ["btc1", "sae0", "slsae"]
@@ -42,7 +41,7 @@ def _new_run(base: Path, src: Path) -> Path:
 @pytest.fixture(scope="module")
 def mined(tmp_path_factory, src, subject):
     run = _new_run(tmp_path_factory.mktemp("mined"), src)
-    summary = run_mine_stage(run, extra_coders=[src / "slsae"], model=subject, **MINE_KW)
+    summary = run_mine_stage(run, MineConfig(coders=(src / "slsae",), **MINE_KW), subject=subject)
     return run, summary
 
 
@@ -195,7 +194,7 @@ def test_outputs_are_readable_with_duckdb(mined):
 # ----------------------------------------------------------------------------- stage mechanics
 def test_rerun_with_same_config_is_skipped(mined, subject, src):
     run, _ = mined
-    again = run_mine_stage(run, extra_coders=[src / "slsae"], model=subject, **MINE_KW)
+    again = run_mine_stage(run, MineConfig(coders=(src / "slsae",), **MINE_KW), subject=subject)
     assert again["skipped"] and again["coders"]["sae0"]["dead"] == len(DEAD)
     assert RunDir(run).is_complete("mine")
     assert not list((run / "checkpoints").glob("mine-*"))
@@ -209,11 +208,11 @@ def test_interrupted_mining_resumes_to_the_same_result(tmp_path, src, subject, t
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        run_mine_stage(run, extra_coders=[src / "slsae"], model=subject, on_batch=boom, **MINE_KW)
+        run_mine_stage(run, MineConfig(coders=(src / "slsae",), **MINE_KW), subject=subject, on_batch=boom)
     assert not any((run / f).exists() for f in ("latents.parquet", "windows.parquet", "contexts.parquet"))
     assert not RunDir(run).is_complete("mine")
     assert (run / "checkpoints" / "mine-rank0.pt").exists()
-    summary = run_mine_stage(run, extra_coders=[src / "slsae"], model=subject, **MINE_KW)
+    summary = run_mine_stage(run, MineConfig(coders=(src / "slsae",), **MINE_KW), subject=subject)
     assert summary["resumed_batches"] == 2  # checkpointed every 2 batches
     for name, ref in tables.items():
         got = pd.read_parquet(run / f"{name}.parquet")
@@ -235,15 +234,15 @@ def test_changed_config_ignores_old_checkpoint_and_invalidates_old_files(tmp_pat
         return hook
 
     with pytest.raises(KeyboardInterrupt):
-        run_mine_stage(run, model=subject, on_batch=stop_at(3), **kw)  # checkpoint after batch 2
+        run_mine_stage(run, MineConfig(**kw), subject=subject, on_batch=stop_at(3))  # checkpoint after batch 2
     seen.clear()
     with pytest.raises(KeyboardInterrupt):
-        run_mine_stage(run, model=subject, on_batch=stop_at(1), **{**kw, "seed": 4})
+        run_mine_stage(run, MineConfig(**{**kw, "seed": 4}), subject=subject, on_batch=stop_at(1))
     assert seen == [1]  # another seed: the old checkpoint is not used
-    summary = run_mine_stage(run, model=subject, **{**kw, "seed": 4})
+    summary = run_mine_stage(run, MineConfig(**{**kw, "seed": 4}), subject=subject)
     assert summary["resumed_batches"] == 0 and RunDir(run).is_complete("mine")
     with pytest.raises(KeyboardInterrupt):
-        run_mine_stage(run, model=subject, on_batch=stop_at(1), **kw)
+        run_mine_stage(run, MineConfig(**kw), subject=subject, on_batch=stop_at(1))
     assert (run / "contexts.parquet").exists() and not RunDir(run).is_complete("mine")  # stale, and marked so
 
 
@@ -288,7 +287,7 @@ def _coder(tmp_path: Path, **kw) -> Path:
 def test_mismatched_coder_is_a_user_error(tmp_path, subject, change, message):
     _coder(tmp_path, **change)
     with pytest.raises(UserError, match=message):
-        run_mine_stage(tmp_path / "run", model=subject, tokens=512, device="cpu")
+        run_mine_stage(tmp_path / "run", MineConfig(tokens=512, device="cpu"), subject=subject)
 
 
 @pytest.mark.parametrize("damage", ["bad_json", "no_weights", "garbage_weights"])
@@ -301,14 +300,14 @@ def test_corrupt_coder_folder_is_a_user_error(tmp_path, subject, damage):
     else:
         (folder / "sae_weights.safetensors").write_bytes(b"\x00" * 100)
     with pytest.raises(UserError, match=str(folder)):
-        run_mine_stage(tmp_path / "run", model=subject, tokens=512, device="cpu")
+        run_mine_stage(tmp_path / "run", MineConfig(tokens=512, device="cpu"), subject=subject)
 
 
 def test_missing_or_no_coders_are_user_errors(tmp_path, subject):
     with pytest.raises(UserError, match="no coders to mine"):
-        run_mine_stage(tmp_path / "empty", model=subject, tokens=512, device="cpu")
+        run_mine_stage(tmp_path / "empty", MineConfig(tokens=512, device="cpu"), subject=subject)
     with pytest.raises(UserError, match="no such folder"):
-        run_mine_stage(tmp_path / "empty", extra_coders=[tmp_path / "nope"], model=subject, tokens=512)
+        run_mine_stage(tmp_path / "empty", MineConfig(coders=(tmp_path / "nope",), tokens=512), subject=subject)
 
 
 def test_empty_corpus_and_too_few_tokens_are_user_errors(tmp_path, subject):
@@ -317,11 +316,11 @@ def test_empty_corpus_and_too_few_tokens_are_user_errors(tmp_path, subject):
     corpus_dir.mkdir()
     (corpus_dir / "empty.txt").write_text("   \n")
     with pytest.raises(UserError, match="held-out split is empty"):
-        run_mine_stage(tmp_path / "run", model=subject, tokens=512, corpus=CorpusConfig(dataset=str(corpus_dir)), device="cpu")
+        run_mine_stage(tmp_path / "run", MineConfig(tokens=512, dataset=str(corpus_dir), device="cpu"), subject=subject)
     with pytest.raises(UserError, match="less than one context"):
-        run_mine_stage(tmp_path / "run", model=subject, tokens=100, device="cpu")
+        run_mine_stage(tmp_path / "run", MineConfig(tokens=100, device="cpu"), subject=subject)
     with pytest.raises(UserError, match="--reservoir"):
-        run_mine_stage(tmp_path / "run", model=subject, tokens=512, reservoir=50, device="cpu")
+        run_mine_stage(tmp_path / "run", MineConfig(tokens=512, reservoir=50, device="cpu"), subject=subject)
     assert not (tmp_path / "run" / "latents.parquet").exists()
 
 
@@ -373,7 +372,7 @@ def test_merge_of_shards_equals_one_pass():
 
 def test_reservoir_is_a_uniform_sample():
     """One latent firing in every window of 4000: its reservoir picks windows evenly over the stream."""
-    from interp_eval.mining.state import _EMPTY_LOW, _best
+    from interp_eval.mining.state import EMPTY_LOW, best_keys
 
     sampling = Sampling(window=4, n_top=2, n_explain=40, n_test=50, n_negative=1, reservoir=200, negative_pool=1, seed=0)
     totals = np.zeros(10)
@@ -384,7 +383,7 @@ def test_reservoir_is_a_uniform_sample():
             vals = torch.rand(400, 1, generator=torch.Generator().manual_seed(b))
             s.update(vals, torch.zeros(400, 1, dtype=torch.long), 4, ids, seed=seed)
         assert int(s.n_windows[0]) == 4000
-        kept = s.res_win[0][_best(s.res_key, 200, largest=False, empty=_EMPTY_LOW)[0] != _EMPTY_LOW].numpy()
+        kept = s.res_win[0][best_keys(s.res_key, 200, largest=False, empty=EMPTY_LOW)[0] != EMPTY_LOW].numpy()
         assert len(np.unique(kept)) == 200 == len(kept)
         totals += np.bincount(kept // 400, minlength=10)
     expected = totals.sum() / 10
@@ -423,9 +422,9 @@ def test_insert_keeps_the_best_keys_of_each_row(largest):
     After every round each row holds the `keep` best keys it was ever offered (checked against sorting
     all of them, including those its threshold filtered out), and the returned writes are exactly the
     candidates that went in."""
-    from interp_eval.mining.state import _EMPTY_LOW, _EMPTY_TOP, _insert
+    from interp_eval.mining.state import EMPTY_LOW, EMPTY_TOP, _insert
 
-    empty = _EMPTY_TOP if largest else _EMPTY_LOW
+    empty = EMPTY_TOP if largest else EMPTY_LOW
     g = torch.Generator().manual_seed(3)
     L, keep, C, per_round = 30, 6, 9, 60
     pool = (torch.randperm(100_000, generator=g) + (1 << 33)).tolist()

@@ -4,7 +4,8 @@ See `schema.py` for the files it writes and `stage.run_mine_stage` for the entry
 """
 
 from .schema import CONTEXTS, LATENTS, WINDOWS
+from .config import MineConfig, Sampling
 from .stage import run_mine_stage
-from .state import CoderState, Sampling, merge, merge_all
+from .state import CoderState, merge, merge_all
 
-__all__ = ["run_mine_stage", "CoderState", "Sampling", "merge", "merge_all", "LATENTS", "WINDOWS", "CONTEXTS"]
+__all__ = ["run_mine_stage", "MineConfig", "CoderState", "Sampling", "merge", "merge_all", "LATENTS", "WINDOWS", "CONTEXTS"]

@@ -19,7 +19,7 @@ Each kept (latent, window) entry also holds the latent's activation at every tok
 The top-N and the reservoir rows are lazily compacted buffers of capacity(N) and capacity(R) slots
 holding a superset of the best N / R keys (see `_insert`): a batch's new keys go into empty slots,
 and only a row that would overflow pays for a selection. Readers take each row's N / R best
-(`_best`). No Python loop runs over latents, tokens or windows. `merge` is a plain function (top-N
+(`best_keys`). No Python loop runs over latents, tokens or windows. `merge` is a plain function (top-N
 of top-Ns, bottom-R of reservoirs, summed counts), used for torchrun ranks and testable without
 processes.
 """
@@ -28,47 +28,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass, fields
 
-import numpy as np
 import torch
 
-from ..errors import UserError
+from .config import Sampling
 
 _M32 = 0xFFFFFFFF
-_EMPTY_TOP = -1  # below every real top key (real keys are >= 2^32)
-_EMPTY_LOW = 1 << 62  # above every real reservoir / pool key (real keys are < 2^32)
+EMPTY_TOP = -1  # below every real top key (real keys are >= 2^32)
+EMPTY_LOW = 1 << 62  # above every real reservoir / pool key (real keys are < 2^32)
 
 _SALT_TOP, _SALT_RES, _SALT_POOL = 0x5EED0001, 0x5EED0002, 0x5EED0003
-
-
-@dataclass(frozen=True)
-class Sampling:
-    """What the mining pass keeps per latent (see schema.py for what each kind is for)."""
-
-    window: int = 32
-    n_top: int = 20
-    n_explain: int = 40
-    n_test: int = 50
-    n_negative: int = 50
-    reservoir: int = 200
-    negative_pool: int = 500
-    n_quantiles: int = 10
-    min_examples: int = 200
-    seed: int = 0
-
-    def __post_init__(self):
-        for name in ("window", "n_top", "n_negative", "reservoir", "negative_pool", "n_quantiles"):
-            if getattr(self, name) <= 0:
-                raise UserError(f"--{name.replace('_', '-')} must be positive, got {getattr(self, name)}")
-        for name in ("n_explain", "n_test", "min_examples"):
-            if getattr(self, name) < 0:
-                raise UserError(f"--{name.replace('_', '-')} must not be negative, got {getattr(self, name)}")
-        if self.reservoir < self.n_explain + self.n_test:
-            raise UserError(
-                f"--reservoir {self.reservoir} cannot hold --n-explain {self.n_explain} + --n-test {self.n_test} "
-                "disjoint windows: raise --reservoir (default 200)"
-            )
-        if self.negative_pool < self.n_negative:
-            raise UserError(f"--negative-pool {self.negative_pool} is smaller than --n-negative {self.n_negative}")
 
 
 # --------------------------------------------------------------------------- hashing
@@ -158,9 +126,8 @@ def _insert(keys: torch.Tensor, thr: torch.Tensor, rows: torch.Tensor, cand: tor
 
 def capacity(keep: int) -> int:
     """Slots per latent for its `keep` best keys: room for a quarter more (at least 8) between
-    compactions. Measured on the demo's four coders (N = 20, R = 200, 2 threads): a quarter and an
-    eighth about equal, a half slower (larger rows to scan); all beat compacting every batch (~115 vs
-    ~155 ms a batch after 16 batches)."""
+    compactions. Timed on the demo's coders, a quarter and an eighth are about equal, a half slower
+    (larger rows to scan), and all beat compacting every batch."""
     return keep + max(8, keep // 4)
 
 
@@ -186,7 +153,7 @@ def _layout(n: int, width: int, ctx_len: int, window: int, device) -> tuple[torc
     return _LAYOUTS[key]
 
 
-def _best(keys: torch.Tensor, keep: int, largest: bool, empty: int) -> torch.Tensor:
+def best_keys(keys: torch.Tensor, keep: int, largest: bool, empty: int) -> torch.Tensor:
     """keys [L, C] with every key but each row's `keep` best replaced by `empty`."""
     order = keys.sort(dim=1, descending=largest, stable=True).indices
     rank = torch.empty_like(order).scatter_(1, order, torch.arange(keys.shape[1]).expand_as(order).contiguous())
@@ -231,17 +198,17 @@ class CoderState:
             n_windows=torch.zeros(L, **i64),
             keep_top=torch.tensor(sampling.n_top, **i64),
             keep_res=torch.tensor(sampling.reservoir, **i64),
-            top_key=torch.full((L, N), _EMPTY_TOP, **i64),
-            top_thr=torch.full((L,), _EMPTY_TOP, **i64),
+            top_key=torch.full((L, N), EMPTY_TOP, **i64),
+            top_thr=torch.full((L,), EMPTY_TOP, **i64),
             top_win=torch.full((L, N), -1, **i64),
             top_val=torch.zeros(L, N, **f32),
             top_acts=torch.zeros(L, N, W, **f32),
-            res_key=torch.full((L, R), _EMPTY_LOW, **i64),
-            res_thr=torch.full((L,), _EMPTY_LOW, **i64),
+            res_key=torch.full((L, R), EMPTY_LOW, **i64),
+            res_thr=torch.full((L,), EMPTY_LOW, **i64),
             res_win=torch.full((L, R), -1, **i64),
             res_val=torch.zeros(L, R, **f32),
             res_acts=torch.zeros(L, R, W, **f32),
-            pool_key=torch.full((P,), _EMPTY_LOW, **i64),
+            pool_key=torch.full((P,), EMPTY_LOW, **i64),
             pool_win=torch.full((P,), -1, **i64),
             pool_fire=torch.zeros(P, L, dtype=torch.bool, device=device),
         )
@@ -323,7 +290,7 @@ class CoderState:
         better = (key > thr.index_select(0, idx)).nonzero().squeeze(1)
         top_idx, top_key = idx.index_select(0, better), key.index_select(0, better)
         t_rows, t_slots, t_c = _insert(
-            self.top_key, self.top_thr, pl.index_select(0, top_idx), top_key, self.n_top, largest=True, empty=_EMPTY_TOP
+            self.top_key, self.top_thr, pl.index_select(0, top_idx), top_key, self.n_top, largest=True, empty=EMPTY_TOP
         )
         t_pairs = top_idx.index_select(0, t_c)
 
@@ -332,7 +299,7 @@ class CoderState:
         res_idx = (key < self.res_thr.index_select(0, pl)).nonzero().squeeze(1)
         r_rows, r_slots, r_c = _insert(
             self.res_key, self.res_thr, pl.index_select(0, res_idx), key.index_select(0, res_idx), self.reservoir,
-            largest=False, empty=_EMPTY_LOW,
+            largest=False, empty=EMPTY_LOW,
         )
         r_pairs = res_idx.index_select(0, r_c)
 
@@ -362,10 +329,10 @@ class CoderState:
         # negative pool: the P windows with the smallest window-only hash, with their firing masks
         # (one row with no slack: every batch's windows compete with it, so no threshold is kept)
         wkey = window_hash(window_ids, int(latent_salts(1, seed, _SALT_POOL)[0]))
-        no_bound = torch.full((1,), _EMPTY_LOW, dtype=torch.long, device=dev)
+        no_bound = torch.full((1,), EMPTY_LOW, dtype=torch.long, device=dev)
         _, p_slots, p_cols = _insert(
             self.pool_key[None, :], no_bound, torch.zeros_like(wkey), wkey, self.pool_key.numel(), largest=False,
-            empty=_EMPTY_LOW,
+            empty=EMPTY_LOW,
         )
         if p_slots.numel():  # _insert wrote the keys
             self.pool_win[p_slots] = window_ids[p_cols]
@@ -434,127 +401,4 @@ def all_gather_state(state: CoderState) -> CoderState:
     return merge_all([CoderState(**p) for p in parts])
 
 
-# --------------------------------------------------------------------------- selection
-@dataclass
-class Rows:
-    """Rows of contexts.parquet for a block of latents (numpy, one entry per row)."""
-
-    latent: np.ndarray  # int64
-    window_id: np.ndarray  # int64
-    kind: np.ndarray  # int8 code into schema.KINDS
-    split: np.ndarray  # int8 code into schema.SPLITS
-    quantile: np.ndarray  # int8, -1 = null
-    rank: np.ndarray  # int32
-    activations: np.ndarray  # [rows, W] float32
-    max_activation: np.ndarray  # float32
-
-    def __len__(self) -> int:
-        return len(self.latent)
-
-
-def _rows(latents, wins, kind, split, quantile, rank, acts, maxes) -> dict[str, torch.Tensor]:
-    n = latents.numel()
-    return {
-        "latent": latents,
-        "window_id": wins,
-        "kind": torch.full((n,), kind, dtype=torch.int8),
-        "split": torch.full((n,), split, dtype=torch.int8),
-        "quantile": quantile.to(torch.int8),
-        "rank": rank.to(torch.int32),
-        "activations": acts,
-        "max_activation": maxes,
-    }
-
-
-@torch.no_grad()
-def select_rows(state: CoderState, sampling: Sampling, binary: bool, lo: int = 0, hi: int | None = None) -> Rows:
-    """The top, explain, test and negative rows of latents [lo, hi), ordered by latent then kind."""
-    from .schema import KINDS, SPLITS
-
-    s = sampling
-    hi = state.d_sae if hi is None else hi
-    L, W = hi - lo, state.window
-    lat0 = torch.arange(lo, hi, dtype=torch.long)
-    blocks = []
-
-    # top-N, best first
-    key = _best(state.top_key[lo:hi].cpu(), state.n_top, largest=True, empty=_EMPTY_TOP)
-    order = key.sort(dim=1, descending=True, stable=True).indices
-    valid = key.gather(1, order) != _EMPTY_TOP
-    r, p = valid.nonzero(as_tuple=True)
-    slot = order[r, p]
-    blocks.append(_rows(
-        lat0[r], state.top_win[lo:hi].cpu()[r, slot], KINDS.index("top"), SPLITS.index("display"),
-        torch.full_like(r, -1), p, state.top_acts[lo:hi].cpu()[r, slot], state.top_val[lo:hi].cpu()[r, slot],
-    ))
-
-    # explain / test from the reservoir, over equal-count bins of window max activation
-    rkey = _best(state.res_key[lo:hi].cpu(), state.reservoir, largest=False, empty=_EMPTY_LOW)
-    rval = state.res_val[lo:hi].cpu()
-    R = rkey.shape[1]
-    valid = rkey != _EMPTY_LOW
-    n = valid.sum(1)
-    nb = 1 if binary else s.n_quantiles
-    o1 = rkey.sort(dim=1, stable=True).indices
-    v1 = rval.gather(1, o1).masked_fill(~valid.gather(1, o1), float("inf"))
-    by_val = o1.gather(1, v1.sort(dim=1, stable=True).indices)  # slots sorted by (max activation, key)
-    rank = torch.empty_like(by_val).scatter_(1, by_val, torch.arange(R).expand(L, R).contiguous())
-    q = torch.where(valid, rank * nb // n.clamp(min=1)[:, None], 0)
-    comp = torch.where(valid, (q << 32) | rkey, _EMPTY_LOW)
-    by_bin = comp.sort(1).indices  # slots sorted by (bin, key): bins in order, random order within
-    q_s, valid_s = q.gather(1, by_bin), valid.gather(1, by_bin)
-    size = torch.zeros(L, nb, dtype=torch.long).scatter_add_(1, q, valid.long())
-    start = size.cumsum(1) - size
-    i_in_bin = torch.arange(R)[None, :] - start.gather(1, q_s)
-    full = n >= s.n_explain + s.n_test
-    tot = max(s.n_explain + s.n_test, 1)
-    n_exp = torch.where(full, torch.full_like(n, s.n_explain), n * s.n_explain // tot)
-    n_tst = torch.where(full, torch.full_like(n, s.n_test), n - n_exp)
-    qs = torch.arange(nb)[None, :]
-    e = (n_exp[:, None] * (qs + 1)) // nb - (n_exp[:, None] * qs) // nb
-    t = (n_tst[:, None] * (qs + 1)) // nb - (n_tst[:, None] * qs) // nb
-    e = torch.minimum(e, size)
-    t = torch.minimum(t, size - e)
-    e_s, t_s = e.gather(1, q_s), t.gather(1, q_s)
-    is_exp = valid_s & (i_in_bin < e_s)
-    is_tst = valid_s & (i_in_bin >= e_s) & (i_in_bin < e_s + t_s)
-    res_win, res_acts = state.res_win[lo:hi].cpu(), state.res_acts[lo:hi].cpu()
-    for mask, split in ((is_exp, "explain"), (is_tst, "test")):
-        rnk = mask.long().cumsum(1) - 1
-        r, p = mask.nonzero(as_tuple=True)
-        slot = by_bin[r, p]
-        quant = q_s[r, p] if not binary else torch.full_like(r, -1)
-        blocks.append(_rows(
-            lat0[r], res_win[r, slot], KINDS.index("quantile"), SPLITS.index(split),
-            quant, rnk[r, p], res_acts[r, slot], rval[r, slot],
-        ))
-
-    # negatives: the first n_negative pool windows (in random key order) where the latent never fires
-    pkey = state.pool_key.cpu()
-    porder = pkey.argsort()
-    pvalid = pkey[porder] != _EMPTY_LOW
-    quiet = (~state.pool_fire[:, lo:hi].cpu()[porder]) & pvalid[:, None]  # [P, L]
-    quiet = quiet.T.contiguous() & (state.firing_count[lo:hi].cpu() > 0)[:, None]  # [L, P]; none for dead latents
-    count = quiet.long().cumsum(1)
-    pick = quiet & (count <= s.n_negative)
-    r, p = pick.nonzero(as_tuple=True)
-    blocks.append(_rows(
-        lat0[r], state.pool_win.cpu()[porder][p], KINDS.index("random_negative"), SPLITS.index("test"),
-        torch.full_like(r, -1), count[r, p] - 1, torch.zeros(r.numel(), W), torch.zeros(r.numel()),
-    ))
-
-    cat = {k: torch.cat([b[k] for b in blocks]) for k in blocks[0]}
-    # latent-major order, stable so kinds stay top, explain, test, negative within a latent
-    order = torch.sort(cat["latent"], stable=True).indices
-    return Rows(**{k: v[order].numpy() for k, v in cat.items()})
-
-
-def latent_status(state: CoderState, min_examples: int) -> np.ndarray:
-    """0 ok, 1 too_rare, 2 dead (codes into schema.STATUSES)."""
-    fc = state.firing_count.cpu().numpy()
-    nw = state.n_windows.cpu().numpy()
-    status = np.where(nw < min_examples, 1, 0)
-    return np.where(fc == 0, 2, status).astype(np.int8)
-
-
-__all__ = ["Sampling", "CoderState", "merge", "merge_all", "all_gather_state", "select_rows", "latent_status", "Rows"]
+__all__ = ["CoderState", "EMPTY_LOW", "EMPTY_TOP", "best_keys", "merge", "merge_all", "all_gather_state"]

@@ -1,0 +1,131 @@
+"""Finding the coders a pass encodes with, and checking they fit its subject model.
+
+A run's coders are the SAELens folders under RUN/coders/ plus any extra folders given; each must
+encode the subject model, or its random-model control `random:<model>:<seed>` (rebuilt from the
+subject's config, see subject/model.py), at a hookpoint the model has, with the model's width.
+`group_by_subject` groups them by that model so one pass over the tokens feeds them all.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable
+
+from ..artifacts import RunDir
+from ..errors import UserError
+from ..subject.hookpoints import valid_hookpoints
+from ..subject.model import RandomModelSpec, SubjectModel, parse_random_spec, random_subject_model
+from .saelens import SAE_CFG, SAE_WEIGHTS, LoadedCoder, is_saelens_folder
+
+
+def coder_folders(rd: RunDir, extra: Iterable[str | Path]) -> list[tuple[str, Path]]:
+    """(name, folder) of every coder of the run plus the `extra` SAELens folders; names must be unique."""
+    found: list[tuple[str, Path]] = []
+    if rd.coders_dir.is_dir():
+        for folder in sorted(p for p in rd.coders_dir.iterdir() if p.is_dir() and not p.name.startswith(".")):
+            if not is_saelens_folder(folder):
+                raise UserError(
+                    f"{folder} is not a SAELens coder folder (needs {SAE_CFG} and {SAE_WEIGHTS}): "
+                    "remove it or re-run `interp-eval train`"
+                )
+            found.append((folder.name, folder))
+    for path in extra:
+        folder = Path(path).expanduser()
+        if not folder.exists():
+            raise UserError(f"--coder {path}: no such folder")
+        if not is_saelens_folder(folder):
+            raise UserError(f"--coder {path}: not a SAELens coder folder (needs {SAE_CFG} and {SAE_WEIGHTS})")
+        found.append((folder.name, folder))
+    if not found:
+        raise UserError(
+            f"no coders to mine: {rd.coders_dir} holds none and no --coder PATH was given "
+            "(run `interp-eval train` first or pass a SAELens folder with --coder)"
+        )
+    names = [n for n, _ in found]
+    dup = sorted({n for n in names if names.count(n) > 1})
+    if dup:
+        raise UserError(f"two coders are both named {dup[0]!r} (coder names are folder names): rename one folder")
+    return found
+
+
+def _same_model(a: str, b: str) -> bool:
+    norm = lambda s: s.strip().rstrip("/").split("/")[-1].lower()  # noqa: E731
+    return norm(a) == norm(b)
+
+
+@dataclass
+class SubjectGroup:
+    """The coders that encode one subject model's activations, and the hookpoints they read."""
+
+    seed: int | None  # None: the --model subject itself; else its random-model control with this seed
+    coders: list[LoadedCoder]
+    hookpoints: list[str]  # in execution order; the forward pass stops after the last
+
+    def model_name(self, subject: SubjectModel) -> str:
+        return subject.name if self.seed is None else RandomModelSpec(base=subject.name, seed=self.seed).name
+
+    def model(self, subject: SubjectModel) -> SubjectModel:
+        return subject if self.seed is None else random_subject_model(subject, self.seed)
+
+
+def _random_spec(model_name: str) -> RandomModelSpec | None:
+    try:
+        return parse_random_spec(model_name)
+    except UserError:  # e.g. random:random:..., which no subject matches
+        return None
+
+
+def group_by_subject(coders: list[LoadedCoder], subject: SubjectModel) -> list[SubjectGroup]:
+    """Coders grouped by the model they encode: `subject` first, then its random-model controls by seed.
+
+    A coder's model must be `subject` or `random:<subject>:<seed>`; any other is refused, since its
+    activations cannot come from this pass.
+    """
+    hookpoints = valid_hookpoints(subject)
+    subject_is_random = parse_random_spec(subject.name) is not None
+    by_seed: dict[int | None, list[LoadedCoder]] = {}  # None: the subject itself
+    for c in coders:
+        name = str(c.model_name or "")
+        spec = _random_spec(name)
+        if not name or _same_model(name, subject.name):
+            seed = None
+        elif spec is not None and not subject_is_random and _same_model(spec.base, subject.name):
+            seed = spec.seed
+        else:
+            raise UserError(
+                f"coder {c.folder} was trained on model {name!r} but the subject model is {subject.name!r}: "
+                f"pass --model {spec.base if spec else name} or leave this coder out"
+            )
+        _check_coder(c, subject, hookpoints)  # a random copy has the subject's architecture
+        by_seed.setdefault(seed, []).append(c)
+    return [
+        SubjectGroup(seed, by_seed[seed], sorted({c.hookpoint for c in by_seed[seed]}, key=hookpoints.index))
+        for seed in sorted(by_seed, key=lambda s: -1 if s is None else s)
+    ]
+
+
+def _check_coder(coder: LoadedCoder, subject: SubjectModel, hookpoints: list[str]) -> None:
+    where = f"coder {coder.folder}"
+    if coder.hookpoint not in hookpoints:
+        shown = f"{hookpoints[0]} ... {hookpoints[-1]}" if hookpoints else "none"
+        raise UserError(f"{where}: hookpoint {coder.hookpoint!r} does not exist in {subject.name} (valid: {shown})")
+    if coder.site not in ("input", "output"):
+        raise UserError(f"{where}: hook_site {coder.site!r} is not 'input' or 'output'")
+    if coder.d_in != subject.d_model:
+        raise UserError(
+            f"{where}: d_in {coder.d_in} does not match the MLP {coder.site} size {subject.d_model} "
+            f"of {coder.hookpoint} in {subject.name}"
+        )
+
+
+def fingerprint(folder: Path) -> str:
+    """A short hash of a coder folder's config and weight file (size and time): it changes when the coder is retrained."""
+    h = hashlib.sha256((folder / SAE_CFG).read_bytes())
+    st = (folder / SAE_WEIGHTS).stat()
+    h.update(f"{st.st_size}:{st.st_mtime_ns}".encode())
+    return h.hexdigest()[:16]
+
+
+__all__ = ["SubjectGroup", "coder_folders", "fingerprint", "group_by_subject"]

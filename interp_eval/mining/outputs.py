@@ -1,0 +1,126 @@
+"""Writing the `mine` stage's three files (catalog.py) from the merged coder states.
+
+contexts.parquet is written block by block of latents (about 64 MB of activations each), so the
+rows of a whole coder are never held at once; then the tokens of every window it references are
+read back from the token stream (windows.py) into windows.parquet; latents.parquet comes last.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pyarrow as pa
+
+from ..artifacts import RunDir
+from ..coders.saelens import LoadedCoder
+from ..subject.corpus import CorpusConfig
+from .config import Sampling
+from ..catalog import CONTEXTS, KINDS, LATENTS, SPLITS, STATUSES, WINDOWS
+from .selection import Rows, latent_status, select_rows
+from .state import CoderState
+from .windows import WindowLayout, fetch_windows, windows_table
+
+log = logging.getLogger(__name__)
+
+
+def _strings(labels: tuple[str, ...] | list[str], codes: np.ndarray) -> pa.Array:
+    return pa.array(list(labels), type=pa.string()).take(pa.array(codes.astype(np.int32)))
+
+
+def _rows_table(coder: str, rows: Rows) -> pa.Table:
+    n, w = rows.activations.shape
+    offsets = pa.array(np.arange(n + 1, dtype=np.int32) * w)
+    return pa.Table.from_arrays(
+        [
+            _strings([coder], np.zeros(n, np.int32)),
+            pa.array(rows.latent.astype(np.int64)),
+            pa.array(rows.window_id.astype(np.int64)),
+            _strings(KINDS, rows.kind),
+            _strings(SPLITS, rows.split),
+            pa.array(rows.quantile.astype(np.int8), mask=rows.quantile < 0, type=pa.int8()),
+            pa.array(rows.rank.astype(np.int32)),
+            pa.ListArray.from_arrays(offsets, pa.array(rows.activations.reshape(-1).astype(np.float32))),
+            pa.array(rows.max_activation.astype(np.float32)),
+        ],
+        schema=CONTEXTS.schema,
+    )
+
+
+def _latents_table(coder: LoadedCoder, state: CoderState, status: np.ndarray) -> pa.Table:
+    L = state.d_sae
+    n_tok = int(state.n_tokens)
+    fc = state.firing_count.cpu().numpy().astype(np.int64)
+    return pa.Table.from_arrays(
+        [
+            _strings([coder.name], np.zeros(L, np.int32)),
+            pa.array(np.arange(L, dtype=np.int64)),
+            _strings([coder.hookpoint], np.zeros(L, np.int32)),
+            pa.array(np.full(L, coder.binary, dtype=bool)),
+            pa.array(fc),
+            pa.array(np.full(L, n_tok, dtype=np.int64)),
+            pa.array(fc / max(n_tok, 1)),
+            pa.array(state.max_act.cpu().numpy().astype(np.float32)),
+            pa.array(state.n_windows.cpu().numpy().astype(np.int64)),
+            _strings(STATUSES, status),
+        ],
+        schema=LATENTS.schema,
+    )
+
+
+def _chunk_latents(sampling: Sampling) -> int:
+    per_latent = (sampling.n_top + sampling.n_explain + sampling.n_test + sampling.n_negative) * sampling.window
+    return max(1, (1 << 24) // max(per_latent, 1))  # about 64 MB of activations per block
+
+
+def write_outputs(
+    rd: RunDir, coders: list[LoadedCoder], states: dict[str, CoderState], sampling: Sampling,
+    corpus: CorpusConfig, tokenizer, layout: WindowLayout, tokens: int,
+) -> dict[str, dict]:
+    per_coder: dict[str, dict] = {}
+    window_ids: list[np.ndarray] = []
+    chunk = _chunk_latents(sampling)
+    with rd.writer(CONTEXTS) as writer:
+        for coder in coders:
+            state = states[coder.name]
+            n_rows = 0
+            for lo in range(0, state.d_sae, chunk):
+                rows = select_rows(state, sampling, coder.binary, lo, min(lo + chunk, state.d_sae))
+                if len(rows):
+                    writer.write_table(_rows_table(coder.name, rows))
+                    window_ids.append(np.unique(rows.window_id))
+                n_rows += len(rows)
+            per_coder[coder.name] = {"rows": n_rows}
+    ids = np.unique(np.concatenate(window_ids)) if window_ids else np.zeros(0, np.int64)
+    log.info("reading back the tokens of %d windows", len(ids))
+    token_ids = fetch_windows(corpus, tokenizer, layout, tokens, ids)
+    rd.write(WINDOWS, windows_table(tokenizer, layout, ids, token_ids))
+    tables = []
+    for coder in coders:
+        state = states[coder.name]
+        status = latent_status(state, sampling.min_examples)
+        tables.append(_latents_table(coder, state, status))
+        counts = np.bincount(status, minlength=len(STATUSES))
+        per_coder[coder.name].update(
+            hookpoint=coder.hookpoint, binary=coder.binary, latents=state.d_sae,
+            **{label: int(counts[code]) for code, label in enumerate(STATUSES)},
+        )
+    rd.write(LATENTS, pa.concat_tables(tables))
+    per_coder["_windows"] = {"n": int(len(ids))}
+    return per_coder
+
+
+def summary_from_files(rd: RunDir) -> dict[str, dict]:
+    df = rd.read(LATENTS)
+    out: dict[str, dict] = {}
+    for name, g in df.groupby("coder", sort=True):
+        counts = g["status"].value_counts()
+        out[str(name)] = {
+            "hookpoint": str(g["hookpoint"].iloc[0]), "binary": bool(g["binary"].iloc[0]), "latents": int(len(g)),
+            **{label: int(counts.get(label, 0)) for label in STATUSES},
+            "n_tokens": int(g["n_tokens"].iloc[0]),
+        }
+    return out
+
+
+__all__ = ["summary_from_files", "write_outputs"]
