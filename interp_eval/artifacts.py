@@ -1,4 +1,7 @@
-"""Run-directory layout, atomic writes and stage manifests.
+"""Run-directory layout, the one Parquet reader and writer, atomic writes and stage manifests.
+
+Every table of a run is declared in catalog.py; `RunDir.read` / `RunDir.write` check each read and
+each write against its entry there, so a stage can trust the columns it reads.
 
 A run directory holds `run.json` (config, versions, seeds) and `manifest.jsonl`, one line per
 finished stage. A stage counts as finished only once its manifest line is written, and that line is
@@ -16,15 +19,20 @@ import time
 from contextlib import contextmanager
 from dataclasses import asdict, is_dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import TYPE_CHECKING, Any, Iterable, Iterator, Mapping, Sequence
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from . import catalog
+from .catalog import Table
 from .errors import UserError
 
-MANIFEST = "manifest.jsonl"
-RUN_JSON = "run.json"
+if TYPE_CHECKING:
+    import pandas as pd
+
+MANIFEST = catalog.MANIFEST.name
+RUN_JSON = catalog.RUN_JSON.name
 
 
 def config_hash(config: Any) -> str:
@@ -55,44 +63,112 @@ def write_json(path: Path, obj: Any) -> None:
 
 
 def write_parquet(path: Path, table: pa.Table | Any) -> None:
-    """Write a pyarrow Table (or pandas DataFrame) atomically."""
+    """Write a pyarrow Table (or pandas DataFrame) atomically, as it is: no catalog check (part files, caches)."""
     if not isinstance(table, pa.Table):
         table = pa.Table.from_pandas(table, preserve_index=False)
     with atomic_path(Path(path)) as tmp:
         pq.write_table(table, tmp)
 
 
-def read_parquet(path: Path, what: str = "artifact"):
-    """Read a Parquet file into pandas, with a one-line error if it is missing or corrupt."""
-    path = Path(path)
-    if not path.exists():
-        raise UserError(f"{what} not found: {path} (run the stage that writes it first)")
-    try:
-        return pq.read_table(path).to_pandas()
-    except Exception as exc:  # pyarrow raises several types for corrupt files
-        raise UserError(f"{what} is not a readable Parquet file: {path} ({type(exc).__name__}: {exc})") from exc
+# -- tables of the catalog -----------------------------------------------------------------------------------------
+# Types are checked by kind, not width: pandas writes int64 where the catalog says int32, float64 with NaN
+# for an integer column with nulls, large_string for string, and `null` for a column that is all None.
+
+def _kind(t: pa.DataType) -> str:
+    if pa.types.is_null(t):
+        return "null"
+    if pa.types.is_boolean(t):
+        return "bool"
+    if pa.types.is_integer(t) or pa.types.is_floating(t):
+        return "number"
+    if pa.types.is_string(t) or pa.types.is_large_string(t):
+        return "string"
+    if pa.types.is_dictionary(t):
+        return _kind(t.value_type)
+    if pa.types.is_list(t) or pa.types.is_large_list(t):
+        return f"list<{_kind(t.value_type)}>"
+    return str(t)
 
 
-def append_parquet(path: Path, rows: list[dict], replace: tuple[str, ...] | list[str] = ()) -> None:
-    """Append rows to a Parquet table (an atomic rewrite; fine for the small per-run tables).
+def _compatible(found: pa.DataType, wanted: pa.DataType) -> bool:
+    f, w = _kind(found), _kind(wanted)
+    return f == w or f == "null" or f == "list<null>" and w.startswith("list<")
 
-    With `replace` (key columns), existing rows whose key values appear in `rows` are dropped first,
-    so re-running a coder or a latent replaces its rows instead of duplicating them.
+
+def check_schema(table: Table, schema: pa.Schema, path: Path, writing: bool = False) -> None:
+    """One-line UserError when `schema` (of a file, or of rows about to be written) breaks `table`'s catalog entry.
+
+    A missing required column and a column of the wrong kind are errors both ways; a writer may also not
+    add a column the catalog does not declare (readers ignore such columns of older files).
     """
-    if not rows:
-        return
-    import pandas as pd
+    fix = f"a bug in `interp-eval {table.stage}`" if writing else f"re-run `interp-eval {table.stage}` to rewrite it"
+    missing = [c for c in table.columns if c not in schema.names and c not in table.defaults]
+    if missing:
+        more = f" and {len(missing) - 5} more" if len(missing) > 5 else ""
+        raise UserError(f"{path} lacks column(s) {', '.join(missing[:5])}{more} of {table.name} ({fix})")
+    for f in schema:
+        if f.name not in table.columns:
+            if writing:
+                raise UserError(f"{path}: column {f.name} is not in the catalog's {table.name} ({fix}: declare it in catalog.py)")
+            continue
+        wanted = table.schema.field(f.name).type
+        if not _compatible(f.type, wanted):
+            raise UserError(f"{path}: column {f.name} is {f.type}, {table.name} holds {wanted} ({fix})")
 
-    new = pd.DataFrame(rows)
+
+def _file_schema(table: Table, path: Path) -> tuple[pa.Schema, int]:
+    if not path.exists():
+        raise UserError(f"{table.name} not found: {path} (run `interp-eval {table.stage}` first)")
+    try:
+        meta = pq.read_metadata(path)
+        return meta.schema.to_arrow_schema(), meta.num_rows
+    except Exception as exc:  # pyarrow raises several types for corrupt files
+        raise UserError(f"{table.name} is not a readable Parquet file: {path} ({type(exc).__name__}: {exc})") from exc
+
+
+def read_table(table: Table, path: Path, columns: Sequence[str] | None = None,
+               where: Mapping[str, Iterable] | None = None) -> pd.DataFrame:
+    """The one Parquet reader: `table`'s rows from `path` as pandas, checked against the catalog.
+
+    columns: a projection (default: every catalog column). where: {column: allowed values}, pushed
+    down to the scan so only matching row groups are read. Columns the file lacks but the catalog
+    gives a default are added with that default; columns the catalog does not know are not read.
+    """
     path = Path(path)
-    if path.exists():
-        old = read_parquet(path, path.name)
-        if replace:
-            keys = list(replace)
-            stale = pd.MultiIndex.from_frame(old[keys]).isin(pd.MultiIndex.from_frame(new[keys]))
-            old = old[~stale]
-        new = pd.concat([old, new], ignore_index=True)
-    write_parquet(path, new)
+    wanted = list(columns) if columns is not None else table.columns
+    unknown = [c for c in [*wanted, *(where or {})] if c not in table.columns]
+    if unknown:
+        raise ValueError(f"{table.name} has no column(s) {', '.join(unknown)} in the catalog")
+    schema, n_rows = _file_schema(table, path)
+    if n_rows == 0:  # e.g. a summary of nothing, written by pandas without columns
+        return table.empty().select(wanted).to_pandas()
+    check_schema(table, schema, path)
+    present = set(schema.names)
+    filters = []
+    for col, values in (where or {}).items():
+        values = list(values)
+        if col in present:
+            filters.append((col, "in", values))
+        elif table.defaults[col] not in values:  # a filled-in column: its one value decides for every row
+            return table.empty().select(wanted).to_pandas()
+    in_file = [c for c in schema.names if c in wanted]  # the file's order: a rewrite keeps it
+    try:
+        data = pq.read_table(path, columns=in_file, filters=filters or None)
+    except Exception as exc:
+        raise UserError(f"{table.name} is not a readable Parquet file: {path} ({type(exc).__name__}: {str(exc).splitlines()[0]})") from exc
+    for col in wanted:
+        if col not in present:
+            data = data.append_column(table.schema.field(col), pa.array([table.defaults[col]] * data.num_rows, table.schema.field(col).type))
+    return data.to_pandas()
+
+
+def write_table(table: Table, path: Path, data: pa.Table | pd.DataFrame) -> None:
+    """Write rows of `table` atomically after checking them against the catalog (types as given: no cast)."""
+    if not isinstance(data, pa.Table):
+        data = pa.Table.from_pandas(data, preserve_index=False)
+    if data.num_rows:  # no rows: nothing a reader could misread (it sees the catalog's empty table)
+        check_schema(table, data.schema, Path(path), writing=True)
+    write_parquet(path, data)
 
 
 def versions() -> dict[str, str]:
@@ -116,21 +192,61 @@ class RunDir:
     # layout -------------------------------------------------------------------------------
     @property
     def coders_dir(self) -> Path:
-        return self.root / "coders"
+        return self.root / catalog.CODERS_DIR.name
 
     def coder_dir(self, name: str) -> Path:
         return self.coders_dir / name
 
     @property
     def activations_dir(self) -> Path:
-        return self.root / "activations"
+        return self.root / catalog.ACTIVATIONS_DIR.name
 
     @property
     def checkpoints_dir(self) -> Path:
-        return self.root / "checkpoints"
+        return self.root / catalog.CHECKPOINTS_DIR.name
 
-    def path(self, name: str) -> Path:
-        return self.root / name
+    def path(self, name: str | Table | catalog.Folder) -> Path:
+        return self.root / str(name)
+
+    # tables of the catalog -----------------------------------------------------------------
+    def has(self, table: Table) -> bool:
+        return self.path(table).exists()
+
+    def read(self, table: Table, columns: Sequence[str] | None = None, where: Mapping[str, Iterable] | None = None) -> "pd.DataFrame":
+        """The table's rows, checked against the catalog (see `read_table`); a UserError when it is missing."""
+        return read_table(table, self.path(table), columns, where)
+
+    def write(self, table: Table, data: "pa.Table | pd.DataFrame") -> Path:
+        """Replace the table atomically with `data`, checked against the catalog."""
+        write_table(table, self.path(table), data)
+        return self.path(table)
+
+    def append(self, table: Table, rows: list[dict], replace: Sequence[str] = ()) -> None:
+        """Append rows to a table (an atomic rewrite; fine for the small per-run tables).
+
+        With `replace` (key columns), existing rows whose key values appear in `rows` are dropped first,
+        so re-running a coder or a latent replaces its rows instead of duplicating them.
+        """
+        if not rows:
+            return
+        import pandas as pd
+
+        new = pd.DataFrame(rows)
+        if self.has(table):
+            old = self.read(table)
+            if replace:
+                keys = list(replace)
+                stale = pd.MultiIndex.from_frame(old[keys]).isin(pd.MultiIndex.from_frame(new[keys]))
+                old = old[~stale]
+            new = pd.concat([old, new], ignore_index=True)
+        self.write(table, new)
+
+    @contextmanager
+    def writer(self, table: Table) -> Iterator[pq.ParquetWriter]:
+        """Stream record batches of a big table into place: a ParquetWriter on the catalog's schema, renamed on success."""
+        with atomic_path(self.path(table)) as tmp:
+            with pq.ParquetWriter(tmp, table.schema) as writer:
+                yield writer
 
     # run.json -----------------------------------------------------------------------------
     def init(self, config: dict[str, Any] | None = None) -> None:

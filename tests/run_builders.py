@@ -12,7 +12,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from interp_eval.mining.schema import CONTEXTS_SCHEMA, LATENTS_SCHEMA, WINDOWS_SCHEMA
+from interp_eval.catalog import CONTEXTS, LATENTS, WINDOWS
 
 WORDS = ["the", "of", "to", "and", "in", "a", "is", "for", "that", "on", "was", "with", "said", "he", "it", "by",
          "as", "at", "be", "has", "have", "from", "are", "but", "his", "not", "will", "an", "which", "its"]
@@ -39,7 +39,7 @@ def build_mined_run(run: Path, tokenizer, coders=("sae-x", "bae-x"), n_latents: 
         win_rows["position"].append(0)
         win_rows["token_ids"].append(w)
         win_rows["tokens"].append(t)
-    pq.write_table(pa.table(win_rows, schema=WINDOWS_SCHEMA), run / "windows.parquet")
+    pq.write_table(pa.table(win_rows, schema=WINDOWS.schema), run / "windows.parquet")
     rng = np.random.default_rng(seed)
     lat_rows, ctx_rows = [], []
     truth = {}
@@ -67,6 +67,6 @@ def build_mined_run(run: Path, tokenizer, coders=("sae-x", "bae-x"), n_latents: 
                                      "quantile": q, "rank": rank, "activations": acts[w], "max_activation": float(max(acts[w]))})
                     if split == "test":
                         truth[(coder, latent, w)] = label
-    pq.write_table(pa.Table.from_pylist(lat_rows, schema=LATENTS_SCHEMA), run / "latents.parquet")
-    pq.write_table(pa.Table.from_pylist(ctx_rows, schema=CONTEXTS_SCHEMA), run / "contexts.parquet")
+    pq.write_table(pa.Table.from_pylist(lat_rows, schema=LATENTS.schema), run / "latents.parquet")
+    pq.write_table(pa.Table.from_pylist(ctx_rows, schema=CONTEXTS.schema), run / "contexts.parquet")
     return {"truth": truth}

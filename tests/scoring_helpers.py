@@ -17,15 +17,16 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from fake_llm_server import FakeAnswer
+from interp_eval.catalog import EXPLANATIONS
 from interp_eval.prompting import render
 from run_builders import WORDS, build_mined_run
 
-EXPLANATIONS_SCHEMA = pa.schema([
-    ("coder", pa.string()), ("latent", pa.int64()), ("explanation", pa.string()), ("explainer_model", pa.string()),
-    ("prompt_version", pa.string()), ("parse_ok", pa.bool_()), ("failure", pa.string()), ("input_tokens", pa.int64()),
-    ("output_tokens", pa.int64()), ("cache_read_tokens", pa.int64()), ("cache_write_tokens", pa.int64()),
-    ("cost_usd", pa.float64()), ("cached", pa.bool_()),
-])
+def explanation_row(coder: str, latent: int, explanation: str | None, **kw) -> dict:
+    """An explanations.parquet row of the `llm` explainer (a failure when `explanation` is None)."""
+    return {"coder": coder, "latent": latent, "explainer": "llm", "explanation": explanation, "explainer_model": "claude-sonnet-4-5",
+            "prompt_version": "explain@test", "n_windows": 8, "parse_ok": explanation is not None,
+            "failure": None if explanation is not None else "parse: no [EXPLANATION]", "attempts": 1, "raw_answer": None,
+            "mine_config": None, **kw}
 
 LINE_RE = re.compile(r"^(\d+)\. (.*)$")
 
@@ -45,13 +46,8 @@ def write_explanations(run: Path, failed: tuple[tuple[str, int], ...] = ()) -> p
     rows = []
     for coder, latent in zip(lat.loc[lat["status"] == "ok", "coder"], lat.loc[lat["status"] == "ok", "latent"]):
         bad = (coder, int(latent)) in failed
-        rows.append({
-            "coder": coder, "latent": int(latent), "explanation": None if bad else explanation_of(coder, int(latent)),
-            "explainer_model": "claude-sonnet-4-5", "prompt_version": "explain@test", "parse_ok": not bad,
-            "failure": "parse: no [EXPLANATION]" if bad else None, "input_tokens": 100, "output_tokens": 20,
-            "cache_read_tokens": 0, "cache_write_tokens": 0, "cost_usd": 0.001, "cached": False,
-        })
-    pq.write_table(pa.Table.from_pylist(rows, schema=EXPLANATIONS_SCHEMA), run / "explanations.parquet")
+        rows.append(explanation_row(coder, int(latent), None if bad else explanation_of(coder, int(latent))))
+    pq.write_table(pa.Table.from_pylist(rows, schema=EXPLANATIONS.schema), run / "explanations.parquet")
     return pd.DataFrame(rows)
 
 
@@ -131,7 +127,7 @@ def confident_truth_answer(table: dict[tuple[str, str], int], p: float = 0.9):
 
 def build_text_run(run: Path, tokenizer, explanation: str, positives: list[str], negatives: list[str], *, coder: str = "sae-t") -> None:
     """A one-latent run from hand-written texts: the positives activate (on their last token), the negatives do not."""
-    from interp_eval.mining.schema import CONTEXTS_SCHEMA, LATENTS_SCHEMA, WINDOWS_SCHEMA
+    from interp_eval.catalog import CONTEXTS, LATENTS, WINDOWS
 
     run.mkdir(parents=True, exist_ok=True)
     windows, ctx = [], []
@@ -144,12 +140,10 @@ def build_text_run(run: Path, tokenizer, explanation: str, positives: list[str],
             acts[-1] = 2.0
         ctx.append({"coder": coder, "latent": 0, "window_id": wid, "kind": "quantile" if label else "random_negative", "split": "test",
                     "quantile": (wid % 10) if label else None, "rank": wid, "activations": acts, "max_activation": max(acts)})
-    pq.write_table(pa.Table.from_pylist(windows, schema=WINDOWS_SCHEMA), run / "windows.parquet")
-    pq.write_table(pa.Table.from_pylist(ctx, schema=CONTEXTS_SCHEMA), run / "contexts.parquet")
+    pq.write_table(pa.Table.from_pylist(windows, schema=WINDOWS.schema), run / "windows.parquet")
+    pq.write_table(pa.Table.from_pylist(ctx, schema=CONTEXTS.schema), run / "contexts.parquet")
     lat = [{"coder": coder, "latent": 0, "hookpoint": "layers.0.mlp", "binary": False, "firing_count": len(positives), "n_tokens": 1000,
             "frequency": len(positives) / 1000, "max_activation": 2.0, "n_windows": len(positives), "status": "ok"}]
-    pq.write_table(pa.Table.from_pylist(lat, schema=LATENTS_SCHEMA), run / "latents.parquet")
-    pq.write_table(pa.Table.from_pylist([{
-        "coder": coder, "latent": 0, "explanation": explanation, "explainer_model": "m", "prompt_version": "p", "parse_ok": True,
-        "failure": None, "input_tokens": 0, "output_tokens": 0, "cache_read_tokens": 0, "cache_write_tokens": 0, "cost_usd": 0.0, "cached": False,
-    }], schema=EXPLANATIONS_SCHEMA), run / "explanations.parquet")
+    pq.write_table(pa.Table.from_pylist(lat, schema=LATENTS.schema), run / "latents.parquet")
+    pq.write_table(pa.Table.from_pylist([explanation_row(coder, 0, explanation, explainer_model="m", prompt_version="p")],
+                                        schema=EXPLANATIONS.schema), run / "explanations.parquet")

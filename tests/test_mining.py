@@ -490,7 +490,7 @@ def test_tokens_after_the_last_whole_window_count_but_sit_in_no_window():
     state.update(values, indices, ctx, torch.arange(n_ctx * 2), seed=0)
     assert state.firing_count.tolist() == [12, 12, 0, 0] and state.max_act[0] == 5.0
     assert state.n_windows.tolist() == [0, 6, 0, 0]
-    from interp_eval.mining.schema import KINDS
+    from interp_eval.catalog import KINDS
 
     rows = select_rows(state, sampling, binary=False)
     assert not ((rows.latent == 0) & (rows.kind != KINDS.index("random_negative"))).any()  # no activating window

@@ -1,9 +1,9 @@
 """The `mine` stage: one streaming pass over held-out tokens; firing counts and sampled windows per latent.
 
-See `schema.py` for the files it writes and `stage.run_mine_stage` for the entry point.
+See `interp_eval/catalog.py` for the files it writes and `stage.run_mine_stage` for the entry point.
 """
 
-from .schema import CONTEXTS, LATENTS, WINDOWS
+from ..catalog import CONTEXTS, LATENTS, WINDOWS
 from .config import MineConfig, Sampling
 from .stage import run_mine_stage
 from .state import CoderState, merge, merge_all

@@ -16,7 +16,7 @@ from ..subject.corpus import CorpusConfig
 
 @dataclass(frozen=True)
 class Sampling:
-    """What the mining pass keeps per latent (see schema.py for what each kind is for)."""
+    """What the mining pass keeps per latent (see catalog.CONTEXTS for what each kind is for)."""
 
     window: int = 32
     """Tokens per example window (windows never cross a context)."""

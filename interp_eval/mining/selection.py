@@ -2,9 +2,9 @@
 
 Per latent: its top-N windows (`top` / `display`); its explanation and test windows, drawn from
 the reservoir over equal-count bins of window max activation (`quantile` / `explain` and `test`);
-and its non-activating windows from the shared pool (`random_negative` / `test`). See schema.py for
+and its non-activating windows from the shared pool (`random_negative` / `test`). See catalog.CONTEXTS for
 what each kind is for. While rows are tensors and numpy arrays, kinds, splits and statuses are the
-int8 codes below: their positions in schema.KINDS, SPLITS and STATUSES, which label them when the
+int8 codes below: their positions in catalog.KINDS, SPLITS and STATUSES, which label them when the
 tables are written.
 """
 
@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from .config import Sampling
-from .schema import (
+from ..catalog import (
     KIND_NEGATIVE, KIND_QUANTILE, KIND_TOP, KINDS, SPLIT_DISPLAY, SPLIT_EXPLAIN, SPLIT_TEST, SPLITS, STATUS_DEAD, STATUS_OK,
     STATUS_TOO_RARE, STATUSES,
 )

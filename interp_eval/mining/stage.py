@@ -8,7 +8,7 @@ grouped by the model they were trained on: the subject model, or its random-mode
 through every group's model, so trained and control coders see the same held-out tokens in one
 pass and share one windows table (same tokenizer, same tokens). Under torchrun, rank r mines
 batches r, r + world, ...; the states are merged exactly at the end and rank 0 writes the Parquet
-files (see schema.py). Every `checkpoint_every` batches each rank saves its state atomically under
+files (see catalog.py). Every `checkpoint_every` batches each rank saves its state atomically under
 RUN/checkpoints/; an interrupted run resumes from there (or from zero if the checkpoint is missing
 or was made with other settings). The stage is complete only once its manifest line is written,
 after the three files were renamed into place; starting a run with another config first marks an
@@ -49,7 +49,7 @@ from ..subject.model import SubjectModel, load_subject_model
 from .checkpoints import Progress, checkpoint_path, load_checkpoint, save_checkpoint
 from .config import MineConfig
 from .outputs import summary_from_files, write_outputs
-from .schema import CONTEXTS, LATENTS, WINDOWS
+from ..catalog import CONTEXTS, LATENTS, WINDOWS
 from .state import CoderState, all_gather_state
 from .windows import WindowLayout
 

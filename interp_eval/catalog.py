@@ -1,0 +1,355 @@
+"""The catalog of the run directory: every file a stage writes, its Parquet schema, its writer and its meaning.
+
+This module is the contract between the stages. Each stage reads the tables of the stages before it
+and writes its own, always through `RunDir.read` / `RunDir.write` (artifacts.py), which check a table
+against its entry here on both sides: a file that lacks a column, or holds one of the wrong type,
+stops the reader with one line naming the file and the command that rewrites it. Search this module
+for a file name to find what it holds, which stage writes it and, with `grep -rn <CONSTANT>`, who
+reads it. Adding an artifact is one `Table` entry; adding a column is one field of its schema (with a
+default in `defaults` when files written before it must stay readable).
+
+Stages and their files, in pipeline order:
+
+    train    coders/<name>/ (SAELens folders), train_metrics.parquet, recon_eval.parquet
+    mine     latents.parquet, windows.parquet, contexts.parquet
+    explain  explanations.parquet                       + llm_usage.parquet (the LLM ledger)
+    score    predictions.parquet, latent_scores.parquet, score_summary.parquet, score_by_quantile.parquet,
+             score_by_frequency.parquet (--freq-adjust), window_embeddings.parquet
+                                                        + llm_usage.parquet
+    report   results/ (Markdown, CSV, PNG, report.html)
+
+Every table keys its rows by `coder` (the coder's folder name) and `latent` (int64) where it has them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+import pyarrow as pa
+
+# -- enumerations of the contract -------------------------------------------------------------------------
+# The order of STATUSES, KINDS and SPLITS is the order of the int8 codes the mining pass keeps in memory.
+
+STATUS_OK, STATUS_TOO_RARE, STATUS_DEAD = "ok", "too_rare", "dead"
+STATUSES = (STATUS_OK, STATUS_TOO_RARE, STATUS_DEAD)  # latents.status
+
+KIND_TOP, KIND_QUANTILE, KIND_NEGATIVE = "top", "quantile", "random_negative"
+KINDS = (KIND_TOP, KIND_QUANTILE, KIND_NEGATIVE)  # contexts.kind
+SPLIT_DISPLAY, SPLIT_EXPLAIN, SPLIT_TEST = "display", "explain", "test"
+SPLITS = (SPLIT_DISPLAY, SPLIT_EXPLAIN, SPLIT_TEST)  # contexts.split
+
+EXPLAINER_LLM, EXPLAINER_TOKEN_TABLE = "llm", "token-table"
+EXPLAINERS = (EXPLAINER_LLM, EXPLAINER_TOKEN_TABLE)  # explanations.explainer
+NO_EXPLAINER = "none"  # the explainer column of scores by scorers that read no explanation
+CONTROL_NONE, CONTROL_SHUFFLED = "none", "shuffled"
+CONTROLS = (CONTROL_NONE, CONTROL_SHUFFLED)  # predictions.control: the score, or its shuffled control
+
+METRICS = ("accuracy", "balanced_accuracy", "precision", "recall", "f1", "auc")  # per-latent metrics (scoring/metrics.py)
+UNIFORM = "uniform"  # score_by_quantile.quantile of a binary coder's activating windows (no activation order)
+UHF_THRESHOLDS = (0.01, 0.1)  # firing rates above which a latent counts as ultra-high-frequency
+
+
+@dataclass(frozen=True)
+class Table:
+    """One Parquet file of the run directory.
+
+    defaults: columns a file may lack, with the value they read as: columns added after files were
+    written (so older runs stay readable), or written only in some configurations (None). Every
+    other column of `schema` is required. A reader sees exactly the catalog's columns; a writer may
+    write no column the catalog does not declare.
+    """
+
+    name: str
+    stage: str  # the command that writes it: `interp-eval <stage>`
+    meaning: str
+    schema: pa.Schema
+    defaults: Mapping[str, Any] = field(default_factory=dict)
+    doc: str = ""  # the columns in detail, where the schema's names do not say enough
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def columns(self) -> list[str]:
+        return self.schema.names
+
+    def empty(self) -> pa.Table:
+        return self.schema.empty_table()
+
+
+@dataclass(frozen=True)
+class Folder:
+    """A file or folder of the run directory that is not a Parquet table."""
+
+    name: str
+    stage: str
+    meaning: str
+
+    def __str__(self) -> str:
+        return self.name
+
+
+def _schema(*fields: tuple[str, pa.DataType]) -> pa.Schema:
+    return pa.schema(list(fields))
+
+
+_str, _i8, _i32, _i64, _f32, _f64, _bool = pa.string(), pa.int8(), pa.int32(), pa.int64(), pa.float32(), pa.float64(), pa.bool_()
+_TOKENS = (("input_tokens", _i64), ("output_tokens", _i64), ("cache_read_tokens", _i64), ("cache_write_tokens", _i64))
+
+# -- the run itself --------------------------------------------------------------------------------------------
+
+RUN_JSON = Folder("run.json", "every stage", "config, package versions and seeds of each stage that ran")
+MANIFEST = Folder("manifest.jsonl", "every stage", "one line per finished (or invalidated) stage; a stage counts as "
+                  "finished only once its line is written, after its files were renamed into place")
+
+# -- train -----------------------------------------------------------------------------------------------------
+
+CODERS_DIR = Folder("coders", "train", "coders/<name>/: one SAELens folder per coder (cfg.json, sae_weights.safetensors, "
+                    "sparsity.safetensors)")
+ACTIVATIONS_DIR = Folder("activations", "train", "cached subject-model activations the coders train on")
+CHECKPOINTS_DIR = Folder("checkpoints", "train, mine", "resume state of an unfinished training or mining pass")
+
+TRAIN_METRICS = Table(
+    "train_metrics.parquet", "train", "one row per (coder, logged training step): FVU, L0, dead fraction on the training batch",
+    _schema(("coder", _str), ("step", _i64), ("tokens", _i64), ("fvu", _f64), ("l0", _f64), ("dead_fraction", _f64),
+            ("lr", _f64), ("elapsed_s", _f64)),
+)
+
+RECON_EVAL = Table(
+    "recon_eval.parquet", "train", "one row per coder: reconstruction on held-out tokens (FVU, CE loss spliced vs clean, L0, "
+    "dead and ultra-high-frequency fractions)",
+    _schema(("coder", _str), ("hookpoint", _str), ("kind", _str), ("activation", _str), ("k", _i64), ("d_sae", _i64),
+            ("eval_tokens", _i64), ("fvu", _f64), ("l0", _f64), ("dead_fraction", _f64), ("ce_clean", _f64), ("ce_spliced", _f64),
+            ("ce_loss_increase", _f64), ("accuracy_clean", _f64), ("accuracy_spliced", _f64), ("accuracy_decrease", _f64),
+            *((f"uhf_fraction_{t:g}", _f64) for t in UHF_THRESHOLDS)),
+    doc="kind: sae | transcoder; activation: topk | binary; accuracy_*: next-token accuracy of the subject model, clean and "
+        "with the coder's reconstruction spliced in.",
+)
+
+# -- mine ------------------------------------------------------------------------------------------------------
+
+_MINE_DOC = """\
+One streaming pass of the subject model over `--tokens` held-out tokens (never a training token)
+feeds every coder of the run at once. Each context (default 256 tokens) is cut into non-overlapping
+windows of `--window` tokens (default 32); windows never cross a context boundary, and the last
+`ctx_len % window` tokens of a context (none with the defaults) belong to no window, although they
+still count towards the firing counts. A window is identified by
+`window_id = context * (ctx_len // window) + position // window`.
+
+Sampling uses seeded integer hashes of (window_id, latent) rather than a random-number stream, so
+the result does not depend on batch size or on how torchrun ranks shard the tokens: a 2-process
+run gives exactly the rows of a 1-process run.
+
+Example (pandas): the explanation windows of latent 7 with their tokens::
+
+    ctx = pd.read_parquet("RUN/contexts.parquet")
+    win = pd.read_parquet("RUN/windows.parquet")
+    ex = ctx.query("coder == 'sae-layers.9.mlp-k32' and latent == 7 and split == 'explain'")
+    ex = ex.merge(win, on="window_id")
+"""
+
+LATENTS = Table(
+    "latents.parquet", "mine", "one row per (coder, latent), every latent of every coder, none dropped: firing counts and status",
+    _schema(("coder", _str), ("latent", _i64), ("hookpoint", _str), ("binary", _bool), ("firing_count", _i64), ("n_tokens", _i64),
+            ("frequency", _f64), ("max_activation", _f32), ("n_windows", _i64), ("status", _str)),
+    doc="""\
+| column         | type    | meaning                                                             |
+|----------------|---------|---------------------------------------------------------------------|
+| coder          | string  | coder name (its folder name)                                        |
+| latent         | int64   | latent index                                                        |
+| hookpoint      | string  | MLP hookpoint it reads, e.g. `layers.9.mlp`                          |
+| binary         | bool    | binary coder (every activation is 0 or 1)                           |
+| firing_count   | int64   | tokens with activation > 0 (the c_i of the frequency-weighted score) |
+| n_tokens       | int64   | tokens seen                                                         |
+| frequency      | float64 | firing_count / n_tokens                                             |
+| max_activation | float32 | largest activation over all tokens (0 when dead)                    |
+| n_windows      | int64   | windows in which the latent fires at least once                     |
+| status         | string  | `ok`; `too_rare` (n_windows < min_examples, default 200: not to be explained, still sampled); `dead` (never fired) |
+""" + "\n" + _MINE_DOC,
+)
+
+WINDOWS = Table(
+    "windows.parquet", "mine", "every window referenced by contexts.parquet, each stored once, with its tokens",
+    _schema(("window_id", _i64), ("context", _i64), ("position", _i32), ("token_ids", pa.list_(_i32)), ("tokens", pa.list_(_str))),
+    doc="""\
+| column    | type               | meaning                                                         |
+|-----------|--------------------|-----------------------------------------------------------------|
+| window_id | int64              | see latents.parquet's notes                                     |
+| context   | int64              | index of the context in the held-out token stream               |
+| position  | int32              | offset of the window's first token in its context               |
+| token_ids | list<int32>        | the window's tokens                                             |
+| tokens    | list<string>       | each token decoded on its own (`tokenizer.decode([id])`; a token holding part of a multi-byte character decodes to U+FFFD) |
+""",
+)
+
+CONTEXTS = Table(
+    "contexts.parquet", "mine", "one row per (coder, latent, sampled window): the windows that explain, test and display a latent",
+    _schema(("coder", _str), ("latent", _i64), ("window_id", _i64), ("kind", _str), ("split", _str), ("quantile", _i8),
+            ("rank", _i32), ("activations", pa.list_(pa.float32())), ("max_activation", _f32)),
+    doc="""\
+| column         | type          | meaning                                                       |
+|----------------|---------------|---------------------------------------------------------------|
+| coder          | string        |                                                               |
+| latent         | int64         |                                                               |
+| window_id      | int64         | join with `windows.parquet`                                   |
+| kind           | string        | `top`, `quantile` or `random_negative`                        |
+| split          | string        | `display`, `explain` or `test`                                |
+| quantile       | int8, null    | activation decile 0 (lowest) - 9 of a `quantile` row; null for binary coders and other kinds (plain pandas reads it as float with NaN; `dtype_backend="numpy_nullable"` keeps Int8) |
+| rank           | int32         | order within (coder, latent, kind, split): 0 = highest for `top` |
+| activations    | list<float32> | the latent's activation at each token of the window           |
+| max_activation | float32       | max of `activations` (0 for `random_negative`)                |
+
+Kinds, per latent:
+- `top` / `display`: the `--n-top` (20) windows with the largest max activation, for the feature
+  browser; never used as explainer or test data. Ties (always, for binary coders) are broken by a
+  seeded hash, i.e. at random.
+- `quantile` / `explain` and `quantile` / `test`: drawn from a uniform sample ("reservoir", default
+  200) of the latent's activating windows. The sample, sorted by window max activation, is cut into
+  10 equal-count bins (the `quantile` column); each bin gives n_explain/10 (4) explanation and
+  n_test/10 (5) test windows, so 40 + 50 by default, over the same quantiles and disjoint by
+  construction. A latent with fewer sampled windows than n_explain + n_test splits them in the same
+  proportion (per-bin counts capped by the bin's size, so a few may go unused). Binary coders have
+  no activation order: their windows are sampled uniformly and `quantile` is null.
+- `random_negative` / `test`: `--n-negative` (50) windows in which the latent fires at no token,
+  taken from one uniform random pool of windows (`--negative-pool`, 500) whose full codes are kept,
+  so "does not fire" is read from the recorded activations, not assumed. Dead latents get none
+  (they have no rows at all).
+""",
+)
+
+# -- explain ---------------------------------------------------------------------------------------------------
+
+EXPLANATIONS = Table(
+    "explanations.parquet", "explain", "one row per (coder, latent, explainer): the explanation, or why there is none",
+    _schema(("coder", _str), ("latent", _i64),
+            ("explainer", _str),        # llm | token-table
+            ("explanation", _str),      # null when it failed
+            ("explainer_model", _str), ("prompt_version", _str),
+            ("n_windows", _i64),        # explanation windows shown
+            ("parse_ok", _bool),
+            ("failure", _str),          # why there is no explanation
+            ("attempts", _i64),         # answers asked for (1 + corrective retries); its tokens and dollars are in llm_usage
+            ("raw_answer", _str),       # the last answer as the LLM gave it
+            ("mine_config", _str)),     # config hash of the mining run it explains: re-mined coders are explained afresh
+    defaults={"explainer": EXPLAINER_LLM, "mine_config": None},
+)
+
+# -- score -----------------------------------------------------------------------------------------------------
+
+_SCORE_KEY = (("coder", _str), ("latent", _i64), ("scorer", _str), ("explainer", _str), ("control", _str))
+_OLD_SCORES = {"explainer": EXPLAINER_LLM, "control": CONTROL_NONE}  # rows from before explainers and controls existed
+
+PREDICTIONS = Table(
+    "predictions.parquet", "score", "one row per (coder, latent, scorer, explainer, control, test window; per trial for the "
+    "intruder): the scorer's decision. Control rows (`shuffled`) never enter the scores",
+    _schema(
+        ("coder", _str), ("latent", _i64),
+        ("scorer", _str),             # a registered scorer (scoring/registry.py)
+        ("explainer", _str),          # which explainer's explanation was scored; "none" for explanation-free scorers
+        ("control", _str),            # "none" (the score) or "shuffled" (scored with source_latent's explanation)
+        ("source_latent", _i64),      # whose explanation / reference windows were used (= latent unless a control)
+        ("window_id", _i64),
+        ("label", _i8),               # 1 activating (quantile/test), 0 not (random_negative/test); intruder: 1
+        ("prediction", _i8),          # the scorer's 0/1 (intruder: named the intruder); null when it failed or has none
+        ("probability", _f64),        # P("1") from token logprobs; null without logprobs (Anthropic)
+        ("similarity", _f64),         # embedding scorers: cosine similarity; else null
+        ("answer", _i32),             # intruder: the position the LLM named; else null
+        ("parse_ok", _bool),
+        ("failure", _str),            # null, "parse: ...", or "llm: ..." (provider error after retries)
+        ("attempts", _i32),           # answers asked for this window's prompt (1 + corrective retries)
+        ("model", _str),
+        ("quantile", _i8),            # activation decile of an activating window; null for binary coders / negatives
+        ("prompt_version", _str),     # the scorer's version (prompt templates or code)
+        ("explanation_sha", _str),    # first 12 hex of sha256(explanation or reference): a new one is scored anew
+        ("prompt_index", _i32),       # which prompt of the latent (shuffled order)
+        ("position", _i32),           # 1-based place of the window in that prompt (intruder: the true position)
+        ("windows_per_prompt", _i32),
+        ("seed", _i64),
+    ),
+    defaults={**_OLD_SCORES, "source_latent": None},  # a null source_latent reads as the row's own latent (scoring)
+)
+
+LATENT_SCORES = Table(
+    "latent_scores.parquet", "score", "one row per (coder, latent, scorer, explainer, control): the metrics over the windows "
+    "that got a prediction (scoring/aggregate.py), the latent's firing rate and, for LLM scorers, its calls and dollars",
+    _schema(
+        *_SCORE_KEY, ("source_latent", _i64), ("model", _str), ("prompt_version", _str),
+        ("n", _i64), ("failures", _i64), ("n_activating", _i64), ("n_negative", _i64),
+        *((m, _f64) for m in METRICS), ("n_probabilities", _i64), ("tp", _i64), ("fp", _i64), ("tn", _i64), ("fn", _i64),
+        ("hookpoint", _str), ("binary", _bool), ("frequency", _f64), ("firing_count", _i64),  # from latents.parquet
+        ("explanation", _str), ("explainer_model", _str),  # from explanations.parquet (null for explanation-free scorers)
+        ("calls", _f64), *_TOKENS, ("cost_usd", _f64),  # the ledger's calls of this row's key (null without LLM calls)
+    ),
+    defaults={**_OLD_SCORES, "source_latent": None, "explanation": None, "explainer_model": None, "calls": None,
+              **{t: None for t, _ in _TOKENS}, "cost_usd": None},
+)
+
+_POWER = (("power_metric", _str), ("power_own", _f64), ("power_control", _f64), ("power", _f64), ("power_ci_low", _f64),
+          ("power_ci_high", _f64), ("power_latents", _i64), ("has_power", _bool))
+
+SCORE_SUMMARY = Table(
+    "score_summary.parquet", "score", "one row per (coder, scorer, explainer): each metric's mean over latents with a bootstrap "
+    "95% interval, its pooled value, the scorer's power against its control, coverage and ultra-high-frequency counts",
+    _schema(
+        ("coder", _str), ("scorer", _str), ("explainer", _str), ("model", _str),
+        ("latents", _i64), ("dead", _i64), ("too_rare", _i64), ("explained", _i64), ("explain_failed", _i64),
+        ("scored", _i64), ("score_failed", _i64), ("windows", _i64), ("window_failures", _i64),
+        *((f"{m}_{s}", _i64 if s == "latents" else _f64) for m in METRICS for s in ("mean", "ci_low", "ci_high", "latents")),
+        *((f"{m}_pooled", _f64) for m in METRICS),
+        *_POWER, ("control_latents", _i64),
+        *((f"uhf_over_{t:g}", _i64) for t in UHF_THRESHOLDS),
+        ("freq_weighted_f1", _f64),  # the paper's sum_i F1_i c_i / sum_i c_i per hookpoint; NaN without --freq-adjust
+        ("freq_weighted_metric", _str), ("freq_weighted", _f64),
+    ),
+)
+
+SCORE_BY_QUANTILE = Table(
+    "score_by_quantile.parquet", "score", "per (coder, scorer, explainer, activation decile '0'-'9' or 'uniform'): the activating "
+    "windows, their recall and the mean AUC against the latent's negatives",
+    _schema(("coder", _str), ("scorer", _str), ("explainer", _str), ("quantile", _str), ("windows", _i64), ("failures", _i64),
+            ("recall", _f64), ("accuracy", _f64), ("mean_probability", _f64), ("auc_mean", _f64), ("auc_latents", _i64)),
+)
+
+SCORE_BY_FREQUENCY = Table(
+    "score_by_frequency.parquet", "score --freq-adjust", "per (coder, scorer, explainer, floor(log10(frequency))): mean metrics "
+    "of the latents in that firing-rate bin",
+    _schema(("coder", _str), ("scorer", _str), ("explainer", _str), ("log10_frequency_bin", _f64), ("frequency_low", _f64),
+            ("frequency_high", _f64), ("latents", _i64), ("firing_count", _i64),
+            *((f"{m}_mean", _f64) for m in ("f1", "balanced_accuracy", "accuracy", "auc"))),
+)
+
+WINDOW_EMBEDDINGS = Table(
+    "window_embeddings.parquet", "score", "MiniLM embeddings of the run's windows, made once and shared by the embedding scorers",
+    _schema(("window_id", _i64), ("model", _str), ("embedding", pa.list_(_f32))),
+)
+
+SCORE_PARTS = Folder("score.parts", "score", "part files of an unfinished score stage, merged into predictions.parquet at its end")
+EXPLAIN_PARTS = Folder("explain.parts", "explain", "part files of an unfinished explain stage, merged into explanations.parquet at its end")
+LLM_BATCH_STATE = Folder("llm_batch_<stage>.json", "explain, score", "pending provider batches, so a restarted run resumes polling")
+
+# -- the LLM ledger --------------------------------------------------------------------------------------------
+
+LLM_USAGE = Table(
+    "llm_usage.parquet", "explain / score", "the LLM ledger: one row per call (cache hits and retries included) with its "
+    "tokens and dollars, tagged with who asked; every other view of LLM spend groups these rows (llm/usage.py)",
+    _schema(
+        ("stage", _str),              # what asked: explain, or the scorer (detection, fuzzing, intruder ...)
+        ("backend", _str), ("model", _str), ("ok", _bool), ("error", _str),
+        ("cached", _bool),            # served from the response cache: no network call, cost 0
+        ("batch", _bool), ("attempts", _i64), ("latency_s", _f64), *_TOKENS,
+        ("cost_usd", _f64),           # null when the model's price is unknown
+        *_SCORE_KEY,                  # who asked: explain rows have no scorer or control
+    ),
+    defaults={"coder": None, "latent": None, "scorer": None, "explainer": None, "control": None},  # untagged rows of older runs
+)
+
+# -- report ----------------------------------------------------------------------------------------------------
+
+RESULTS_DIR = Folder("results", "report", "the report: coders/scorers/explanations/llm_usage tables (.md, .csv), claims.md, "
+                     "plots/*.png and report.html")
+
+TABLES = (TRAIN_METRICS, RECON_EVAL, LATENTS, WINDOWS, CONTEXTS, EXPLANATIONS, PREDICTIONS, LATENT_SCORES, SCORE_SUMMARY,
+          SCORE_BY_QUANTILE, SCORE_BY_FREQUENCY, WINDOW_EMBEDDINGS, LLM_USAGE)
+FOLDERS = (RUN_JSON, MANIFEST, CODERS_DIR, ACTIVATIONS_DIR, CHECKPOINTS_DIR, EXPLAIN_PARTS, SCORE_PARTS, LLM_BATCH_STATE,
+           RESULTS_DIR)
