@@ -19,7 +19,7 @@ from run_builders import build_mined_run
 
 from interp_eval.artifacts import RunDir
 from interp_eval.errors import UserError
-from interp_eval.mining.schema import CONTEXTS_SCHEMA, LATENTS_SCHEMA, WINDOWS_SCHEMA
+from interp_eval.catalog import CONTEXTS, LATENTS, WINDOWS
 from interp_eval.report import ReportConfig, run_report_stage
 from interp_eval.report.claims import NOT_MEASURABLE, NOT_REPRODUCED, REPRODUCED, evaluate_claims
 from interp_eval.report.inputs import RunData, coder_info, coder_type
@@ -82,10 +82,11 @@ def score_rows(latents: pd.DataFrame, supports: bool, rng: np.random.Generator) 
                 auc = float(np.clip(f1s[(binary, r.latent in HIGH)] + rng.normal(0, 0.01), 0, 1))
             else:
                 f1 = ba = float(np.clip(f1s[(binary, r.latent in HIGH)] + rng.normal(0, 0.01), 0, 1))
-            rows.append({"coder": r.coder, "latent": r.latent, "scorer": scorer, "model": "fake-model", "prompt_version": "v1",
+            rows.append({"coder": r.coder, "latent": r.latent, "scorer": scorer, "explainer": "none" if scorer == "embedding" else "llm",
+                         "control": "none", "source_latent": r.latent, "model": "fake-model", "prompt_version": "v1",
                          "n": 20, "failures": 0, "n_activating": 10, "n_negative": 10, "accuracy": ba, "balanced_accuracy": ba,
-                         "precision": f1, "recall": f1, "f1": f1, "auc": auc, "hookpoint": HP, "binary": binary,
-                         "frequency": r.frequency, "firing_count": r.firing_count})
+                         "precision": f1, "recall": f1, "f1": f1, "auc": auc, "n_probabilities": 0, "tp": 0, "fp": 0, "tn": 0, "fn": 0,
+                         "hookpoint": HP, "binary": binary, "frequency": r.frequency, "firing_count": r.firing_count})
     df = pd.DataFrame(rows)
     return df.astype({"auc": "float64", "f1": "float64", "balanced_accuracy": "float64"})
 
@@ -101,19 +102,24 @@ def power_rows(scores: pd.DataFrame, has_power: bool = True) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def summary_rows(scores: pd.DataFrame, predictions: pd.DataFrame, latents: pd.DataFrame, explanations: pd.DataFrame) -> pd.DataFrame:
+    """score_summary as the score stage writes it (without --freq-adjust), with power_rows' power."""
+    from interp_eval.scoring.aggregate import summary
+
+    power = power_rows(scores)
+    summ = summary(scores, predictions, latents, explanations).drop(columns=[c for c in power if c.startswith(("power", "has_power"))])
+    return summ.merge(power.drop(columns=["model", "scored"]), on=["coder", "scorer", "explainer"])
+
+
 def quantile_rows(supports: bool) -> pd.DataFrame:
     rows = []
     for coder in CODERS:
         binary = coder.startswith("b")
         for scorer in ("detection", "fuzzing"):
-            if binary:
-                rows.append({"coder": coder, "scorer": scorer, "quantile": "uniform", "windows": 400, "failures": 0,
-                             "recall": 0.95 if supports else 0.40, "accuracy": 0.95 if supports else 0.40})
-            else:
-                for q in range(10):
-                    rec = 0.3 + 0.04 * q
-                    rows.append({"coder": coder, "scorer": scorer, "quantile": str(q), "windows": 40, "failures": 0,
-                                 "recall": rec, "accuracy": rec})
+            bins = [("uniform", 400, 0.95 if supports else 0.40)] if binary else [(str(q), 40, 0.3 + 0.04 * q) for q in range(10)]
+            for q, windows, rec in bins:
+                rows.append({"coder": coder, "scorer": scorer, "explainer": "llm", "quantile": q, "windows": windows, "failures": 0,
+                             "recall": rec, "accuracy": rec, "mean_probability": np.nan, "auc_mean": np.nan, "auc_latents": 0})
     return pd.DataFrame(rows)
 
 
@@ -125,12 +131,14 @@ def predictions_for(run: Path, truth: dict, rng: np.random.Generator) -> pd.Data
         for scorer in ("detection", "fuzzing"):
             pred = label if rng.random() > 0.15 else 1 - label
             q = quant.get((coder, latent, window))
-            rows.append({"coder": coder, "latent": latent, "scorer": scorer, "window_id": window, "label": label,
-                         "prediction": pred, "probability": float(np.clip(0.5 + (pred - 0.5) * 0.8 + rng.normal(0, 0.05), 0, 1)),
-                         "similarity": None, "parse_ok": True, "failure": None, "attempts": 1, "model": "fake-model",
-                         "quantile": None if q is None or pd.isna(q) else int(q), "prompt_version": "v1"})
+            rows.append({"coder": coder, "latent": latent, "scorer": scorer, "explainer": "llm", "control": "none",
+                         "source_latent": latent, "window_id": window, "label": label, "prediction": pred,
+                         "probability": float(np.clip(0.5 + (pred - 0.5) * 0.8 + rng.normal(0, 0.05), 0, 1)),
+                         "similarity": None, "answer": None, "parse_ok": True, "failure": None, "attempts": 1, "model": "fake-model",
+                         "quantile": None if q is None or pd.isna(q) else int(q), "prompt_version": "v1", "explanation_sha": "0" * 12,
+                         "prompt_index": 0, "position": 1, "windows_per_prompt": 1, "seed": 0})
     df = pd.DataFrame(rows)
-    return df.astype({"similarity": "float64", "quantile": "Int8", "label": "int8", "prediction": "Int8"})
+    return df.astype({"similarity": "float64", "quantile": "Int8", "label": "int8", "prediction": "Int8", "answer": "Int32"})
 
 
 def add_top_windows_and_nasty_token(run: Path) -> int:
@@ -141,14 +149,14 @@ def add_top_windows_and_nasty_token(run: Path) -> int:
     top = top.sort_values("max_activation", ascending=False)
     top["rank"] = top.groupby(["coder", "latent"]).cumcount().astype("int32")
     ctx = pd.concat([ctx, top], ignore_index=True)
-    pq.write_table(pa.Table.from_pandas(ctx, schema=CONTEXTS_SCHEMA, preserve_index=False), run / "contexts.parquet")
+    pq.write_table(pa.Table.from_pandas(ctx, schema=CONTEXTS.schema, preserve_index=False), run / "contexts.parquet")
     nasty = int(top[(top["coder"] == "sae-layers.9.mlp-k8") & (top["latent"] == 0)].sort_values("rank")["window_id"].iloc[0])
     win = pd.read_parquet(run / "windows.parquet")
     i = win.index[win["window_id"] == nasty][0]
     toks = list(win.at[i, "tokens"])
     toks[-1] = NASTY_TOKEN
     win.at[i, "tokens"] = toks
-    pq.write_table(pa.Table.from_pandas(win, schema=WINDOWS_SCHEMA, preserve_index=False), run / "windows.parquet")
+    pq.write_table(pa.Table.from_pandas(win, schema=WINDOWS.schema, preserve_index=False), run / "windows.parquet")
     return nasty
 
 
@@ -157,7 +165,7 @@ def build_full_run(run: Path, tokenizer, supports: bool = True) -> dict:
     nasty = add_top_windows_and_nasty_token(run)
     rng = np.random.default_rng(1)
     latents = set_firing_counts(pd.read_parquet(run / "latents.parquet"), supports)
-    pq.write_table(pa.Table.from_pandas(latents, schema=LATENTS_SCHEMA, preserve_index=False), run / "latents.parquet")
+    pq.write_table(pa.Table.from_pandas(latents, schema=LATENTS.schema, preserve_index=False), run / "latents.parquet")
     recon_rows(supports).to_parquet(run / "recon_eval.parquet")
     train = [{"coder": c, "step": s, "tokens": 256 * s, "fvu": 1.0 / (1 + 0.1 * s), "l0": 8.0, "dead_fraction": 0.0,
               "lr": 1e-3, "elapsed_s": 0.1 * s} for c in CODERS for s in range(1, 30)]
@@ -166,21 +174,24 @@ def build_full_run(run: Path, tokenizer, supports: bool = True) -> dict:
     from run_builders import WORDS
 
     expl = pd.DataFrame([{
-        "coder": r.coder, "latent": r.latent,
+        "coder": r.coder, "latent": r.latent, "explainer": "llm",
         "explanation": NASTY_EXPLANATION if (r.coder, r.latent) == ("sae-layers.9.mlp-k8", 0) else f"the word {WORDS[r.latent]}",
         "explainer_model": "fake-model", "prompt_version": "v1", "n_windows": 8, "parse_ok": True, "failure": None,
-        "attempts": 1, "input_tokens": 900, "output_tokens": 30, "cache_read_tokens": 0, "cache_write_tokens": 0,
-        "cost_usd": 0.001, "cached": False, "raw_answer": "..."} for r in ok.itertuples()])
+        "attempts": 1, "raw_answer": "...", "mine_config": None} for r in ok.itertuples()])
     expl.to_parquet(run / "explanations.parquet")
+    # the LLM ledger: one explain call per explanation, ten score calls per coder
+    who = [("explain", r.coder, r.latent, None) for r in expl.itertuples()] + [("score", c, 0, "detection") for c in CODERS for _ in range(10)]
     usage = pd.DataFrame([{"stage": st, "backend": "anthropic", "model": "fake-model", "ok": True, "error": None, "cached": False,
                            "batch": False, "attempts": 1, "latency_s": 0.5, "input_tokens": 900, "output_tokens": 30,
-                           "cache_read_tokens": 0, "cache_write_tokens": 0, "cost_usd": 0.001}
-                          for st in ["explain"] * len(expl) + ["score"] * 40])
+                           "cache_read_tokens": 0, "cache_write_tokens": 0, "cost_usd": 0.001, "coder": coder, "latent": latent,
+                           "scorer": scorer, "explainer": "llm", "control": None if scorer is None else "none"}
+                          for st, coder, latent, scorer in who])
     usage.to_parquet(run / "llm_usage.parquet")
     scores = score_rows(latents, supports, rng)
     scores.to_parquet(run / "latent_scores.parquet")
-    power_rows(scores).to_parquet(run / "score_summary.parquet")
-    predictions_for(run, info["truth"], rng).to_parquet(run / "predictions.parquet")
+    predictions = predictions_for(run, info["truth"], rng)
+    predictions.to_parquet(run / "predictions.parquet")
+    summary_rows(scores, predictions, latents, expl).to_parquet(run / "score_summary.parquet")
     quantile_rows(supports).to_parquet(run / "score_by_quantile.parquet")
     return {"nasty_window": nasty, **info}
 
@@ -235,7 +246,7 @@ def test_tables_one_row_per_coder(report_run):
     assert row["detection_freq_weighted_f1"] == pytest.approx(fw)
     emb = scores[(scores["coder"] == "bae-layers.9.mlp-k8") & (scores["scorer"] == "embedding")]
     assert row["embedding_auc_mean"] == pytest.approx(emb["auc"].mean())
-    assert row["llm_calls"] == N_LATENTS - 1 and row["cost_usd"] == pytest.approx(0.011)
+    assert row["llm_calls"] == (N_LATENTS - 1) + 10 and row["cost_usd"] == pytest.approx(0.021)  # explain + score calls
     md = (results / "coders.md").read_text()
     assert "| coder | type | hookpoint | k | FVU |" in md
     assert "11 / 1 / 0 / 0 of 12" in md

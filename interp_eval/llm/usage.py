@@ -1,16 +1,63 @@
-"""Per-call records and per-stage sums of calls, cache hits, failures, tokens and dollars."""
+"""The LLM ledger: one record per call, tagged with who asked; every view of LLM spend is a grouping of it.
+
+A run's ledger is `llm_usage.parquet` (catalog.LLM_USAGE). The stages that ask an LLM (explain, score)
+append one row per answer they got, first answers and corrective retries alike, tagged (`CallTag`)
+with the coder, latent, explainer, scorer and control the answer was for. The report's usage table
+(per stage and model), its per-coder spend and latent_scores' per-latent calls and dollars are all
+`spend(ledger, by=...)` over those rows. The ledger is a history: a latent asked again (a retry after
+a provider error, a new explanation) keeps the rows of both times; answers from the response cache
+cost 0 and are counted as cache hits.
+
+`UsageTracker` is the client's in-memory record of the same calls, for the summary a stage returns.
+"""
 
 from __future__ import annotations
 
 import threading
-from typing import Any
+from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING, Any, Sequence
 
 from .types import LLMResponse
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 _TOKENS = ("input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens")
 
 
-LLM_USAGE = "llm_usage.parquet"  # the run-wide log of every LLM call (explain and score append to it)
+@dataclass(frozen=True)
+class CallTag:
+    """Who asked for a call: the ledger columns that tie it to a latent's explanation or score."""
+
+    coder: str
+    latent: int
+    explainer: str | None = None
+    scorer: str | None = None  # None for the explain stage
+    control: str | None = None  # "none" or "shuffled" for score calls
+
+
+def ledger_rows(tag: CallTag, responses: Sequence[LLMResponse]) -> list[dict[str, Any]]:
+    """The ledger rows of one job's answers (first answer, then each corrective retry)."""
+    return [{**r.to_row(), **asdict(tag)} for r in responses]
+
+
+def spend(ledger: "pd.DataFrame", by: Sequence[str]) -> "pd.DataFrame":
+    """Per group of `by`: calls, ok, cached, batch, the four token counts, cost_usd (NaN as soon as one call's
+    price is unknown, so a total is never silently too low) and latency_s_mean."""
+    import numpy as np
+    import pandas as pd
+
+    cols = [*by, "calls", "ok", "cached", "batch", *_TOKENS, "cost_usd", "latency_s_mean"]
+    if ledger.empty:
+        return pd.DataFrame(columns=cols)
+    flags = ledger.assign(**{c: ledger[c].fillna(False).astype(bool) for c in ("ok", "cached", "batch")})
+    out = flags.groupby(list(by), sort=True).agg(
+        calls=("ok", "size"), ok=("ok", "sum"), cached=("cached", "sum"), batch=("batch", "sum"),
+        **{t: (t, "sum") for t in _TOKENS},
+        cost_usd=("cost_usd", lambda c: np.nan if c.isna().any() else float(c.sum())),
+        latency_s_mean=("latency_s", "mean"),
+    ).reset_index()
+    return out[cols]
 
 
 class UsageTracker:

@@ -16,7 +16,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from .inputs import CONTEXTS, PREDICTIONS, SHOWN_EXPLAINERS, WINDOWS, RunData, read_filtered
+from ..catalog import CONTEXTS, CONTROL_NONE, KIND_QUANTILE, KIND_TOP, PREDICTIONS, WINDOWS
+from .inputs import SHOWN_EXPLAINERS, RunData
 
 SCORE_FIELDS = ("f1", "balanced_accuracy", "precision", "recall", "accuracy", "auc", "n", "failures")
 
@@ -62,7 +63,7 @@ def _decisions(p: pd.DataFrame | None, n_text: int) -> tuple[dict, dict, list[in
     first = p.drop_duplicates("window_id")
     order = {int(w): i for i, w in enumerate(first["window_id"])}
     tests = {"window": [int(w) for w in first["window_id"]], "label": [_int(v) for v in first["label"]],
-             "quantile": [_int(v) for v in first["quantile"]] if "quantile" in first else [None] * len(first)}
+             "quantile": [_int(v) for v in first["quantile"]]}
     if all(q is None for q in tests["quantile"]):
         del tests["quantile"]
     decisions: dict[str, dict[str, list]] = {}
@@ -136,19 +137,19 @@ def build_browser(data: RunData, cfg: BrowserConfig) -> tuple[dict, list[str]]:
     scores: dict[tuple[str, int], dict] = {}
     if data.has("scores"):
         for r in _keep_pairs(data.scores, chosen).to_dict("records"):
-            scores.setdefault((r["coder"], int(r["latent"])), {})[r["scorer"]] = {f: _num(r.get(f)) for f in SCORE_FIELDS if f in r}
+            scores.setdefault((r["coder"], int(r["latent"])), {})[r["scorer"]] = {f: _num(r[f]) for f in SCORE_FIELDS}
 
     ctx = pd.DataFrame()
     rd = data.rd
-    if rd.path(CONTEXTS).exists() and chosen:
-        ctx = _keep_pairs(read_filtered(rd.path(CONTEXTS), CONTEXTS, None, coder=coders, latent=ids), chosen)
+    if rd.has(CONTEXTS) and chosen:
+        ctx = _keep_pairs(rd.read(CONTEXTS, where={"coder": coders, "latent": ids}), chosen)
     elif chosen:
         notes.append(f"{CONTEXTS} not found: the feature browser shows no windows")
     preds = pd.DataFrame()
-    if data.predictions_path is not None and chosen:
+    if data.has_predictions and chosen:
         cols = ["coder", "latent", "scorer", "window_id", "label", "prediction", "probability", "similarity", "quantile", "parse_ok", "failure"]
-        preds = _keep_pairs(read_filtered(data.predictions_path, PREDICTIONS, cols, coder=coders, latent=ids, control=["none"],
-                                           explainer=list(SHOWN_EXPLAINERS)), chosen)
+        where = {"coder": coders, "latent": ids, "control": [CONTROL_NONE], "explainer": SHOWN_EXPLAINERS}
+        preds = _keep_pairs(rd.read(PREDICTIONS, columns=cols, where=where), chosen)
 
     by_latent_ctx = {k: g for k, g in ctx.groupby(["coder", "latent"])} if len(ctx) else {}
     by_latent_pred = {k: g for k, g in preds.groupby(["coder", "latent"])} if len(preds) else {}
@@ -159,8 +160,8 @@ def build_browser(data: RunData, cfg: BrowserConfig) -> tuple[dict, list[str]]:
         li, ex = lat_info.get(key, {}), expl.get(key, {})
         g = by_latent_ctx.get(key, pd.DataFrame(columns=["kind", "split", "rank", "quantile", "window_id", "activations"]))
         acts = {int(w): a for w, a in zip(g["window_id"], g["activations"])}
-        top = g[g["kind"] == "top"].sort_values("rank").head(cfg.top_windows)
-        samp = g[g["kind"] == "quantile"].sort_values(["quantile", "split", "rank"], ascending=[False, True, True], na_position="last")
+        top = g[g["kind"] == KIND_TOP].sort_values("rank").head(cfg.top_windows)
+        samp = g[g["kind"] == KIND_QUANTILE].sort_values(["quantile", "split", "rank"], ascending=[False, True, True], na_position="last")
         samp = _spread(samp, cfg.sample_windows)
         tests, decisions, text_windows = _decisions(by_latent_pred.get(key), cfg.decision_windows)
         shown = [int(w) for w in top["window_id"]] + [int(w) for w in samp["window_id"]] + text_windows
@@ -181,8 +182,8 @@ def build_browser(data: RunData, cfg: BrowserConfig) -> tuple[dict, list[str]]:
         })
     windows = {}
     if needed_windows:
-        if rd.path(WINDOWS).exists():
-            win = read_filtered(rd.path(WINDOWS), WINDOWS, ["window_id", "tokens"], window_id=sorted(needed_windows))
+        if rd.has(WINDOWS):
+            win = rd.read(WINDOWS, columns=["window_id", "tokens"], where={"window_id": sorted(needed_windows)})
             windows = {str(int(w)): [str(t) for t in toks] for w, toks in zip(win["window_id"], win["tokens"])}
         else:
             notes.append(f"{WINDOWS} not found: the feature browser shows no window text")

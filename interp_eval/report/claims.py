@@ -23,13 +23,15 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, field
+from typing import Callable
 
 import numpy as np
 import pandas as pd
 
+from ..catalog import UNIFORM
 from ..subject.model import RANDOM_MODEL_SUFFIX
 from .inputs import SHOWN_EXPLAINERS, RunData
-from .tables import UNIFORM, interpretability_scorers, quantile_table, scored_latents, scorer_metric
+from .tables import interpretability_scorers, quantile_table, scored_latents, scorer_metric
 
 REPRODUCED, NOT_REPRODUCED, NOT_MEASURABLE = "reproduced", "not reproduced", "not measurable by these numbers"
 N_BOOT = 2000
@@ -135,8 +137,8 @@ INTERPRETABILITY_METRIC = {"auc": "AUC", "f1": "F1", "accuracy": "accuracy"}
 def power_gate(data: RunData, scorer: str, coders: list[str]) -> str | None:
     """None when the scorer has measured power on every coder; else the reason it cannot judge them."""
     s = data.all_summary
-    if s is None or "has_power" not in s:
-        return f"not measurable: {scorer} has no measured power on this run (score_summary.parquet has no control)"
+    if s is None:
+        return f"not measurable: {scorer} has no measured power on this run (no score_summary.parquet)"
     rows = s[(s["scorer"] == scorer) & s["coder"].isin(coders) & s["explainer"].isin(SHOWN_EXPLAINERS)]
     for coder in coders:
         r = rows[rows["coder"] == coder]
@@ -214,7 +216,21 @@ def _pair_means(per_coder: pd.Series, p: Pair) -> tuple[float, float] | None:
 
 # -- the five claims ------------------------------------------------------------------------------------------
 
-def claim_fvu(data: RunData, table: pd.DataFrame, pairs: list[Pair]) -> Claim:
+@dataclass(frozen=True)
+class ClaimInputs:
+    """What every claim is judged on: the run, its per-coder table (coder_table), the matched pairs and the
+    report's settings. Each claim is a function of this alone, so the claims are one table (CLAIMS)."""
+
+    data: RunData
+    table: pd.DataFrame
+    pairs: list[Pair]
+    uhf_threshold: float = 0.01  # firing rate above which a latent is ultra-high-frequency (claim 4)
+    top_quantiles: int = 2  # activation deciles counted as "high" (claim 3)
+    seed: int = 0  # bootstrap seed
+
+
+def claim_fvu(run: ClaimInputs) -> Claim:
+    table, pairs = run.table, run.pairs
     text = "Binary coders reconstruct worse: higher FVU than continuous coders at equal k."
     fvu = table.set_index("coder")["fvu"]
     cells = []
@@ -234,14 +250,15 @@ def claim_fvu(data: RunData, table: pd.DataFrame, pairs: list[Pair]) -> Claim:
     return Claim(1, text, v, reason, cells, needed=needed)
 
 
-def claim_interpretability(data: RunData, pairs: list[Pair], seed: int) -> Claim:
+def claim_interpretability(run: ClaimInputs) -> Claim:
+    data, pairs, seed = run.data, run.pairs, run.seed
     text = ("Binary coders' latents are more interpretable: higher detection and fuzzing F1 (AUC for the embedding scorers, "
             "accuracy for the intruder) than continuous coders (BAE vs SAE, BTC vs TC).")
     cells, gated = [], []
     for scorer in interpretability_scorers(data):
         s = scored_latents(data, scorer)
         m = scorer_metric(scorer)
-        if s.empty or m not in s:
+        if s.empty:
             continue
         for p in pairs:
             a = s[s["coder"].isin(p.binary)][m].dropna().to_numpy(np.float64)
@@ -267,7 +284,8 @@ def claim_interpretability(data: RunData, pairs: list[Pair], seed: int) -> Claim
     return Claim(2, text, v, reason, cells, needed=None if v == REPRODUCED else _needed(cells), note=gate)
 
 
-def claim_high_activations(data: RunData, pairs: list[Pair], top_quantiles: int) -> Claim:
+def claim_high_activations(run: ClaimInputs) -> Claim:
+    data, pairs, top_quantiles = run.data, run.pairs, run.top_quantiles
     text = "Binarising makes highly-activating features more interpretable: at high activations binary latents score better."
     top = {str(q) for q in range(10 - top_quantiles, 10)}
     handling = (f"Binary coders have no activation order (every activation is 1), so all of a binary latent's activating test "
@@ -310,17 +328,16 @@ def claim_high_activations(data: RunData, pairs: list[Pair], top_quantiles: int)
     return Claim(3, text, v, reason, cells, needed=needed, note=handling)
 
 
-def claim_uhf(data: RunData, table: pd.DataFrame, pairs: list[Pair], threshold: float) -> Claim:
+def claim_uhf(run: ClaimInputs) -> Claim:
+    data, table, pairs, threshold = run.data, run.table, run.pairs, run.uhf_threshold
     text = f"Binary coders have more ultra-high-frequency latents (firing on more than {threshold:.0%} of tokens)."
     # firing rates over the mining pass (every held-out token mined), not the much smaller reconstruction eval
     if data.has("latents"):
         lat = data.latents
         frac = lat.assign(u=lat["frequency"].astype(float) > threshold).groupby("coder")["u"].mean()
-        tokens = int(lat["n_tokens"].max()) if "n_tokens" in lat else None
-        source = f"latents.parquet, over the {tokens:,} mined tokens" if tokens else "latents.parquet"
+        source = f"latents.parquet, over the {int(lat['n_tokens'].max()):,} mined tokens"
     else:
-        col = f"uhf_fraction_{threshold:g}"
-        frac = table.set_index("coder")[col] if col in table else pd.Series(np.nan, index=table["coder"])
+        frac = table.set_index("coder")[f"uhf_fraction_{threshold:g}"]
         source = "recon_eval.parquet (no mining pass: its evaluation tokens only)"
     d_sae = table.set_index("coder")["d_sae"]
     cells = []
@@ -344,17 +361,18 @@ def claim_uhf(data: RunData, table: pd.DataFrame, pairs: list[Pair], threshold: 
                  needed=None if v == REPRODUCED else "longer training (the paper trains on far more tokens) and a firing-rate estimate over more tokens")
 
 
-def claim_freq_weighted(data: RunData, pairs: list[Pair], seed: int, table: pd.DataFrame) -> Claim:
+def claim_freq_weighted(run: ClaimInputs) -> Claim:
+    data, pairs, seed = run.data, run.pairs, run.seed
     text = ("Weighted by firing frequency (sum_i F1_i c_i / sum_i c_i, per hookpoint), continuous coders score slightly better "
             "than binary ones.")
     cells, gated = [], []
     for scorer in interpretability_scorers(data):
         m = scorer_metric(scorer)
         s = scored_latents(data, scorer)
-        s = s[s[m].notna() & s["firing_count"].notna()] if len(s) and m in s else s.iloc[0:0]
+        s = s[s[m].notna() & s["firing_count"].notna()]
         for p in pairs:
-            a = s[s["coder"].isin(p.continuous)][[m, "firing_count"]].to_numpy(np.float64) if len(s) else np.zeros((0, 2))
-            b = s[s["coder"].isin(p.binary)][[m, "firing_count"]].to_numpy(np.float64) if len(s) else np.zeros((0, 2))
+            a = s[s["coder"].isin(p.continuous)][[m, "firing_count"]].to_numpy(np.float64)
+            b = s[s["coder"].isin(p.binary)][[m, "firing_count"]].to_numpy(np.float64)
             if len(a) and len(b) and (why := power_gate(data, scorer, [*p.binary, *p.continuous])) is not None:
                 gated.append(f"{p.label}, {scorer}: {why}")
             elif len(a) and len(b) and a[:, 1].sum() > 0 and b[:, 1].sum() > 0:
@@ -363,12 +381,6 @@ def claim_freq_weighted(data: RunData, pairs: list[Pair], seed: int, table: pd.D
                 lo, hi = _boot_diff(a, b, _weighted_stat, seed) if min(len(a), len(b)) > 1 else (math.nan, math.nan)
                 cells.append(Cell(f"{p.label}, {scorer} ({INTERPRETABILITY_METRIC[m]})", wb, wa, wa - wb, None if math.isnan(lo) else lo,
                                   None if math.isnan(hi) else hi, min(len(a), len(b))))
-            elif not len(s) and f"{scorer}_freq_weighted_f1" in table and power_gate(data, scorer, [*p.binary, *p.continuous]) is None:
-                # no per-latent scores: the summary's figure, without an interval
-                t = table.set_index("coder")[f"{scorer}_freq_weighted_f1"]
-                if (means := _pair_means(t, p)) is not None:
-                    wb, wa = means
-                    cells.append(Cell(f"{p.label}, {scorer}", wb, wa, wa - wb))
     gate = _gate_text(gated)
     if not cells:
         if gated:
@@ -386,15 +398,14 @@ def claim_freq_weighted(data: RunData, pairs: list[Pair], seed: int, table: pd.D
                  difference="continuous - binary")
 
 
+CLAIMS: tuple[Callable[[ClaimInputs], Claim], ...] = (
+    claim_fvu, claim_interpretability, claim_high_activations, claim_uhf, claim_freq_weighted,
+)  # the paper's claims in its order: adding one is one function of this signature and one entry here
+
+
 def evaluate_claims(data: RunData, table: pd.DataFrame, *, uhf_threshold: float = 0.01, top_quantiles: int = 2, seed: int = 0) -> list[Claim]:
-    pairs = matched_pairs(data.coders)
-    return [
-        claim_fvu(data, table, pairs),
-        claim_interpretability(data, pairs, seed),
-        claim_high_activations(data, pairs, top_quantiles),
-        claim_uhf(data, table, pairs, uhf_threshold),
-        claim_freq_weighted(data, pairs, seed, table),
-    ]
+    run = ClaimInputs(data, table, matched_pairs(data.coders), uhf_threshold, top_quantiles, seed)
+    return [claim(run) for claim in CLAIMS]
 
 
 def claims_markdown(claims: list[Claim], pairs_note: str) -> str:

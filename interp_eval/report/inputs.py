@@ -1,8 +1,9 @@
 """Reading a run directory for the report: every artifact optional, each absence recorded as a note.
 
-Small tables (recon_eval, latents, explanations, scores, summaries, usage) are read whole. The big
-ones (contexts, windows, predictions) are read later, filtered to the latents the feature browser
-shows, by `read_filtered`.
+Every table is read through the catalog (catalog.py), so its columns are there and of their type: the
+report checks no column. Small tables (recon_eval, latents, explanations, scores, summaries, the LLM
+ledger) are read whole. The big ones (contexts, windows, predictions) are read later, filtered to the
+latents the feature browser shows.
 """
 
 from __future__ import annotations
@@ -12,31 +13,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
-import pyarrow.dataset as ds
 
-from ..artifacts import RunDir, read_parquet
+from ..artifacts import RunDir
+from ..catalog import (
+    CONTROL_NONE, EXPLAINER_LLM, EXPLANATIONS, LATENT_SCORES, LATENTS, LLM_USAGE, NO_EXPLAINER, PREDICTIONS, RECON_EVAL,
+    SCORE_BY_FREQUENCY, SCORE_BY_QUANTILE, SCORE_SUMMARY, TRAIN_METRICS, Table,
+)
 from ..errors import UserError
-
-RECON_EVAL = "recon_eval.parquet"
-TRAIN_METRICS = "train_metrics.parquet"
-LATENTS = "latents.parquet"
-WINDOWS = "windows.parquet"
-CONTEXTS = "contexts.parquet"
-EXPLANATIONS = "explanations.parquet"
-from ..llm.usage import LLM_USAGE
-LATENT_SCORES = "latent_scores.parquet"
-PREDICTIONS = "predictions.parquet"
-SCORE_SUMMARY = "score_summary.parquet"
-SCORE_BY_QUANTILE = "score_by_quantile.parquet"
-SCORE_BY_FREQUENCY = "score_by_frequency.parquet"
-SCORE_CALLS = "score_calls.parquet"
-
-# which stage writes each optional file, for the notes
-_WRITER = {
-    RECON_EVAL: "train", TRAIN_METRICS: "train", LATENTS: "mine", EXPLANATIONS: "explain", LLM_USAGE: "explain/score",
-    LATENT_SCORES: "score", SCORE_SUMMARY: "score", SCORE_BY_QUANTILE: "score", SCORE_BY_FREQUENCY: "score --freq-adjust",
-    SCORE_CALLS: "score",
-}
 
 TYPES = ("SAE", "BAE", "TC", "BTC")
 _TYPE_OF = {("sae", "topk"): "SAE", ("sae", "binary"): "BAE", ("transcoder", "topk"): "TC", ("transcoder", "binary"): "BTC"}
@@ -62,14 +45,13 @@ class RunData:
     train: pd.DataFrame | None = None
     latents: pd.DataFrame | None = None
     explanations: pd.DataFrame | None = None
-    usage: pd.DataFrame | None = None
+    usage: pd.DataFrame | None = None  # the LLM ledger
     scores: pd.DataFrame | None = None
-    predictions_path: Path | None = None
+    has_predictions: bool = False
     summary: pd.DataFrame | None = None
     all_summary: pd.DataFrame | None = None  # every scorer x explainer, with power (scorers table)
     by_quantile: pd.DataFrame | None = None
     by_frequency: pd.DataFrame | None = None
-    score_calls: pd.DataFrame | None = None
     notes: list[str] = field(default_factory=list)
     coders: pd.DataFrame = field(default_factory=pd.DataFrame)  # index coder: type, family, binary, hookpoint, k, d_sae
 
@@ -77,14 +59,13 @@ class RunData:
         return getattr(self, name) is not None and len(getattr(self, name)) > 0
 
 
-def _optional(rd: RunDir, name: str, notes: list[str], fallback: str | None = None) -> pd.DataFrame | None:
-    """The table, or None with a note: what is left out, or (`fallback`) where its numbers come from instead."""
-    path = rd.path(name)
-    if not path.exists():
-        what = fallback or "the parts built from it are left out"
-        notes.append(f"{name} not found (written by `interp-eval {_WRITER.get(name, '?')}`): {what}")
+def _optional(rd: RunDir, table: Table, notes: list[str] | None) -> pd.DataFrame | None:
+    """The table, or None with a note (unless `notes` is None) on what is left out."""
+    if not rd.has(table):
+        if notes is not None:
+            notes.append(f"{table} not found (written by `interp-eval {table.stage}`): the parts built from it are left out")
         return None
-    return read_parquet(path, name)
+    return rd.read(table)
 
 
 def load_run(run: str | Path) -> RunData:
@@ -92,7 +73,7 @@ def load_run(run: str | Path) -> RunData:
     if not rd.root.is_dir():
         raise UserError(f"--run {rd.root}: no such run directory")
     notes: list[str] = []
-    if not rd.path(RECON_EVAL).exists() and not rd.path(LATENTS).exists():
+    if not rd.has(RECON_EVAL) and not rd.has(LATENTS):
         raise UserError(f"--run {rd.root}: neither {RECON_EVAL} nor {LATENTS} found: run `interp-eval train` or `interp-eval mine` first")
     data = RunData(rd=rd, notes=notes)
     data.recon = _optional(rd, RECON_EVAL, notes)
@@ -100,37 +81,34 @@ def load_run(run: str | Path) -> RunData:
     data.latents = _optional(rd, LATENTS, notes)
     data.explanations = _optional(rd, EXPLANATIONS, notes)
     data.scores = _optional(rd, LATENT_SCORES, notes)
-    data.summary = _optional(rd, SCORE_SUMMARY, [])  # no note of its own: the latent_scores note covers the score stage
-    data.by_quantile = _optional(rd, SCORE_BY_QUANTILE, notes, "recall by activation quantile is computed from predictions.parquet"
-                                 if rd.path(PREDICTIONS).exists() else None)
+    # no notes of their own: the latent_scores note covers the score stage, and by_frequency needs --freq-adjust
+    data.summary = _optional(rd, SCORE_SUMMARY, None)
+    data.by_quantile = _optional(rd, SCORE_BY_QUANTILE, None)
+    data.by_frequency = _optional(rd, SCORE_BY_FREQUENCY, None)
     data.usage = _optional(rd, LLM_USAGE, notes)
-    if rd.path(SCORE_BY_FREQUENCY).exists():  # only with --freq-adjust: no note when absent
-        data.by_frequency = read_parquet(rd.path(SCORE_BY_FREQUENCY), SCORE_BY_FREQUENCY)
-    if rd.path(SCORE_CALLS).exists():
-        data.score_calls = read_parquet(rd.path(SCORE_CALLS), SCORE_CALLS)
-    if rd.path(PREDICTIONS).exists():
-        data.predictions_path = rd.path(PREDICTIONS)
-    elif data.scores is not None:
+    data.has_predictions = rd.has(PREDICTIONS)
+    if not data.has_predictions and data.scores is not None:
         notes.append(f"{PREDICTIONS} not found: the feature browser shows no scorer decisions")
     data.all_summary = data.summary
-    for name in ("scores", "summary", "by_quantile", "by_frequency"):
+    data.scores = headline_rows(data.scores, scores=True)
+    for name in ("summary", "by_quantile", "by_frequency"):
         setattr(data, name, headline_rows(getattr(data, name)))
     data.coders = coder_info(data)
     return data
 
 
-SHOWN_EXPLAINERS = ("llm", "none")  # the coder table: LLM explanations and explanation-free scorers
+SHOWN_EXPLAINERS = (EXPLAINER_LLM, NO_EXPLAINER)  # the coder table: LLM explanations and explanation-free scorers
 
 
-def headline_rows(df: pd.DataFrame | None) -> pd.DataFrame | None:
-    """The rows the coder table and claims read: scores (not control rows) of LLM explanations or no explanation."""
+def headline_rows(df: pd.DataFrame | None, scores: bool = False) -> pd.DataFrame | None:
+    """The rows the coder table and claims read: of LLM explanations or of no explanation, and (`scores`, the
+    per-latent table, the only one that holds control rows) not of a control."""
     if df is None:
         return None
-    if "control" in df:
-        df = df[df["control"] == "none"]
-    if "explainer" in df:
-        df = df[df["explainer"].isin(SHOWN_EXPLAINERS)]
-    return df.reset_index(drop=True)
+    keep = df["explainer"].isin(SHOWN_EXPLAINERS)
+    if scores:
+        keep &= df["control"] == CONTROL_NONE
+    return df[keep].reset_index(drop=True)
 
 
 def coder_info(data: RunData) -> pd.DataFrame:
@@ -138,18 +116,17 @@ def coder_info(data: RunData) -> pd.DataFrame:
     rows: dict[str, dict] = {}
     if data.has("recon"):
         for r in data.recon.drop_duplicates("coder", keep="last").to_dict("records"):
-            t = coder_type(r.get("kind"), r.get("activation"), r["coder"])
             rows[r["coder"]] = {
-                "type": t, "hookpoint": r.get("hookpoint"), "k": r.get("k"), "d_sae": r.get("d_sae"),
-                "binary": str(r.get("activation")).lower() == "binary" if "activation" in r else None,
+                "type": coder_type(r["kind"], r["activation"], r["coder"]), "hookpoint": r["hookpoint"], "k": r["k"],
+                "d_sae": r["d_sae"], "binary": str(r["activation"]).lower() == "binary",
             }
     if data.has("latents"):
         lat = data.latents
         for coder, g in lat.groupby("coder", sort=False):
             row = rows.setdefault(coder, {})
-            if row.get("hookpoint") is None and "hookpoint" in g:
+            if row.get("hookpoint") is None:
                 row["hookpoint"] = g["hookpoint"].iloc[0]
-            if row.get("binary") is None and "binary" in g:
+            if row.get("binary") is None:
                 row["binary"] = bool(g["binary"].iloc[0])
             if row.get("d_sae") is None:
                 row["d_sae"] = len(g)
@@ -178,22 +155,3 @@ def coder_info(data: RunData) -> pd.DataFrame:
     df["_k"] = df["k"].fillna(-1)
     df = df.sort_values(["hookpoint", "_t", "_k", "coder"], na_position="last").drop(columns=["_t", "_k"])
     return df.set_index("coder")
-
-
-def read_filtered(path: Path, what: str, columns: list[str] | None = None, **equals) -> pd.DataFrame:
-    """Read a Parquet file keeping only rows whose columns lie in the given value sets (pushed down to the scan)."""
-    try:
-        dataset = ds.dataset(path, format="parquet")
-        names = set(dataset.schema.names)
-        cond = None
-        for col, values in equals.items():
-            if col not in names:
-                continue
-            c = ds.field(col).isin(list(values))
-            cond = c if cond is None else cond & c
-        cols = [c for c in columns if c in names] if columns else None
-        return dataset.to_table(columns=cols, filter=cond).to_pandas()
-    except FileNotFoundError:
-        raise UserError(f"{what} not found: {path} (run the stage that writes it first)") from None
-    except Exception as exc:  # pyarrow raises several types for corrupt files
-        raise UserError(f"{what} is not a readable Parquet file: {path} ({type(exc).__name__}: {exc})") from exc

@@ -9,7 +9,8 @@ import numpy as np
 
 from ..artifacts import atomic_path
 from .inputs import RunData
-from .tables import UNIFORM, interpretability_scorers, quantile_table, scored_latents, scorer_metric
+from ..catalog import RECON_EVAL, TRAIN_METRICS, UNIFORM
+from .tables import interpretability_scorers, quantile_table, scored_latents, scorer_metric
 
 TYPE_COLORS = {"SAE": "#1f77b4", "BAE": "#ff7f0e", "TC": "#2ca02c", "BTC": "#d62728"}
 DPI = 100
@@ -66,7 +67,7 @@ def score_vs_frequency(data: RunData, out: Path) -> Plot:
     plot = Plot("score_vs_frequency", "Interpretability (each scorer's per-latent metric) against firing rate, per latent")
     plt = _plt()
     panels = [(s, scorer_metric(s), scored_latents(data, s)) for s in interpretability_scorers(data)]
-    panels = [(s, m, d[(d["frequency"].astype(float) > 0) & d[m].notna()]) for s, m, d in panels if m in d]
+    panels = [(s, m, d[(d["frequency"].astype(float) > 0) & d[m].notna()]) for s, m, d in panels]
     panels = [(s, m, d) for s, m, d in panels if len(d)]
     if not panels:
         plot.note = "no scored latents with a firing rate (latent_scores.parquet)"
@@ -97,9 +98,7 @@ def score_distributions(data: RunData, out: Path) -> Plot:
     for scorer in interpretability_scorers(data):
         metric = scorer_metric(scorer)
         d = scored_latents(data, scorer)
-        if metric not in d:
-            continue
-        d = d[d[metric].notna()] if len(d) else d
+        d = d[d[metric].notna()]
         if len(d):
             panels.append((scorer, metric, d))
     if not panels:
@@ -160,7 +159,7 @@ def fvu_vs_k(data: RunData, out: Path) -> Plot:
     plot = Plot("fvu_vs_k", "FVU against k")
     plt = _plt()
     if not data.has("recon"):
-        plot.note = "no recon_eval.parquet"
+        plot.note = f"no {RECON_EVAL}"
         return plot
     rec = data.recon.drop_duplicates("coder", keep="last").copy()
     rec["type"] = rec["coder"].map(data.coders["type"])
@@ -187,8 +186,8 @@ def fvu_vs_k(data: RunData, out: Path) -> Plot:
 def training_curves(data: RunData, out: Path) -> Plot:
     plot = Plot("training_curves", "Training curves: FVU against tokens")
     plt = _plt()
-    if not data.has("train") or not {"tokens", "fvu"} <= set(data.train.columns):
-        plot.note = "no train_metrics.parquet"
+    if not data.has("train"):
+        plot.note = f"no {TRAIN_METRICS}"
         return plot
     styles = _styles(data)
     fig, ax = plt.subplots(figsize=(7, 4))

@@ -1,9 +1,9 @@
 """The report's tables: one row per coder (reconstruction, interpretability, coverage, LLM spend), LLM usage.
 
-Every number comes from a stage's artifact; a missing artifact leaves its columns empty (NaN). The
-interpretability figures come from `score_summary.parquet` where it has them and are otherwise
-computed here from `latent_scores.parquet` with the score stage's own definitions (mean over
-latents with a seeded percentile bootstrap 95% interval; the paper's frequency-weighted F1).
+Every number comes from a stage's artifact, read through the catalog; a missing artifact leaves its
+columns empty (NaN). The interpretability figures are the score stage's (`score_summary.parquet`:
+mean over latents with a seeded bootstrap 95% interval); only the paper's frequency-weighted F1 is
+computed here, with the score stage's own function, when the stage ran without --freq-adjust.
 """
 
 from __future__ import annotations
@@ -13,39 +13,30 @@ import math
 import numpy as np
 import pandas as pd
 
+from ..catalog import LATENT_SCORES, LLM_USAGE, STATUS_DEAD, STATUS_TOO_RARE, UHF_THRESHOLDS
+from ..llm.usage import spend
 from ..scoring.aggregate import auc_only
-from .inputs import PREDICTIONS, SHOWN_EXPLAINERS, RunData, read_filtered
+from ..scoring.metrics import frequency_weighted
+from .inputs import RunData
 
 LLM_SCORERS = ("detection", "fuzzing")
 CI_METRICS = ("f1", "balanced_accuracy")
-UNIFORM = "uniform"
+STAT_METRICS = ("f1", "balanced_accuracy", "auc")  # the metrics of the coder table, each with its interval
 
 RECON_COLUMNS = ("fvu", "ce_loss_increase", "l0", "dead_fraction", "uhf_fraction_0.01", "uhf_fraction_0.1")
+TOKEN_COLUMNS = ("input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens")
 
 
 # -- per-latent values ---------------------------------------------------------------------------------
 
 
 def scored_latents(data: RunData, scorer: str) -> pd.DataFrame:
-    """latent_scores rows of one scorer for latents that got a score, with firing_count/hookpoint filled from latents."""
+    """latent_scores rows of one scorer for latents that got a score (an AUC, for scorers that give only that)."""
     if not data.has("scores"):
-        return pd.DataFrame(columns=["coder", "latent", "f1", "balanced_accuracy", "auc", "firing_count", "frequency", "hookpoint"])
-    s = data.scores[data.scores["scorer"] == scorer].copy()
-    if auc_only(scorer):
-        s = s[s["auc"].notna()] if "auc" in s else s.iloc[0:0]
-    elif "n" in s and "failures" in s:
-        s = s[s["n"] > s["failures"]]
-    if data.has("latents"):
-        extra = [c for c in ("firing_count", "frequency", "hookpoint", "status") if c not in s or s[c].isna().all()]
-        if extra:
-            s = s.drop(columns=[c for c in extra if c in s]).merge(
-                data.latents[["coder", "latent", *[c for c in extra if c in data.latents]]], on=["coder", "latent"], how="left")
-    for c in ("f1", "balanced_accuracy", "auc", "firing_count", "frequency"):
-        if c not in s:
-            s[c] = np.nan
-    if "hookpoint" not in s:
-        s["hookpoint"] = s["coder"].map(data.coders["hookpoint"]) if len(data.coders) else None
-    return s.reset_index(drop=True)
+        return LATENT_SCORES.empty().to_pandas()
+    s = data.scores[data.scores["scorer"] == scorer]
+    got = s["auc"].notna() if auc_only(scorer) else s["n"] > s["failures"]
+    return s[got].reset_index(drop=True)
 
 
 def scorer_metric(scorer: str) -> str:
@@ -66,56 +57,23 @@ def interpretability_scorers(data: RunData) -> list[str]:
     return sorted(set(data.scores["scorer"]), key=lambda s: (s not in ("detection", "fuzzing"), s))
 
 
-def bootstrap_mean_ci(values, n_boot: int = 1000, seed: int = 0) -> tuple[float, float, float, int]:
-    from ..scoring.metrics import bootstrap_mean_ci as boot
-
-    return boot(np.asarray(values, dtype=np.float64), n_boot=n_boot, seed=seed)
-
-
-def frequency_weighted(scores, counts, groups) -> float:
-    from ..scoring.metrics import frequency_weighted as fw
-
-    return fw(np.asarray(scores, dtype=np.float64), np.asarray(counts, dtype=np.float64), list(groups))
-
-
 # -- per (coder, scorer) ---------------------------------------------------------------------------------
 
 def score_stats(data: RunData) -> pd.DataFrame:
-    """Per (coder, scorer): {metric}_mean/_ci_low/_ci_high/_latents for f1, balanced_accuracy, auc; freq_weighted_f1."""
-    summ = data.summary if data.has("summary") else None
+    """Per (coder, scorer): {metric}_mean/_ci_low/_ci_high/_latents for f1, balanced_accuracy and auc, scored latents
+    and the frequency-weighted F1: the summary's, or (a stage run without --freq-adjust) computed as the stage would."""
+    stats = [f"{m}_{s}" for m in STAT_METRICS for s in ("mean", "ci_low", "ci_high", "latents")]
+    if not data.has("summary"):
+        return pd.DataFrame(columns=["coder", "scorer", *stats, "freq_weighted_f1", "scored"])
     rows = []
-    scorers = set()
-    if data.has("scores"):
-        scorers |= set(data.scores["scorer"].unique())
-    if summ is not None and "scorer" in summ:
-        scorers |= set(summ["scorer"].unique())
-    coders = list(data.coders.index)
-    for scorer in sorted(scorers):
-        per = scored_latents(data, scorer)
-        for coder in coders:
-            row: dict = {"coder": coder, "scorer": scorer}
-            srow = None
-            if summ is not None and {"coder", "scorer"} <= set(summ.columns):
-                hit = summ[(summ["coder"] == coder) & (summ["scorer"] == scorer)]
-                srow = hit.iloc[-1] if len(hit) else None
-            g = per[per["coder"] == coder]
-            for m in ("f1", "balanced_accuracy", "auc"):
-                keys = [f"{m}_mean", f"{m}_ci_low", f"{m}_ci_high"]
-                if srow is not None and all(k in srow.index for k in keys) and not pd.isna(srow[keys[0]]):
-                    row.update({k: float(srow[k]) for k in keys})
-                    row[f"{m}_latents"] = int(srow[f"{m}_latents"]) if f"{m}_latents" in srow.index else int(g[m].notna().sum())
-                else:
-                    mean, lo, hi, n = bootstrap_mean_ci(g[m].astype(float).to_numpy()) if len(g) else (math.nan,) * 3 + (0,)
-                    row.update({keys[0]: mean, keys[1]: lo, keys[2]: hi, f"{m}_latents": n})
-            fw = math.nan
-            if srow is not None and "freq_weighted_f1" in srow.index and not pd.isna(srow["freq_weighted_f1"]):
-                fw = float(srow["freq_weighted_f1"])
-            elif len(g) and g["firing_count"].notna().any():
-                fw = frequency_weighted(g["f1"].astype(float), g["firing_count"].fillna(0).astype(float), g["hookpoint"].astype(str))
-            row["freq_weighted_f1"] = fw
-            row["scored"] = int(srow["scored"]) if srow is not None and "scored" in srow.index else len(g)
-            if len(g) or srow is not None:
-                rows.append(row)
+    for r in data.summary.drop_duplicates(["coder", "scorer"], keep="last").to_dict("records"):
+        fw = r["freq_weighted_f1"]
+        if pd.isna(fw):
+            g = scored_latents(data, r["scorer"])
+            g = g[g["coder"] == r["coder"]]
+            fw = frequency_weighted(g["f1"].to_numpy(np.float64), g["firing_count"].fillna(0).to_numpy(np.float64),
+                                    g["hookpoint"].astype(str).tolist()) if g["firing_count"].notna().any() else math.nan
+        rows.append({"coder": r["coder"], "scorer": r["scorer"], **{c: r[c] for c in stats}, "freq_weighted_f1": fw, "scored": r["scored"]})
     return pd.DataFrame(rows)
 
 
@@ -129,23 +87,18 @@ def coverage(data: RunData) -> pd.DataFrame:
     if data.has("latents"):
         lat = data.latents
         out["latents"] = lat.groupby("coder").size()
-        if "status" in lat:
-            out["dead"] = lat[lat["status"] == "dead"].groupby("coder").size()
-            out["too_rare"] = lat[lat["status"] == "too_rare"].groupby("coder").size()
-            out[["dead", "too_rare"]] = out[["dead", "too_rare"]].fillna(0)
+        out["dead"] = lat[lat["status"] == STATUS_DEAD].groupby("coder").size()
+        out["too_rare"] = lat[lat["status"] == STATUS_TOO_RARE].groupby("coder").size()
+        out[["dead", "too_rare"]] = out[["dead", "too_rare"]].fillna(0)
     if data.has("explanations"):
         ex = data.explanations.drop_duplicates(["coder", "latent"], keep="last")
-        ok = ex["explanation"].notna() if "explanation" in ex else pd.Series(False, index=ex.index)
+        ok = ex["explanation"].notna()
         out["explained"] = ex[ok].groupby("coder").size()
         out["explain_failed"] = ex[~ok].groupby("coder").size()
         out[["explained", "explain_failed"]] = out[["explained", "explain_failed"]].fillna(0)
     if data.has("scores"):
         sc = data.scores
-        if "n" in sc and "failures" in sc:
-            only_auc = sc["scorer"].map(auc_only).astype(bool)
-            got = (sc["n"] > sc["failures"]) | (only_auc & sc.get("auc", pd.Series(np.nan, index=sc.index)).notna())
-        else:
-            got = pd.Series(True, index=sc.index)
+        got = (sc["n"] > sc["failures"]) | (sc["scorer"].map(auc_only).astype(bool) & sc["auc"].notna())
         per = sc.assign(got=got).groupby(["coder", "latent"])["got"].any().reset_index()
         out["scored"] = per[per["got"]].groupby("coder").size()
         out["score_failed"] = per[~per["got"]].groupby("coder").size()
@@ -154,29 +107,14 @@ def coverage(data: RunData) -> pd.DataFrame:
 
 
 def llm_spend(data: RunData) -> pd.DataFrame:
-    """Per coder: LLM calls (explain attempts + score calls) and their cost in USD (NaN when any cost is unknown)."""
+    """Per coder: LLM calls (explain and score, from the ledger) and their cost in USD (NaN when any cost is unknown)."""
     out = pd.DataFrame(index=data.coders.index)
     out["llm_calls"] = np.nan
     out["cost_usd"] = np.nan
-    parts = []
-    if data.has("explanations"):
-        ex = data.explanations
-        calls = ex["attempts"] if "attempts" in ex else pd.Series(1, index=ex.index)
-        cost = ex["cost_usd"] if "cost_usd" in ex else pd.Series(np.nan, index=ex.index)
-        parts.append(pd.DataFrame({"coder": ex["coder"], "calls": calls.astype(float), "cost": cost.astype(float)}))
-    if data.has("score_calls"):
-        sc = data.score_calls
-        cost = sc["cost_usd"] if "cost_usd" in sc else pd.Series(np.nan, index=sc.index)
-        parts.append(pd.DataFrame({"coder": sc["coder"], "calls": 1.0, "cost": cost.astype(float)}))
-    elif data.has("scores") and "calls" in data.scores:
-        sc = data.scores[data.scores["calls"].notna()]
-        cost = sc["cost_usd"] if "cost_usd" in sc else pd.Series(np.nan, index=sc.index)
-        parts.append(pd.DataFrame({"coder": sc["coder"], "calls": sc["calls"].astype(float), "cost": cost.astype(float)}))
-    if parts:
-        p = pd.concat(parts, ignore_index=True)
-        g = p.groupby("coder")
-        out["llm_calls"] = g["calls"].sum()
-        out["cost_usd"] = g["cost"].apply(lambda c: np.nan if c.isna().any() else float(c.sum()))
+    if data.has("usage"):
+        per = spend(data.usage, ["coder"]).set_index("coder")
+        out["llm_calls"] = per["calls"].astype(float)
+        out["cost_usd"] = per["cost_usd"]
     return out
 
 
@@ -194,16 +132,13 @@ def coder_table(data: RunData) -> pd.DataFrame:
     if data.has("recon"):
         rec = data.recon.drop_duplicates("coder", keep="last").set_index("coder")
         for c in RECON_COLUMNS:
-            if c in rec:
-                df[c] = rec[c].astype(float)
-    if data.has("latents"):  # fall back to the mining pass's firing rates for what recon_eval lacks
+            df[c] = rec[c].astype(float)
+    if data.has("latents"):  # fall back to the mining pass's firing rates for coders without recon_eval rows
         lat = data.latents
-        if "status" in lat:
-            dead = lat.assign(d=lat["status"] == "dead").groupby("coder")["d"].mean()
-            df["dead_fraction"] = df["dead_fraction"].fillna(dead)
-        if "frequency" in lat:
-            for t in (0.01, 0.1):
-                df[f"uhf_fraction_{t:g}"] = df[f"uhf_fraction_{t:g}"].fillna(_uhf_from_latents(data, t))
+        dead = lat.assign(d=lat["status"] == STATUS_DEAD).groupby("coder")["d"].mean()
+        df["dead_fraction"] = df["dead_fraction"].fillna(dead)
+        for t in UHF_THRESHOLDS:
+            df[f"uhf_fraction_{t:g}"] = df[f"uhf_fraction_{t:g}"].fillna(_uhf_from_latents(data, t))
     stats = score_stats(data)
     for scorer in (*LLM_SCORERS, "embedding"):
         s = stats[stats["scorer"] == scorer].set_index("coder") if len(stats) else pd.DataFrame()
@@ -232,12 +167,11 @@ def scorer_table(data: RunData) -> pd.DataFrame:
     """Per (coder, scorer, explainer): the headline metric, its control and the scorer's power (score_summary.parquet)."""
     cols = ["coder", "scorer", "explainer", "model", "scored", "power_metric", "headline_mean", "headline_ci_low", "headline_ci_high",
             "power_own", "power_control", "power", "power_ci_low", "power_ci_high", "power_latents", "has_power"]
-    s = data.all_summary
-    if s is None or not len(s) or "power" not in s:
+    if not data.has("all_summary"):
         return pd.DataFrame(columns=cols)
-    s = s.copy()
+    s = data.all_summary.copy()
     for c in ("headline_mean", "headline_ci_low", "headline_ci_high"):
-        s[c] = [r.get(f"{r['power_metric']}_{c.split('_', 1)[1]}", np.nan) for r in s.to_dict("records")]
+        s[c] = [r[f"{r['power_metric']}_{c.split('_', 1)[1]}"] for r in s.to_dict("records")]
     order = {c: i for i, c in enumerate(data.coders.index)}
     s["_o"] = s["coder"].map(order).fillna(len(order))
     return s.sort_values(["_o", "scorer", "explainer"])[cols].reset_index(drop=True)
@@ -246,7 +180,7 @@ def scorer_table(data: RunData) -> pd.DataFrame:
 def scorer_display(df: pd.DataFrame) -> pd.DataFrame:
     rows = []
     for r in df.to_dict("records"):
-        n = r.get("power_latents") or 0
+        n = r["power_latents"]
         verdict = "no control" if not n else ("has power" if r["has_power"] else "no measured power")
         rows.append({
             "coder": r["coder"], "scorer": r["scorer"], "explainer": r["explainer"], "scored": _int(r["scored"]),
@@ -325,66 +259,18 @@ def explanation_table(data: RunData) -> pd.DataFrame:
 
 
 def usage_table(data: RunData) -> pd.DataFrame:
-    """llm_usage.parquet summed per stage, backend and model."""
-    cols = ["stage", "backend", "model", "calls", "ok", "cached", "batch", "input_tokens", "output_tokens",
-            "cache_read_tokens", "cache_write_tokens", "cost_usd", "latency_s_mean"]
-    if not data.has("usage"):
-        return pd.DataFrame(columns=cols)
-    u = data.usage.copy()
-    for c in ("stage", "backend", "model"):
-        if c not in u:
-            u[c] = "?"
-        u[c] = u[c].fillna("?").astype(str)
-    rows = []
-    for (stage, backend, model), g in u.groupby(["stage", "backend", "model"], sort=True):
-        def total(c):
-            return float(g[c].fillna(0).sum()) if c in g else np.nan
-        rows.append({
-            "stage": stage, "backend": backend, "model": model, "calls": len(g),
-            "ok": int(g["ok"].fillna(False).astype(bool).sum()) if "ok" in g else np.nan,
-            "cached": int(g["cached"].fillna(False).astype(bool).sum()) if "cached" in g else np.nan,
-            "batch": int(g["batch"].fillna(False).astype(bool).sum()) if "batch" in g else np.nan,
-            **{c: total(c) for c in ("input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens")},
-            "cost_usd": (np.nan if g["cost_usd"].isna().any() else float(g["cost_usd"].sum())) if "cost_usd" in g else np.nan,
-            "latency_s_mean": float(g["latency_s"].mean()) if "latency_s" in g else np.nan,
-        })
-    return pd.DataFrame(rows, columns=cols)
+    """The LLM ledger summed per stage, backend and model (token counts as floats, as the table has always shown them)."""
+    ledger = data.usage if data.usage is not None else LLM_USAGE.empty().to_pandas()
+    return spend(ledger, ["stage", "backend", "model"]).astype({t: float for t in TOKEN_COLUMNS})
 
 
 # -- scores by activation quantile -------------------------------------------------------------------------
 
-def _qlabel(q) -> str:
-    if q is None or (isinstance(q, float) and math.isnan(q)) or pd.isna(q):
-        return UNIFORM
-    s = str(q)
-    return str(int(float(s))) if s.replace(".", "", 1).isdigit() else s
-
-
 def quantile_table(data: RunData) -> pd.DataFrame:
-    """Per (coder, scorer, quantile '0'-'9' or 'uniform'): windows, recall (activating windows said to fire), auc_mean."""
+    """Per (coder, scorer, quantile '0'-'9' or 'uniform'): windows, recall (activating windows said to fire), auc_mean
+    (score_by_quantile.parquet, the score stage's)."""
     cols = ["coder", "scorer", "quantile", "windows", "failures", "recall", "auc_mean"]
-    if data.has("by_quantile"):
-        q = data.by_quantile.copy()
-        q["quantile"] = q["quantile"].map(_qlabel)
-        if "recall" not in q and "accuracy" in q:
-            q["recall"] = q["accuracy"]
-        for c in cols:
-            if c not in q:
-                q[c] = np.nan
-        return q[cols]
-    if data.predictions_path is None:
-        return pd.DataFrame(columns=cols)
-    p = read_filtered(data.predictions_path, PREDICTIONS, ["coder", "latent", "scorer", "label", "prediction", "quantile"], label=[1],
-                      control=["none"], explainer=list(SHOWN_EXPLAINERS))
-    if p.empty or "quantile" not in p:
-        return pd.DataFrame(columns=cols)
-    p["quantile"] = p["quantile"].map(_qlabel)
-    rows = []
-    for (coder, scorer, qb), g in p.groupby(["coder", "scorer", "quantile"], sort=True):
-        valid = g[g["prediction"].notna()]
-        rows.append({"coder": coder, "scorer": scorer, "quantile": qb, "windows": len(g), "failures": len(g) - len(valid),
-                     "recall": float((valid["prediction"] == 1).mean()) if len(valid) else np.nan, "auc_mean": np.nan})
-    return pd.DataFrame(rows, columns=cols)
+    return data.by_quantile[cols] if data.has("by_quantile") else pd.DataFrame(columns=cols)
 
 
 # -- formatting ------------------------------------------------------------------------------------------------
@@ -400,10 +286,10 @@ def _pct(v) -> str:
 
 
 def _ci(r, prefix: str) -> str:
-    m = r.get(f"{prefix}_mean")
-    if m is None or pd.isna(m):
+    m = r[f"{prefix}_mean"]
+    if pd.isna(m):
         return "-"
-    lo, hi = r.get(f"{prefix}_ci_low"), r.get(f"{prefix}_ci_high")
+    lo, hi = r[f"{prefix}_ci_low"], r[f"{prefix}_ci_high"]
     return f"{m:.3f} [{_num(lo)}, {_num(hi)}]"
 
 
@@ -415,14 +301,14 @@ def display_table(df: pd.DataFrame) -> pd.DataFrame:
     """The per-coder table as the strings shown in Markdown and HTML."""
     rows = []
     for r in df.to_dict("records"):
-        cov = "-" if pd.isna(r.get("latents")) else (
-            f"{_int(r.get('scored'))} / {_int(r.get('too_rare'))} / {_int(r.get('dead'))} / "
-            f"{_int((0 if pd.isna(r.get('explain_failed')) else r['explain_failed']) + (0 if pd.isna(r.get('score_failed')) else r['score_failed']))}"
+        cov = "-" if pd.isna(r["latents"]) else (
+            f"{_int(r['scored'])} / {_int(r['too_rare'])} / {_int(r['dead'])} / "
+            f"{_int((0 if pd.isna(r['explain_failed']) else r['explain_failed']) + (0 if pd.isna(r['score_failed']) else r['score_failed']))}"
             f" of {_int(r['latents'])}"
         )
-        cost = r.get("cost_usd")
+        cost = r["cost_usd"]
         rows.append({
-            "coder": r["coder"], "type": r["type"], "hookpoint": r.get("hookpoint") or "-", "k": _int(r.get("k")),
+            "coder": r["coder"], "type": r["type"], "hookpoint": r["hookpoint"] or "-", "k": _int(r["k"]),
             "FVU": _num(r["fvu"]), "CE loss +nats": _num(r["ce_loss_increase"]), "L0": _num(r["l0"], 1),
             "dead": _pct(r["dead_fraction"]), "UHF >1%": _pct(r["uhf_fraction_0.01"]), "UHF >10%": _pct(r["uhf_fraction_0.1"]),
             "detection F1 [95% CI]": _ci(r, "detection_f1"), "detection bal.acc [95% CI]": _ci(r, "detection_balanced_accuracy"),
@@ -430,8 +316,8 @@ def display_table(df: pd.DataFrame) -> pd.DataFrame:
             "freq-weighted F1 (det / fuzz)": f"{_num(r['detection_freq_weighted_f1'])} / {_num(r['fuzzing_freq_weighted_f1'])}",
             "embedding AUC [95% CI]": _ci(r, "embedding_auc"),
             "scored / too rare / dead / failed": cov,
-            "LLM calls": _int(r.get("llm_calls")),
-            "cost $": (f"{cost:.4f}" if not pd.isna(cost) else "unknown" if (r.get("llm_calls") or 0) > 0 else "-"),
+            "LLM calls": _int(r["llm_calls"]),
+            "cost $": (f"{cost:.4f}" if not pd.isna(cost) else "unknown" if (r["llm_calls"] or 0) > 0 else "-"),
         })
     return pd.DataFrame(rows)
 
