@@ -63,11 +63,11 @@ def main() -> None:
         explain = ExplainConfig(latents=per_coder, chunk=args.latents)
         # exactly N latents: the first N of the coders in order
         t0 = time.perf_counter()
-        out = run_explain_stage(run, cfg, explain)
+        out = run_explain_stage(run, explain, cfg)
         wall = time.perf_counter() - t0
         calls = server.completion_calls()
         t1 = time.perf_counter()
-        run_explain_stage(run, cfg, explain)
+        run_explain_stage(run, explain, cfg)
         wall2 = time.perf_counter() - t1
         calls2 = server.completion_calls() - calls
         df = pd.read_parquet(run / EXPLANATIONS)

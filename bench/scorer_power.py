@@ -25,6 +25,7 @@ import pandas as pd
 
 from interp_eval.llm import LLMConfig
 from interp_eval.scoring import run_score_stage
+from interp_eval.scoring.stage import ScoreConfig
 
 TABLES = ("latents.parquet", "windows.parquet", "contexts.parquet", "explanations.parquet", "manifest.jsonl", "run.json")
 
@@ -44,8 +45,9 @@ def measure(run: Path, llm_cfg: LLMConfig, scorer: str, fmt: str, latents: int, 
         if (run / name).exists():
             shutil.copy2(run / name, work / name)
     t = time.perf_counter()
-    out = run_score_stage(work, llm_cfg, scorers=(scorer,), latents=latents, windows_per_prompt=wpp, explainers=explainers,
-                          n_activating=n_test, n_negative=n_test, window_tokens=cut)
+    cfg = ScoreConfig(scorers=(scorer,), latents=latents, windows_per_prompt=wpp, explainers=explainers,
+                      n_activating=n_test, n_negative=n_test, window_tokens=cut)
+    out = run_score_stage(work, cfg, llm_cfg)
     seconds = time.perf_counter() - t
     pred = pd.read_parquet(work / "predictions.parquet")
     rows = []

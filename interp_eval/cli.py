@@ -7,14 +7,15 @@ Bad input ends in one line on stderr and exit code 2.
 from __future__ import annotations
 
 import functools
+from dataclasses import replace
 import logging
 import typer
 
 from pathlib import Path
 from typing import Optional
 
+from .cli_options import LLMOptions, config_options, run_option
 from .errors import UserError
-from .llm import options as llm_options
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__.splitlines()[0])
 log = logging.getLogger("interp_eval")
@@ -70,32 +71,25 @@ app.command()(stage(report))
 
 @app.command()
 @stage
+@config_options
 def reproduce(
     preset: str = typer.Option("demo", "--preset", help="tiny | demo (offline, CPU) | paper (GPU + API key)."),
-    run: Path = typer.Option(..., "--run", "--run-dir", "-r", help="Run directory."),
-    model: Optional[str] = llm_options.ModelOpt,
-    base_url: Optional[str] = llm_options.BaseUrlOpt,
-    backend: Optional[str] = llm_options.BackendOpt,
-    concurrency: int = llm_options.ConcurrencyOpt,
-    rpm: Optional[float] = llm_options.RpmOpt,
-    tpm: Optional[float] = llm_options.TpmOpt,
-    batch: bool = llm_options.BatchOpt,
-    llm_cache: Optional[str] = llm_options.CacheOpt,
+    run: Path = run_option("Run directory."),
+    *,
+    llm: LLMOptions,
     subject_model: Optional[str] = typer.Option(None, "--subject-model", help="Override the preset's subject model."),
     dataset: Optional[str] = typer.Option(None, "--dataset", help="Override the preset's corpus."),
     device: str = typer.Option("auto", "--device"),
     results: Optional[Path] = typer.Option(None, "--results", help="Also copy tables, plots and the report here."),
     control: bool = typer.Option(True, "--control/--no-control", help="Also train the preset's random-model control coders (<coder>-randmodel, Heap et al. 2025)."),
-    dry_run: bool = llm_options.DryRunOpt,
 ) -> None:
     """Run every stage for all coder variants of a preset (the paper's comparison)."""
     from .config import get_preset
     from .reproduce import format_plan, plan, run_reproduce
 
-    p = get_preset(preset).with_overrides(model=subject_model, dataset=dataset, control_coders=None if control else ())
-    llm_model = model if model is not None else p.llm_model
-    cfg = llm_options.llm_config(llm_model, base_url, backend, concurrency, rpm, tpm, batch, llm_cache)
-    if dry_run:
+    p = get_preset(preset).with_overrides(model=subject_model, dataset=dataset, control=None if control else False)
+    cfg = llm.config() if llm.model is not None else replace(llm.config(), model=p.llm_model)
+    if llm.dry_run:
         typer.echo(format_plan(plan(p, cfg)))
         return
     out = run_reproduce(p, run, cfg, device=device, results=results)

@@ -13,80 +13,93 @@ Every preset also trains `control_coders`: those coder kinds, at the same hookpo
 and with the same settings, on a randomly initialised copy of the subject model (the random-model
 control of Heap et al. 2025; named `<coder>-randmodel`). `reproduce --no-control` skips them.
 
-Scoring in every preset: `free_scorers` (no LLM: embedding, example-embedding) on every latent the
-token-table explainer covers or every live one; the LLM `scorers` on the first `explain_latents`
-latents of each coder, with the LLM explainer's explanations. Every score run carries its shuffled
+Scoring in every preset: `free_score` (no LLM: embedding, example-embedding) on every latent the
+token-table explainer covers or every live one; `score`, the LLM scorers, on the first latents the
+LLM explainer explained in each coder, with its explanations. Every score run carries its shuffled
 control. `windows_per_prompt=None` takes the backend's default (1 offline, 5 hosted); the offline
 model also sees each test window cut to its 16 tokens around the peak (scoring.stage.LOCAL_WINDOW_TOKENS).
+
+Each stage's config is the one its command builds from its options: a preset sets only what differs
+from the defaults.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 
+from .coders.stage import TrainStageConfig
+from .coders.train import TrainConfig
+from .explain.stage import ExplainConfig
+from .mining.config import MineConfig
+from .scoring.stage import ScoreConfig
+
 
 @dataclass(frozen=True)
 class Preset:
+    """A preset: the coder grid, then each stage's config as `reproduce` passes it."""
+
     name: str
-    model: str | None  # subject model; None = the packaged default
-    dataset: str
+    coders: tuple[str, ...]  # coder kinds, trained at every hookpoint, k and seed
     hookpoints: tuple[str, ...]
-    coders: tuple[str, ...]
-    control_coders: tuple[str, ...]  # coder kinds also trained on the random-model control
     ks: tuple[int, ...]
     seeds: tuple[int, ...]
-    expansion: int
-    train_tokens: int
-    batch_size: int
-    ctx_len: int
-    optimizer: str
-    eval_tokens: int
-    mine_tokens: int
-    mine_ctx_len: int
-    n_explain: int
-    n_test: int
-    n_negative: int
-    min_examples: int
-    explain_latents: int  # latents per coder explained by the LLM and scored by the LLM scorers
-    windows_per_prompt: int | None  # LLM scorers; None: the backend's default (offline 1, hosted 5)
-    scorers: tuple[str, ...]  # LLM scorers, on the LLM explainer's explanations
-    free_scorers: tuple[str, ...]  # scorers without an LLM, on every token-table-explained (or live) latent
+    control_coders: tuple[str, ...]  # coder kinds also trained on the random-model control
+    coder: TrainConfig  # every coder's other training settings
+    train: TrainStageConfig  # subject model, corpus, reconstruction eval (its coders: the grid above)
+    mine: MineConfig
+    explain: ExplainConfig  # the LLM explainer, on the first `latents` live latents of each coder
+    free_score: ScoreConfig  # scorers without an LLM (on live latents, or on `latents` token-table-explained ones)
+    score: ScoreConfig  # LLM scorers, on the LLM explainer's explanations
     llm_model: str | None  # None = the offline local model
-    embedding_latents: int | None = None  # latents per coder for free scorers that read an explanation (None: all)
-    llm_test_windows: int | None = None  # activating and non-activating test windows each for LLM scorers (None: n_test/n_negative)
-    intruder_trials: int = 4  # intruder prompts per latent, when `scorers` holds the intruder
     assumptions: tuple[str, ...] = field(default=())
 
-    def with_overrides(self, **kw) -> "Preset":
-        return replace(self, **{k: v for k, v in kw.items() if v is not None})
+    def with_overrides(self, model: str | None = None, dataset: str | None = None, control: bool | None = None) -> "Preset":
+        """Another subject model or corpus (for training and mining alike); control=False: no control coders."""
+        subject = {k: v for k, v in (("model", model), ("dataset", dataset)) if v is not None}
+        p = replace(self, train=replace(self.train, **subject), mine=replace(self.mine, **subject))
+        return replace(p, control_coders=()) if control is False else p
 
+
+FREE_SCORERS = ("embedding", "example-embedding")  # no LLM; each scores live latents or explained ones (registry.py)
 
 PRESETS: dict[str, Preset] = {
     "tiny": Preset(
-        name="tiny", model=None, dataset="bbc-news", hookpoints=("layers.3.mlp",), coders=("sae", "bae", "tc", "btc"),
+        name="tiny", coders=("sae", "bae", "tc", "btc"), hookpoints=("layers.3.mlp",), ks=(8,), seeds=(1,),
         control_coders=("sae", "bae"),
-        ks=(8,), seeds=(1,), expansion=2, train_tokens=8192, batch_size=256, ctx_len=256, optimizer="signum",
-        eval_tokens=1024, mine_tokens=16384, mine_ctx_len=256, n_explain=10, n_test=10, n_negative=10, min_examples=20,
-        explain_latents=2, windows_per_prompt=None, scorers=("detection", "fuzzing"), free_scorers=("embedding", "example-embedding"),
+        coder=TrainConfig(expansion=2, tokens=8192, batch_size=256, optimizer="signum"),
+        train=TrainStageConfig(dataset="bbc-news", ctx_len=256, eval_tokens=1024),
+        mine=MineConfig(tokens=16384, dataset="bbc-news", ctx_len=256, n_explain=10, n_test=10, n_negative=10, min_examples=20),
+        explain=ExplainConfig(latents=2),
+        free_score=ScoreConfig(scorers=FREE_SCORERS, n_activating=10, n_negative=10, freq_adjust=True),
+        score=ScoreConfig(scorers=("detection", "fuzzing"), latents=2, explainers=("llm",), n_activating=10, n_negative=10,
+                          freq_adjust=True),
         llm_model=None,
     ),
     "demo": Preset(
-        name="demo", model=None, dataset="bbc-news", hookpoints=("layers.9.mlp",), coders=("sae", "bae", "tc", "btc"),
+        name="demo", coders=("sae", "bae", "tc", "btc"), hookpoints=("layers.9.mlp",), ks=(32,), seeds=(1,),
         control_coders=("sae", "bae"),
-        ks=(32,), seeds=(1,), expansion=8, train_tokens=300_000, batch_size=1024, ctx_len=256, optimizer="signum",
-        eval_tokens=8192, mine_tokens=200_000, mine_ctx_len=256, n_explain=20, n_test=10, n_negative=10,
-        min_examples=200, explain_latents=5, windows_per_prompt=None, scorers=("detection", "intruder"),
-        free_scorers=("embedding", "example-embedding"), llm_model=None, embedding_latents=500, llm_test_windows=5,
-        intruder_trials=2,
+        coder=TrainConfig(expansion=8, tokens=300_000, batch_size=1024, optimizer="signum"),
+        train=TrainStageConfig(dataset="bbc-news", ctx_len=256, eval_tokens=8192),
+        mine=MineConfig(tokens=200_000, dataset="bbc-news", ctx_len=256, n_explain=20, n_test=10, n_negative=10, min_examples=200),
+        explain=ExplainConfig(latents=5),
+        free_score=ScoreConfig(scorers=FREE_SCORERS, latents=500, n_activating=10, n_negative=10, freq_adjust=True),
+        score=ScoreConfig(scorers=("detection", "intruder"), latents=5, explainers=("llm",), n_activating=5, n_negative=5,
+                          freq_adjust=True, intruder_trials=2),
+        llm_model=None,
     ),
     "paper": Preset(
-        name="paper", model="HuggingFaceTB/SmolLM2-135M", dataset="bbc-news",
-        hookpoints=("layers.0.mlp", "layers.9.mlp", "layers.18.mlp", "layers.27.mlp"), coders=("sae", "bae", "tc", "btc"),
+        name="paper", coders=("sae", "bae", "tc", "btc"),
+        hookpoints=("layers.0.mlp", "layers.9.mlp", "layers.18.mlp", "layers.27.mlp"), ks=(16, 32, 64, 128), seeds=(1, 2, 3),
         control_coders=("sae", "bae", "tc", "btc"),
-        ks=(16, 32, 64, 128), seeds=(1, 2, 3), expansion=64, train_tokens=500_000_000, batch_size=65_536, ctx_len=2048,
-        optimizer="signum", eval_tokens=1_048_576, mine_tokens=10_000_000, mine_ctx_len=256, n_explain=40, n_test=50,
-        n_negative=50, min_examples=200, explain_latents=100, windows_per_prompt=5, scorers=("detection", "fuzzing"),
-        free_scorers=("embedding", "example-embedding"), llm_model="claude",
+        coder=TrainConfig(expansion=64, tokens=500_000_000, batch_size=65_536, optimizer="signum"),
+        train=TrainStageConfig(model="HuggingFaceTB/SmolLM2-135M", dataset="bbc-news", ctx_len=2048, eval_tokens=1_048_576),
+        mine=MineConfig(tokens=10_000_000, model="HuggingFaceTB/SmolLM2-135M", dataset="bbc-news", ctx_len=256, n_explain=40,
+                        n_test=50, n_negative=50, min_examples=200),
+        explain=ExplainConfig(latents=100),
+        free_score=ScoreConfig(scorers=FREE_SCORERS, n_activating=50, n_negative=50, freq_adjust=True),
+        score=ScoreConfig(scorers=("detection", "fuzzing"), latents=100, explainers=("llm",), windows_per_prompt=5,
+                          n_activating=50, n_negative=50, freq_adjust=True),
+        llm_model="claude",
         assumptions=(
             "training tokens per coder (500M) are not given in PAPER.md",
             "latents explained per coder (the first 100 live ones) are not given in PAPER.md",

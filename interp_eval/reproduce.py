@@ -25,10 +25,7 @@ log = logging.getLogger(__name__)
 def train_configs(p: Preset) -> list[TrainConfig]:
     many_seeds = len(p.seeds) > 1
     return [
-        TrainConfig(
-            coder=c, hookpoint=hp, k=k, expansion=p.expansion, tokens=p.train_tokens, batch_size=p.batch_size,
-            optimizer=p.optimizer, seed=seed, name=f"{c}-{hp}-k{k}" + (f"-s{seed}" if many_seeds else ""),
-        )
+        replace(p.coder, coder=c, hookpoint=hp, k=k, seed=seed, name=f"{c}-{hp}-k{k}" + (f"-s{seed}" if many_seeds else ""))
         for hp in p.hookpoints for c in p.coders for k in p.ks for seed in p.seeds
     ]
 
@@ -47,23 +44,23 @@ def _scoring_requests(p: Preset, window, backend: str) -> list:
     import numpy as np
 
     from .scoring.classifier import LLM_SCORERS, build_request
-    from .scoring.stage import ScoreConfig, with_backend_format
+    from .scoring.stage import with_backend_format
     from .scoring.testset import ScoreWindow
 
     sw = ScoreWindow(window_id=0, label=1, quantile=None, tokens=list(window.tokens),
                      activations=np.asarray(window.activations), fuzz_mask=[a > 0 for a in window.activations])
-    wpp = with_backend_format(ScoreConfig(windows_per_prompt=p.windows_per_prompt), backend).windows_per_prompt
-    n_windows = 2 * p.llm_test_windows if p.llm_test_windows else p.n_test + p.n_negative
-    n_prompts = math.ceil(n_windows / wpp)
+    cfg = with_backend_format(p.score, backend)
+    wpp = cfg.windows_per_prompt
+    n_prompts = math.ceil((cfg.n_activating + cfg.n_negative) / wpp)
     explanation = "a stand-in explanation of about ten words for the estimate"
     out = []
-    for scorer in p.scorers:
+    for scorer in cfg.scorers:
         if scorer in LLM_SCORERS:
             out += [build_request(scorer, explanation, [sw] * wpp)] * n_prompts * 2  # own + shuffled control
         elif scorer == "intruder":  # no explanation; its control is chance, not a second run
             from .scoring import intruder
 
-            out += [intruder.build_request([sw] * ScoreConfig.intruder_windows)] * p.intruder_trials
+            out += [intruder.build_request([sw] * cfg.intruder_windows)] * cfg.intruder_trials
     return out
 
 
@@ -76,10 +73,10 @@ def plan(p: Preset, llm_cfg: LLMConfig) -> dict:
 
     n_controls = len(control_configs(p))
     n_coders = len(train_configs(p)) + n_controls
-    latents = n_coders * p.explain_latents
+    latents = n_coders * p.explain.latents
     # a stand-in window of 32 ordinary tokens (~4 characters each), with one marked token
     window = Window([" word"] * 32, [1.0] + [0.0] * 31)
-    per_latent = [build_request([window] * p.n_explain)] + _scoring_requests(p, window, llm_cfg.resolved()[0])
+    per_latent = [build_request([window] * p.mine.n_explain)] + _scoring_requests(p, window, llm_cfg.resolved()[0])
     input_tokens = latents * sum(estimate_input_tokens(r) for r in per_latent)
     output_tokens = latents * sum(r.expected_output_tokens or r.max_tokens for r in per_latent)
     backend, model = llm_cfg.resolved()
@@ -95,8 +92,8 @@ def plan(p: Preset, llm_cfg: LLMConfig) -> dict:
         "hookpoints": list(p.hookpoints),
         "ks": list(p.ks),
         "seeds": list(p.seeds),
-        "train_tokens_per_coder": p.train_tokens,
-        "mine_tokens": p.mine_tokens,
+        "train_tokens_per_coder": p.coder.tokens,
+        "mine_tokens": p.mine.tokens,
         "latents_explained": latents,
         "llm_model": model,
         "llm_backend": backend,
@@ -114,7 +111,6 @@ def plan(p: Preset, llm_cfg: LLMConfig) -> dict:
 def run_reproduce(p: Preset, run: str | Path, llm_cfg: LLMConfig, device: str = "auto", results: str | Path | None = None) -> dict:
     from .coders.stage import RANDOM_MODEL_CONTROL, run_train_stage
     from .explain.stage import ExplainConfig, run_explain_stage
-    from .subject.corpus import CorpusConfig
     from .mining.stage import run_mine_stage
     from .report.stage import run_report_stage
     from .scoring.stage import run_score_stage
@@ -130,33 +126,25 @@ def run_reproduce(p: Preset, run: str | Path, llm_cfg: LLMConfig, device: str = 
         timings[name] = round(time.perf_counter() - t, 1)
         return out
 
-    timed("train", run_train_stage, run, train_configs(p), model=p.model,
-          corpus=CorpusConfig(dataset=p.dataset, ctx_len=p.ctx_len), device=device, eval_tokens=p.eval_tokens)
+    train = replace(p.train, device=device)
+    timed("train", run_train_stage, run, replace(train, coders=tuple(train_configs(p))))
     if p.control_coders:
-        timed("train_control", run_train_stage, run, control_configs(p), model=p.model,
-              corpus=CorpusConfig(dataset=p.dataset, ctx_len=p.ctx_len), device=device, eval_tokens=p.eval_tokens,
-              control=RANDOM_MODEL_CONTROL)
-    timed("mine", run_mine_stage, run, tokens=p.mine_tokens, model=p.model,
-          corpus=CorpusConfig(dataset=p.dataset, ctx_len=p.mine_ctx_len), device=device, n_explain=p.n_explain,
-          n_test=p.n_test, n_negative=p.n_negative, min_examples=p.min_examples)
-    timed("explain", run_explain_stage, run, llm_cfg, ExplainConfig(latents=p.explain_latents))
-    if p.free_scorers:  # the token look-up table covers every live latent, for free
+        timed("train_control", run_train_stage, run,
+              replace(train, coders=tuple(control_configs(p)), control=RANDOM_MODEL_CONTROL))
+    timed("mine", run_mine_stage, run, replace(p.mine, device=device))
+    timed("explain", run_explain_stage, run, p.explain, llm_cfg)
+    if p.free_score.scorers:  # the token look-up table covers every live latent, for free
         from .scoring.registry import LIVE, get_scorer
 
-        timed("explain_token_table", run_explain_stage, run, None, ExplainConfig(explainer="token-table"))
-        on_live = tuple(s for s in p.free_scorers if get_scorer(s).latents == LIVE)
-        on_explained = tuple(s for s in p.free_scorers if s not in on_live)
+        timed("explain_token_table", run_explain_stage, run, ExplainConfig(explainer="token-table"))
+        on_live = tuple(s for s in p.free_score.scorers if get_scorer(s).latents == LIVE)
+        on_explained = tuple(s for s in p.free_score.scorers if s not in on_live)
         if on_live:
-            timed("score_live", run_score_stage, run, None, scorers=on_live, n_activating=p.n_test, n_negative=p.n_negative,
-                  freq_adjust=True)
+            timed("score_live", run_score_stage, run, replace(p.free_score, scorers=on_live, latents=None))
         if on_explained:
-            timed("score_free", run_score_stage, run, None, scorers=on_explained, latents=p.embedding_latents,
-                  n_activating=p.n_test, n_negative=p.n_negative, freq_adjust=True)
-    if p.scorers:
-        n = p.llm_test_windows
-        timed("score", run_score_stage, run, llm_cfg, scorers=p.scorers, latents=p.explain_latents, explainers=("llm",),
-              windows_per_prompt=p.windows_per_prompt, n_activating=n or p.n_test, n_negative=n or p.n_negative, freq_adjust=True,
-              intruder_trials=p.intruder_trials)
+            timed("score_free", run_score_stage, run, replace(p.free_score, scorers=on_explained))
+    if p.score.scorers:
+        timed("score", run_score_stage, run, p.score, llm_cfg)
     written = timed("report", run_report_stage, run)
     info = {
         "preset": asdict(p),

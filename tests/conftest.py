@@ -41,7 +41,7 @@ def mined(tmp_path, subject):
 @pytest.fixture(scope="session")
 def tiny_run(tmp_path_factory):
     """A run directory with the four coder kinds trained at tiny size on the real model and corpus."""
-    from interp_eval.coders.stage import run_train_stage
+    from interp_eval.coders.stage import TrainStageConfig, run_train_stage
     from interp_eval.coders.train import TrainConfig
 
     run = tmp_path_factory.mktemp("tiny_run")
@@ -49,5 +49,5 @@ def tiny_run(tmp_path_factory):
         TrainConfig(coder=c, hookpoint="layers.3.mlp", k=8, expansion=2, tokens=8192, batch_size=256, checkpoint_every=8)
         for c in ("sae", "bae", "tc", "btc")
     ]
-    run_train_stage(run, configs, device="cpu", eval_tokens=1024)
+    run_train_stage(run, TrainStageConfig(coders=tuple(configs), device="cpu", eval_tokens=1024))
     return run

@@ -18,6 +18,7 @@ from llm_fixtures import fake_server, fast_config, llm_env  # noqa: F401
 from scoring_helpers import make_run
 
 from interp_eval.scoring import LocalScorer, register_scorer, run_score_stage, scorer_names
+from interp_eval.scoring.stage import ScoreConfig
 from interp_eval.scoring import registry
 from interp_eval.scoring.controls import chance_power, derangement, paired_power, shuffled_sources
 from interp_eval.scoring.intruder import parse_choice
@@ -128,7 +129,7 @@ def test_example_embedding_near_one_on_a_topic_and_near_half_on_random_labels(tm
 
     topic = tmp_path / "topic"
     _write_text_run(topic, tokenizer, {0: (FOOTBALL[:4], FOOTBALL[4:], OTHER[:4]), 1: (OTHER[4:], OTHER[:4], FOOTBALL[:4])})
-    run_score_stage(topic, None, scorers=("example-embedding",))
+    run_score_stage(topic, ScoreConfig(scorers=("example-embedding",)))
     s = _read(topic, "latent_scores")
     own = s[s["control"] == "none"].set_index("latent")
     assert own.loc[0, "auc"] >= 0.9 and own.loc[1, "auc"] >= 0.9
@@ -147,7 +148,7 @@ def test_example_embedding_near_one_on_a_topic_and_near_half_on_random_labels(tm
         pick = rng.permutation(len(texts))[:30]
         deal[latent] = ([texts[i] for i in pick[:10]], [texts[i] for i in pick[10:20]], [texts[i] for i in pick[20:]])
     _write_text_run(rand, tokenizer, deal)
-    out = run_score_stage(rand, None, scorers=("example-embedding",))
+    out = run_score_stage(rand, ScoreConfig(scorers=("example-embedding",)))
     summ = out["summary"][0]
     assert 0.38 < summ["auc_mean"] < 0.62 and summ["power_ci_low"] < 0 < summ["power_ci_high"] and not summ["has_power"]
 
@@ -170,7 +171,7 @@ def test_intruder_accuracy_is_one_against_a_server_that_names_the_intruder(llm_e
     run = tmp_path / "run"
     make_run(run, tokenizer, n_latents=5)
     llm_env.answer = intruder_oracle
-    out = run_score_stage(run, fast_config("claude"), scorers=("intruder",), intruder_trials=3)
+    out = run_score_stage(run, ScoreConfig(scorers=("intruder",), intruder_trials=3), fast_config("claude"))
     assert out["complete"] and out["window_failures"] == {"parse": 0, "llm": 0}
     pred = _read(run, "predictions")
     assert len(pred) == 2 * 4 * 3 and (pred["prediction"] == 1).all() and (pred["answer"] == pred["position"]).all()
@@ -187,7 +188,7 @@ def test_intruder_accuracy_is_one_against_a_server_that_names_the_intruder(llm_e
     llm_env.answer = lambda req: "[1]"  # always the first: chance
     run2 = tmp_path / "run2"
     make_run(run2, tokenizer, n_latents=5)
-    out = run_score_stage(run2, fast_config("claude", cache_path=tmp_path / "other.sqlite"), scorers=("intruder",), intruder_trials=3)
+    out = run_score_stage(run2, ScoreConfig(scorers=("intruder",), intruder_trials=3), fast_config("claude", cache_path=tmp_path / "other.sqlite"))
     assert all(r["accuracy_mean"] < 0.6 and not r["has_power"] for r in out["summary"])
 
 
@@ -214,7 +215,7 @@ def test_a_registered_scorer_appears_in_the_cli_the_summary_and_the_report(tmp_p
         assert "window-length" in scorer_names() and "window-length" in _scorer_help()
         run = tmp_path / "run"
         make_run(run, tokenizer, n_latents=4)
-        out = run_score_stage(run, None, scorers=("window-length",))
+        out = run_score_stage(run, ScoreConfig(scorers=("window-length",)))
         assert {r["scorer"] for r in out["summary"]} == {"window-length"}
         assert all(r["power_latents"] == 3 for r in out["summary"])
         run_report_stage(run)

@@ -30,7 +30,7 @@ def word_answer(req):
 def test_explains_live_latents_from_explain_windows_only(llm_env, fast_config, mined):
     run, info = mined
     llm_env.answer = word_answer
-    out = run_explain_stage(run, fast_config("claude"), ExplainConfig())
+    out = run_explain_stage(run, ExplainConfig(), fast_config("claude"))
     df = pd.read_parquet(run / "explanations.parquet")
     assert out["explained"] == 10 and out["failed"] == 0  # 2 coders x 5 live latents; 1 too rare each
     assert len(df) == 10 and df["parse_ok"].all()
@@ -51,12 +51,12 @@ def test_explains_live_latents_from_explain_windows_only(llm_env, fast_config, m
 def test_second_run_makes_no_calls_and_more_latents_pay_only_for_new_ones(llm_env, fast_config, mined):
     run, _ = mined
     llm_env.answer = word_answer
-    run_explain_stage(run, fast_config("claude"), ExplainConfig(latents=2))
+    run_explain_stage(run, ExplainConfig(latents=2), fast_config("claude"))
     first = llm_env.completion_calls()
     assert first == 4
-    run_explain_stage(run, fast_config("claude"), ExplainConfig(latents=2))
+    run_explain_stage(run, ExplainConfig(latents=2), fast_config("claude"))
     assert llm_env.completion_calls() == first
-    run_explain_stage(run, fast_config("claude"), ExplainConfig(latents=3))
+    run_explain_stage(run, ExplainConfig(latents=3), fast_config("claude"))
     assert llm_env.completion_calls() == first + 2
 
 
@@ -65,7 +65,7 @@ def test_high_fault_rate_still_explains_everything(llm_env, fast_config, mined):
     llm_env.answer = word_answer
     llm_env.fault_rate = 0.4
     llm_env.slow_seconds = 1.5
-    out = run_explain_stage(run, fast_config("claude"), ExplainConfig())
+    out = run_explain_stage(run, ExplainConfig(), fast_config("claude"))
     assert out["failed"] == 0 and out["explained"] == 10
     assert sum(llm_env.faults.values()) > 0
 
@@ -81,17 +81,20 @@ def test_unparseable_answers_are_retried_then_counted_and_never_paid_twice(llm_e
         return word_answer(req)
 
     llm_env.answer = answer
-    out = run_explain_stage(run, fast_config("claude"), ExplainConfig(coders=("sae-x",), max_retries=2))
+    out = run_explain_stage(run, ExplainConfig(coders=("sae-x",), max_retries=2), fast_config("claude"))
     df = pd.read_parquet(run / "explanations.parquet").set_index("latent")
     assert out["failed"] == 1 and not df.loc[1, "parse_ok"] and df.loc[1, "attempts"] == 3
     assert "no parseable" in df.loc[1, "failure"]
+    ledger = pd.read_parquet(run / "llm_usage.parquet")  # every answer is in the LLM ledger, tagged with its latent
+    asked = ledger[(ledger["coder"] == "sae-x") & (ledger["latent"] == 1)]
+    assert len(asked) == 3 and (asked["stage"] == "explain").all() and (asked["input_tokens"] > 0).all()
     # a re-run replays the cached answers: nothing is paid twice, the latent is still a failure
     calls = llm_env.completion_calls()
     llm_env.answer = word_answer
-    out = run_explain_stage(run, fast_config("claude"), ExplainConfig(coders=("sae-x",), max_retries=2))
+    out = run_explain_stage(run, ExplainConfig(coders=("sae-x",), max_retries=2), fast_config("claude"))
     assert out["failed"] == 1 and llm_env.completion_calls() == calls
     # one more corrective turn is a new request: exactly one new call, and it succeeds
-    out = run_explain_stage(run, fast_config("claude"), ExplainConfig(coders=("sae-x",), max_retries=3))
+    out = run_explain_stage(run, ExplainConfig(coders=("sae-x",), max_retries=3), fast_config("claude"))
     assert out["failed"] == 0 and out["explained"] == 1 and llm_env.completion_calls() == calls + 1
 
 
@@ -104,12 +107,12 @@ def test_provider_errors_are_failures_with_reasons_and_finished_latents_are_kept
         return word_answer(req)
 
     llm_env.answer = answer
-    out = run_explain_stage(run, fast_config("claude"), ExplainConfig(coders=("sae-x",)))
+    out = run_explain_stage(run, ExplainConfig(coders=("sae-x",)), fast_config("claude"))
     df = pd.read_parquet(run / "explanations.parquet").set_index("latent")
     assert out["failed"] == 1 and "400" in df.loc[1, "failure"]
     calls = llm_env.completion_calls()
     llm_env.answer = word_answer
-    run_explain_stage(run, fast_config("claude"), ExplainConfig(coders=("sae-x",)))
+    run_explain_stage(run, ExplainConfig(coders=("sae-x",)), fast_config("claude"))
     assert llm_env.completion_calls() == calls + 1  # only the failed latent is asked again
 
 

@@ -76,7 +76,7 @@ def test_token_table_explainer_reads_only_explain_windows_and_needs_no_llm(mined
     # test windows mark every token: a table that read them would list many other tokens
     ctx["activations"] = [[1.0] * len(a) if s == "test" else list(a) for a, s in zip(ctx["activations"], ctx["split"])]
     ctx.to_parquet(run / "contexts.parquet")
-    out = run_explain_stage(run, None, ExplainConfig(explainer="token-table"))
+    out = run_explain_stage(run, ExplainConfig(explainer="token-table"))
     assert out["explained"] == 10 and out["failed"] == 0  # every live latent by default: 2 coders x 5
     df = read_explanations(run / "explanations.parquet").set_index(["coder", "latent"])
     win = pd.read_parquet(run / "windows.parquet").set_index("window_id")
@@ -92,7 +92,8 @@ def test_token_table_explainer_reads_only_explain_windows_and_needs_no_llm(mined
         row = df.loc[(coder, latent)]
         assert row["explanation"] == "the tokens " + ", ".join(f'"{t}" ({n})' for t, n in ranked)
         assert row["explainer"] == "token-table" and row["explainer_model"] == "token-table"
-        assert row["attempts"] == 0 and row["cost_usd"] == 0.0 and row["parse_ok"]
+        assert row["attempts"] == 0 and row["parse_ok"]
+    assert not (run / "llm_usage.parquet").exists()  # no LLM call in the ledger: nothing paid
 
 
 # -- few-shot copies ---------------------------------------------------------------------------------------
@@ -131,7 +132,7 @@ def test_a_copied_fewshot_answer_is_asked_again_with_a_corrective_turn(llm_env, 
         return word_answer(req)
 
     llm_env.answer = answer
-    out = run_explain_stage(run, fast_config("claude"), ExplainConfig(coders=("sae-x",)))
+    out = run_explain_stage(run, ExplainConfig(coders=("sae-x",)), fast_config("claude"))
     df = read_explanations(run / "explanations.parquet").set_index("latent")
     assert out["failed"] == 0 and out["explained"] == 5
     assert df.loc[1, "explanation"] == "the word of" and df.loc[1, "attempts"] == 2
@@ -145,7 +146,7 @@ def test_a_model_that_always_copies_fails_with_the_reason(llm_env, fast_config, 
     run, _ = mined
     copied = fewshot_explanations()[-1]
     llm_env.answer = lambda req: f"[EXPLANATION]: {copied}"
-    out = run_explain_stage(run, fast_config("claude"), ExplainConfig(coders=("sae-x",), latents=2, max_retries=2))
+    out = run_explain_stage(run, ExplainConfig(coders=("sae-x",), latents=2, max_retries=2), fast_config("claude"))
     df = read_explanations(run / "explanations.parquet")
     assert out["failed"] == 2 and not df["parse_ok"].any() and df["explanation"].isna().all()
     assert (df["attempts"] == 3).all() and df["failure"].str.contains("repeated the few-shot answer").all()
@@ -160,7 +161,7 @@ def test_llm_prompt_carries_the_marked_token_summary(llm_env, fast_config, mined
         return word_answer(req)
 
     llm_env.answer = answer
-    run_explain_stage(run, fast_config("claude"), ExplainConfig(coders=("bae-x",), latents=1))
+    run_explain_stage(run, ExplainConfig(coders=("bae-x",), latents=1), fast_config("claude"))
     (prompt,) = seen
     line = prompt.splitlines()[-1]
     assert line.startswith("Most frequent marked tokens: ")
@@ -173,19 +174,19 @@ def test_llm_prompt_carries_the_marked_token_summary(llm_env, fast_config, mined
 def test_both_explainers_coexist_and_resume_by_explainer(llm_env, fast_config, mined):
     run, _ = mined
     llm_env.answer = word_answer
-    run_explain_stage(run, fast_config("claude"), ExplainConfig(latents=2))
+    run_explain_stage(run, ExplainConfig(latents=2), fast_config("claude"))
     calls = llm_env.completion_calls()
     assert calls == 4
-    run_explain_stage(run, None, ExplainConfig(explainer="token-table"))
+    run_explain_stage(run, ExplainConfig(explainer="token-table"))
     df = read_explanations(run / "explanations.parquet")
     assert len(df) == 4 + 10 and not df.duplicated(["coder", "latent", "explainer"]).any()
     assert sorted(Counter(df["explainer"]).items()) == [("llm", 4), ("token-table", 10)]
     both = df[df["latent"] < 2].pivot(index=["coder", "latent"], columns="explainer", values="explanation")
     assert both["llm"].str.startswith("the word ").all() and both["token-table"].str.startswith("the tokens ").all()
     # re-runs: nothing new to ask, and neither explainer replaces the other's rows
-    out = run_explain_stage(run, fast_config("claude"), ExplainConfig(latents=2))
+    out = run_explain_stage(run, ExplainConfig(latents=2), fast_config("claude"))
     assert out["already_done"] == 4 and llm_env.completion_calls() == calls
-    out = run_explain_stage(run, None, ExplainConfig(explainer="token-table"))
+    out = run_explain_stage(run, ExplainConfig(explainer="token-table"))
     assert out["already_done"] == 10
     assert read_explanations(run / "explanations.parquet").sort_values(["coder", "latent", "explainer"]).reset_index(drop=True) \
         .equals(df.sort_values(["coder", "latent", "explainer"]).reset_index(drop=True))
@@ -194,14 +195,14 @@ def test_both_explainers_coexist_and_resume_by_explainer(llm_env, fast_config, m
 def test_rows_without_the_explainer_column_count_as_llm(llm_env, fast_config, mined):
     run, _ = mined
     llm_env.answer = word_answer
-    run_explain_stage(run, fast_config("claude"), ExplainConfig(latents=2))
+    run_explain_stage(run, ExplainConfig(latents=2), fast_config("claude"))
     path = run / "explanations.parquet"
     pq.write_table(pq.read_table(path).drop(["explainer"]), path)  # a file from before the column
     assert read_explanations(path)["explainer"].eq("llm").all()
     calls = llm_env.completion_calls()
-    out = run_explain_stage(run, fast_config("claude"), ExplainConfig(latents=3))
+    out = run_explain_stage(run, ExplainConfig(latents=3), fast_config("claude"))
     assert out["already_done"] == 4 and llm_env.completion_calls() == calls + 2  # only the new latents
-    run_explain_stage(run, None, ExplainConfig(explainer="token-table", latents=1))
+    run_explain_stage(run, ExplainConfig(explainer="token-table", latents=1))
     df = pd.read_parquet(path)
     assert Counter(df["explainer"]) == {"llm": 6, "token-table": 2}
 

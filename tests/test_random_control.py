@@ -18,13 +18,13 @@ from oracles import dense_activations
 from interp_eval.artifacts import RunDir
 from interp_eval.coders.coder import CoderConfig, SparseCoder
 from interp_eval.coders.saelens import load_coder, save_coder
-from interp_eval.coders.stage import run_train_stage
+from interp_eval.coders.stage import TrainStageConfig, run_train_stage
 from interp_eval.coders.train import TrainConfig
 from interp_eval.errors import UserError
 from interp_eval.subject.corpus import CorpusConfig, take_contexts
 from interp_eval.subject.hookpoints import capture
 from interp_eval.subject.model import PACKAGED, load_subject_model, parse_random_spec, random_subject_model
-from interp_eval.mining import run_mine_stage
+from interp_eval.mining import MineConfig, run_mine_stage
 from mining_helpers import MINE_KW
 
 RANDOM = f"random:{PACKAGED}:0"
@@ -92,7 +92,7 @@ def control_run(tmp_path_factory, tiny_run):
     """A copy of tiny_run (four coders of the trained model) plus two coders of its random-model control."""
     run = tmp_path_factory.mktemp("control") / "run"
     shutil.copytree(tiny_run, run)
-    names = run_train_stage(run, _configs("sae", "bae"), device="cpu", eval_tokens=256, control="random-model")
+    names = run_train_stage(run, TrainStageConfig(coders=tuple(_configs("sae", "bae")), device="cpu", eval_tokens=256, control="random-model"))
     return run, names
 
 
@@ -131,10 +131,10 @@ def test_control_reconstruction_is_evaluated_on_the_random_model(control_run):
 
 def test_unknown_control_is_a_one_line_error(tmp_path):
     with pytest.raises(UserError, match="--control random-weights: use random-model") as exc:
-        run_train_stage(tmp_path, _configs("sae"), device="cpu", control="random-weights")
+        run_train_stage(tmp_path, TrainStageConfig(coders=tuple(_configs("sae")), device="cpu", control="random-weights"))
     assert "\n" not in str(exc.value)
     with pytest.raises(UserError, match="already a random model"):
-        run_train_stage(tmp_path, _configs("sae"), model="random", device="cpu", control="random-model")
+        run_train_stage(tmp_path, TrainStageConfig(coders=tuple(_configs("sae")), model="random", device="cpu", control="random-model"))
 
 
 # ----------------------------------------------------------------------------- mining both in one pass
@@ -148,8 +148,8 @@ def mined(control_run, subject):
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        run_mine_stage(run, model=subject, on_batch=boom, **MINE_KW)
-    summary = run_mine_stage(run, model=subject, **MINE_KW)
+        run_mine_stage(run, MineConfig(**MINE_KW), subject=subject, on_batch=boom)
+    summary = run_mine_stage(run, MineConfig(**MINE_KW), subject=subject)
     tables = {n: pd.read_parquet(run / f"{n}.parquet") for n in ("latents", "windows", "contexts")}
     return run, summary, tables
 
@@ -197,7 +197,7 @@ def test_control_codes_equal_encoding_the_random_model_directly(mined, subject, 
 def test_two_model_mining_resumed_and_a_rerun_is_skipped(mined, subject):
     run, summary, _ = mined
     assert summary["resumed_batches"] == 2 and not (run / "checkpoints" / "mine-rank0.pt").exists()
-    again = run_mine_stage(run, model=subject, **MINE_KW)
+    again = run_mine_stage(run, MineConfig(**MINE_KW), subject=subject)
     assert again["skipped"] and sorted(again["coders"]) == sorted(summary["coders"])
 
 
@@ -207,7 +207,7 @@ def test_coder_of_an_unrelated_model_is_refused_in_one_line(tmp_path, subject):
         cfg = CoderConfig("sae", "topk", 576, 16, 4, hookpoint="layers.0.mlp", model_name=model_name)
         save_coder(SparseCoder(cfg, seed=0), folder)
         with pytest.raises(UserError, match=f"trained on model '{model_name}'") as exc:
-            run_mine_stage(folder.parents[1], model=subject, tokens=512, device="cpu")
+            run_mine_stage(folder.parents[1], MineConfig(tokens=512, device="cpu"), subject=subject)
         assert hint in str(exc.value) and "\n" not in str(exc.value)
 
 
@@ -217,16 +217,16 @@ def test_plan_counts_control_coders_and_no_control_drops_them(tmp_path):
 
     from interp_eval.cli import app
     from interp_eval.config import get_preset
-    from interp_eval.llm.options import llm_config
+    from interp_eval.cli_options import LLMOptions
     from interp_eval.reproduce import control_configs, plan
 
     p = get_preset("tiny")
     assert [c.coder for c in control_configs(p)] == list(p.control_coders) == ["sae", "bae"]
-    cfg = llm_config(None, None, None, 32, None, None, False, None)
-    with_control, without = plan(p, cfg), plan(p.with_overrides(control_coders=()), cfg)
+    cfg = LLMOptions().config()
+    with_control, without = plan(p, cfg), plan(p.with_overrides(control=False), cfg)
     assert with_control["coders"] == 6 and with_control["control_coders"] == 2
     assert without["coders"] == 4 and without["control_coders"] == 0
-    assert with_control["latents_explained"] == 6 * p.explain_latents
+    assert with_control["latents_explained"] == 6 * p.explain.latents
     res = CliRunner().invoke(app, ["reproduce", "--preset", "tiny", "--run", str(tmp_path / "run"), "--dry-run"])
     assert res.exit_code == 0 and "2 of them random-model controls" in res.output, res.output
     res = CliRunner().invoke(app, ["reproduce", "--preset", "tiny", "--run", str(tmp_path / "run"), "--dry-run", "--no-control"])

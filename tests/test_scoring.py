@@ -60,7 +60,7 @@ def _scoring_requests(server):
 # -- ground truth, constant and random scorers ------------------------------------------------------------
 def test_truth_answers_score_f1_one_with_auc_from_openai_logprobs(llm_env, fast_config, run):
     llm_env.answer = truth_answer(truth(run))
-    out = run_score_stage(run, fast_config("gpt-4.1-mini"), scorers=("detection", "fuzzing"), freq_adjust=True)
+    out = run_score_stage(run, ScoreConfig(scorers=("detection", "fuzzing"), freq_adjust=True), fast_config("gpt-4.1-mini"))
     assert out["complete"] and out["window_failures"] == {"parse": 0, "llm": 0}
     every = _read(run, "predictions")
     assert pq.read_schema(run / "predictions.parquet").names == PREDICTIONS_SCHEMA.names
@@ -110,7 +110,7 @@ def test_truth_answers_score_f1_one_with_auc_from_openai_logprobs(llm_env, fast_
 
 def test_always_zero_gives_recall_zero(llm_env, fast_config, run):
     llm_env.answer = constant_answer(0)
-    run_score_stage(run, fast_config("claude"), scorers=("detection",))
+    run_score_stage(run, ScoreConfig(scorers=("detection",)), fast_config("claude"))
     scores = _read(run, "latent_scores")
     assert (scores["recall"] == 0).all() and (scores["f1"] == 0).all() and (scores["balanced_accuracy"] == 0.5).all()
     assert scores["precision"].isna().all()  # no predicted positive: undefined, not 0
@@ -120,7 +120,7 @@ def test_random_answers_give_chance_balanced_accuracy(llm_env, fast_config, tmp_
     path = tmp_path / "big"
     make_run(path, tokenizer, n_latents=11, n_test=30, n_negative=30, rare=1)
     llm_env.answer = random_answer(seed=1)
-    run_score_stage(path, fast_config("claude", concurrency=32), scorers=("detection",))
+    run_score_stage(path, ScoreConfig(scorers=("detection",)), fast_config("claude", concurrency=32))
     summ = _read(path, "score_summary")
     assert len(_read(path, "predictions")) == 2 * 10 * 60 * 2  # own + shuffled control
     for _, row in summ.iterrows():
@@ -145,7 +145,7 @@ def test_malformed_answers_are_retried_then_counted_as_failures(llm_env, fast_co
         return fmt([table[(explanation, t)] for t in texts]) if retry else "The answer: 1 0 1 0 0"
 
     llm_env.answer = answer
-    out = run_score_stage(run, fast_config("claude"), scorers=("detection",), max_retries=2, control_latents=0)
+    out = run_score_stage(run, ScoreConfig(scorers=("detection",), max_retries=2, control_latents=0), fast_config("claude"))
     prompts = 2 * 3 * 4
     assert llm_env.completion_calls() == (prompts - 4) * 2 + 4 * 3  # one retry each; the hopeless latent's 4 prompts get 2
     pred = _read(run, "predictions")
@@ -164,20 +164,20 @@ def test_malformed_answers_are_retried_then_counted_as_failures(llm_env, fast_co
     assert retry and retry[0]["messages"][3]["role"] == "assistant" and "exactly 5 digits" in str(retry[0]["messages"][4])
     # a re-run is free: everything, bad answers included, comes from the response cache
     llm_env.reset_counts()
-    run_score_stage(run, fast_config("claude"), scorers=("detection",), max_retries=2, control_latents=0)
+    run_score_stage(run, ScoreConfig(scorers=("detection",), max_retries=2, control_latents=0), fast_config("claude"))
     assert llm_env.completion_calls() == 0
     assert len(_read(run, "predictions")) == len(pred)
 
 
 def test_second_run_makes_no_calls_and_more_latents_pay_only_for_new_ones(llm_env, fast_config, run):
     llm_env.answer = truth_answer(truth(run))
-    run_score_stage(run, fast_config("claude"), scorers=("detection", "fuzzing"), latents=1, control_latents=0)
+    run_score_stage(run, ScoreConfig(scorers=("detection", "fuzzing"), latents=1, control_latents=0), fast_config("claude"))
     first = llm_env.completion_calls()
     assert first == 2 * 1 * 4 * 2  # 2 coders x 1 latent x 4 prompts x 2 scorers
-    run_score_stage(run, fast_config("claude"), scorers=("detection", "fuzzing"), latents=1, control_latents=0)
+    run_score_stage(run, ScoreConfig(scorers=("detection", "fuzzing"), latents=1, control_latents=0), fast_config("claude"))
     assert llm_env.completion_calls() == first
     # a fresh response cache too: the finished rows in predictions.parquet are not asked again
-    run_score_stage(run, fast_config("claude", cache_path=run / "other.sqlite"), scorers=("detection", "fuzzing"), control_latents=0)
+    run_score_stage(run, ScoreConfig(scorers=("detection", "fuzzing"), control_latents=0), fast_config("claude", cache_path=run / "other.sqlite"))
     assert llm_env.completion_calls() == first * 3
     assert len(_read(run, "predictions")) == 2 * 3 * 20 * 2
     # a new explanation of one latent: only that latent is scored again
@@ -186,7 +186,7 @@ def test_second_run_makes_no_calls_and_more_latents_pay_only_for_new_ones(llm_en
     pq.write_table(pa.Table.from_pandas(ex, schema=EXPLANATIONS_SCHEMA, preserve_index=False), run / "explanations.parquet")
     llm_env.answer = constant_answer(1)
     llm_env.reset_counts()
-    run_score_stage(run, fast_config("claude"), scorers=("detection", "fuzzing"), control_latents=0)
+    run_score_stage(run, ScoreConfig(scorers=("detection", "fuzzing"), control_latents=0), fast_config("claude"))
     assert llm_env.completion_calls() == 4 * 2
     scores = _read(run, "latent_scores").set_index(["coder", "latent", "scorer"])
     assert scores.at[("bae-x", 2, "detection"), "recall"] == 1 and scores.at[("bae-x", 2, "detection"), "precision"] == 0.5
@@ -204,14 +204,14 @@ def test_provider_errors_are_failures_and_a_rerun_retries_only_them(llm_env, fas
         return fmt([table[(explanation, t)] for t in texts])
 
     llm_env.answer = answer
-    out = run_score_stage(run, fast_config("claude"), scorers=("detection",), control_latents=0)
+    out = run_score_stage(run, ScoreConfig(scorers=("detection",), control_latents=0), fast_config("claude"))
     assert not out["complete"] and out["window_failures"] == {"parse": 0, "llm": 20}
     pred = _read(run, "predictions")
     assert pred["failure"].str.startswith("llm:").sum() == 20
     assert not RunDir(run).is_complete("score")
     llm_env.answer = truth_answer(table)
     llm_env.reset_counts()
-    out = run_score_stage(run, fast_config("claude"), scorers=("detection",), control_latents=0)
+    out = run_score_stage(run, ScoreConfig(scorers=("detection",), control_latents=0), fast_config("claude"))
     assert out["complete"] and llm_env.completion_calls() == 4  # only the failed latent's prompts
     assert _read(run, "predictions")["parse_ok"].all()
 
@@ -219,13 +219,13 @@ def test_provider_errors_are_failures_and_a_rerun_retries_only_them(llm_env, fas
 # -- backends: AUC, prompt caching -------------------------------------------------------------------------
 def test_auc_from_logprobs_and_null_with_anthropic(llm_env, fast_config, run):
     llm_env.answer = confident_truth_answer(truth(run), p=0.9)
-    run_score_stage(run, fast_config("gpt-4.1-mini"), scorers=("detection",), latents=1)
+    run_score_stage(run, ScoreConfig(scorers=("detection",), latents=1), fast_config("gpt-4.1-mini"))
     pred = _read(run, "predictions")
     np.testing.assert_allclose(pred["probability"], np.where(pred["label"] == 1, 0.9, 0.1))
     assert (_read(run, "latent_scores")["auc"] == 1).all()
 
     llm_env.answer = truth_answer(truth(run))
-    run_score_stage(run, fast_config("claude"), scorers=("detection",), latents=1)
+    run_score_stage(run, ScoreConfig(scorers=("detection",), latents=1), fast_config("claude"))
     pred = _read(run, "predictions")
     assert pred["probability"].isna().all() and set(pred["model"]) == {"claude-sonnet-4-5"}
     scores = _read(run, "latent_scores")
@@ -268,7 +268,7 @@ def test_a_test_window_shown_to_the_explainer_is_refused(llm_env, fast_config, r
     ctx = pd.concat([ctx, leak.to_frame().T], ignore_index=True)
     pq.write_table(pa.Table.from_pandas(ctx, schema=CONTEXTS_SCHEMA, preserve_index=False), run / "contexts.parquet")
     with pytest.raises(UserError, match="also explanation windows"):
-        run_score_stage(run, fast_config("claude"), scorers=("detection",))
+        run_score_stage(run, ScoreConfig(scorers=("detection",)), fast_config("claude"))
     assert llm_env.completion_calls() == 0
 
 
@@ -297,7 +297,7 @@ def test_embedding_scorer_on_a_tiny_case(tmp_path, tokenizer):
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # the CPUs are shared: one thread is faster than two contending
     try:
-        out = run_score_stage(path, None, scorers=("embedding",))
+        out = run_score_stage(path, ScoreConfig(scorers=("embedding",)))
     finally:
         torch.set_num_threads(threads)
     pred = _read(path, "predictions")
@@ -339,22 +339,21 @@ def test_cut_windows_keep_their_peak_and_are_a_different_test(llm_env, fast_conf
         n_marks = max(1, round(np.mean([sum(w.fuzz_mask) for w in act])))
         assert all(sum(w.fuzz_mask) == n_marks for w in cut[k].windows if w.label == 0)  # marked after the cut
     llm_env.answer = truth_answer(truth(run))
-    run_score_stage(run, fast_config("claude"), scorers=("detection",), windows_per_prompt=1, latents=1, control_latents=0,
-                    window_tokens=8)
+    run_score_stage(run, ScoreConfig(scorers=("detection",), windows_per_prompt=1, latents=1, control_latents=0, window_tokens=8), fast_config("claude"))
     calls = llm_env.completion_calls()
     assert calls == 2 * 20 and (_read(run, "predictions")["prompt_version"].str.endswith("+cut8")).all()
-    run_score_stage(run, fast_config("claude"), scorers=("detection",), windows_per_prompt=1, latents=1, control_latents=0)
+    run_score_stage(run, ScoreConfig(scorers=("detection",), windows_per_prompt=1, latents=1, control_latents=0), fast_config("claude"))
     assert llm_env.completion_calls() == 2 * calls  # whole windows are another test: nothing reused
 
 
 def test_one_window_per_prompt_and_dry_run(llm_env, fast_config, run, capsys):
     llm_env.answer = truth_answer(truth(run))
-    est = run_score_stage(run, fast_config("claude"), scorers=("detection", "fuzzing"), windows_per_prompt=1, dry_run=True, control_latents=0)
+    est = run_score_stage(run, ScoreConfig(scorers=("detection", "fuzzing"), windows_per_prompt=1, control_latents=0), fast_config("claude"), dry_run=True)
     text = capsys.readouterr().out
     assert llm_env.completion_calls() == 0 and not (run / "predictions.parquet").exists()
     assert est["dry_run"]["detection"]["calls"] == 2 * 3 * 20 and est["dry_run_total"]["input_tokens"] > 0
     assert re.search(r"total: 240 calls, ~[\d,]+ input", text) and "$" in text
-    run_score_stage(run, fast_config("claude"), scorers=("detection",), windows_per_prompt=1, latents=1)
+    run_score_stage(run, ScoreConfig(scorers=("detection",), windows_per_prompt=1, latents=1), fast_config("claude"))
     assert llm_env.completion_calls() == 2 * 20
     assert all(len(read_prompt({"messages": r.body["messages"]})[1]) == 1 for r in _scoring_requests(llm_env))
     # one-window prompts get one-window examples (a small model copies the length of the examples' answers)
@@ -387,9 +386,9 @@ def test_cli_command(llm_env, run, tmp_path):
 
 def test_batch_mode_and_nothing_to_score(llm_env, fast_config, run):
     llm_env.answer = truth_answer(truth(run))
-    out = run_score_stage(run, fast_config("claude", batch=True), scorers=("detection",), latents=1)
+    out = run_score_stage(run, ScoreConfig(scorers=("detection",), latents=1), fast_config("claude", batch=True))
     assert out["complete"] and llm_env.count("anthropic_batch_create") == 1 and llm_env.count("messages") == 0
     assert (_read(run, "latent_scores")["f1"] == 1).all()
     assert not (run / "llm_batch_score.json").exists()  # the batch finished: no pending state left
     with pytest.raises(UserError, match="nothing to score"):
-        run_score_stage(run, fast_config("claude"), scorers=("detection",), latents=[99])
+        run_score_stage(run, ScoreConfig(scorers=("detection",), latents=[99]), fast_config("claude"))

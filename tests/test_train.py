@@ -11,7 +11,7 @@ import torch
 
 from interp_eval.artifacts import RunDir
 from interp_eval.coders.saelens import load_coder
-from interp_eval.coders.stage import run_train_stage
+from interp_eval.coders.stage import TrainStageConfig, run_train_stage
 from interp_eval.coders.train import TrainConfig, train_coder
 from interp_eval.errors import UserError
 from interp_eval.subject.activations import ActivationCache
@@ -50,7 +50,7 @@ def test_rerun_with_same_config_is_skipped(tiny_run):
     before = (tiny_run / "coders" / NAMES[0] / "sae_weights.safetensors").stat().st_mtime_ns
     manifest_lines = (tiny_run / "manifest.jsonl").read_text().count("\n")
     configs = [TrainConfig(coder="sae", hookpoint="layers.3.mlp", k=8, expansion=2, tokens=8192, batch_size=256, checkpoint_every=8)]
-    run_train_stage(tiny_run, configs, device="cpu", eval_tokens=1024)
+    run_train_stage(tiny_run, TrainStageConfig(coders=tuple(configs), device="cpu", eval_tokens=1024))
     assert (tiny_run / "coders" / NAMES[0] / "sae_weights.safetensors").stat().st_mtime_ns == before
     assert (tiny_run / "manifest.jsonl").read_text().count("\n") == manifest_lines
 

@@ -9,14 +9,15 @@ are evaluated against it.
 from __future__ import annotations
 
 import logging
-from dataclasses import asdict, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import torch
 import torch.distributed as dist
 
-from ..errors import UserError
 from ..artifacts import RunDir, config_hash
+from ..config_fields import NOT_AN_OPTION, flags
+from ..errors import UserError
 from ..catalog import RECON_EVAL, TRAIN_METRICS
 from ..subject.activations import CacheKey, build_activation_caches
 from ..subject.corpus import CorpusConfig, take_contexts
@@ -37,31 +38,71 @@ def control_name(name: str) -> str:
     return name if name.endswith(RANDOM_MODEL_SUFFIX) else name + RANDOM_MODEL_SUFFIX
 
 
-def run_train_stage(
-    run: str | Path,
-    configs: list[TrainConfig],
-    model: str | None = None,
-    corpus: CorpusConfig | None = None,
-    device: str = "auto",
-    eval_tokens: int = 16384,
-    cache_dtype: str = "float16",
-    resume: bool = True,
-    force: bool = False,
-    control: str | None = None,
-) -> list[str]:
-    """Train `configs` (all from one activation pass per hookpoint); returns the coder names.
+@dataclass(frozen=True)
+class CoderGrid:
+    """The coders `interp-eval train` trains: every kind x hookpoint x k, each with the same other settings."""
 
-    `control="random-model"` trains them on the random-model control of `model` instead (see the
-    module docstring). Coders of any random model are named `<name>-randmodel`.
+    kinds: tuple[str, ...] = field(default=(TrainConfig.coder,), metadata=flags("--coder"))
+    """sae, bae (binary SAE), tc (skip transcoder), btc (binary skip transcoder); repeat for several."""
+    hookpoints: tuple[str, ...] = field(default=(TrainConfig.hookpoint,), metadata=flags("--hookpoint"))
+    """MLP hookpoint(s), e.g. layers.9.mlp."""
+    ks: tuple[int, ...] = field(default=(TrainConfig.k,), metadata=flags("--k"))
+    """Active latents per token (repeat for several)."""
+
+    def configs(self, settings: TrainConfig) -> tuple[TrainConfig, ...]:
+        """One TrainConfig per grid point, with `settings` for everything else."""
+        combos = [(c, h, k) for c in self.kinds for h in self.hookpoints for k in self.ks]
+        if settings.name and len(combos) > 1:
+            raise UserError("--name names one coder; drop it when training several")
+        return tuple(replace(settings, coder=c, hookpoint=h, k=k) for c, h, k in combos)
+
+
+@dataclass(frozen=True)
+class TrainStageConfig:
+    """The `train` stage: `coders` trained from one activation pass per hookpoint, then evaluated."""
+
+    coders: tuple[TrainConfig, ...] = field(default=(), metadata=NOT_AN_OPTION)
+    """The coders to train (the command builds them from its CoderGrid)."""
+    model: str | None = None
+    """Subject model: the packaged default, a HF id or a local folder (random:<model>[:seed] is its randomly
+    initialised copy)."""
+    dataset: str = CorpusConfig.dataset
+    """Corpus: the packaged BBC News, local .txt/.jsonl/.parquet files or folder, or a HF dataset name."""
+    ctx_len: int = CorpusConfig.ctx_len
+    """Tokens per context."""
+    device: str = "auto"
+    """auto, cpu, cuda, cuda:N."""
+    eval_tokens: int = 16384
+    """Held-out tokens for the reconstruction eval."""
+    cache_dtype: str = "float16"
+    """Activation cache dtype: float16, bfloat16, float32."""
+    resume: bool = True
+    """Continue from a checkpoint if one exists."""
+    force: bool = False
+    """Retrain even if the coder is already complete."""
+    control: str | None = None
+    """random-model: train on a randomly initialised copy of --model (same architecture, tokenizer, tokens,
+    settings; Heap et al. 2025); coders are named <name>-randmodel."""
+
+    @property
+    def corpus(self) -> CorpusConfig:
+        return CorpusConfig(dataset=self.dataset, ctx_len=self.ctx_len)
+
+
+def run_train_stage(run: str | Path, cfg: TrainStageConfig) -> list[str]:
+    """Train `cfg.coders` (all from one activation pass per hookpoint); returns the coder names.
+
+    `cfg.control="random-model"` trains them on the random-model control of `cfg.model` instead (see
+    the module docstring). Coders of any random model are named `<name>-randmodel`.
     """
-    if control is not None:
-        if control not in CONTROLS:
-            raise UserError(f"--control {control}: use {' or '.join(CONTROLS)} (coders of a randomly initialised subject model)")
+    configs, model, corpus = list(cfg.coders), cfg.model, cfg.corpus
+    if cfg.control is not None:
+        if cfg.control not in CONTROLS:
+            raise UserError(f"--control {cfg.control}: use {' or '.join(CONTROLS)} (coders of a randomly initialised subject model)")
         model = random_model_spec(model)
     rd = RunDir(run)
-    corpus = corpus or CorpusConfig()
     d = init_distributed()
-    subject = load_subject_model(model, device)
+    subject = load_subject_model(model, cfg.device)
     if parse_random_spec(subject.name) is not None:
         configs = [replace(c, name=control_name(c.coder_name)) for c in configs]
     dev = subject.device
@@ -76,12 +117,12 @@ def run_train_stage(
         resolve(subject, c.hookpoint)
         c.coder_config(subject.d_model, subject.d_model, subject.name)
     hashes = {
-        c.coder_name: config_hash({"train": asdict(c), "model": subject.name, "corpus": asdict(corpus), "cache_dtype": cache_dtype})
+        c.coder_name: config_hash({"train": asdict(c), "model": subject.name, "corpus": asdict(corpus), "cache_dtype": cfg.cache_dtype})
         for c in configs
     }
     todo = [
         c for c in configs
-        if force or not (rd.is_complete(f"train:{c.coder_name}", hashes[c.coder_name]) and is_saelens_folder(rd.coder_dir(c.coder_name)))
+        if cfg.force or not (rd.is_complete(f"train:{c.coder_name}", hashes[c.coder_name]) and is_saelens_folder(rd.coder_dir(c.coder_name)))
     ]
     for c in configs:
         if c not in todo:
@@ -92,7 +133,7 @@ def run_train_stage(
         stage = "train" if parse_random_spec(subject.name) is None else f"train-{RANDOM_MODEL_CONTROL}"
         rd.init({stage: {"model": subject.name, "corpus": asdict(corpus), "coders": [asdict(c) for c in configs]}})
     tokens = max(c.tokens for c in todo)
-    key = CacheKey(model=subject.name, corpus=corpus, split="train", n_tokens=tokens, dtype=cache_dtype)
+    key = CacheKey(model=subject.name, corpus=corpus, split="train", n_tokens=tokens, dtype=cfg.cache_dtype)
     hookpoints = sorted({c.hookpoint for c in todo})
     if d.is_main:
         caches = build_activation_caches(rd.root, subject, key, hookpoints)
@@ -103,7 +144,7 @@ def run_train_stage(
     trained: dict[str, dict] = {}
     for c in todo:
         cache = caches[c.hookpoint]
-        coder, rows, fires = train_coder(rd.root, c, cache, subject.name, dev, resume=resume, dist_info=d)
+        coder, rows, fires = train_coder(rd.root, c, cache, subject.name, dev, resume=cfg.resume, dist_info=d)
         if d.is_main:
             n_tok = max(rows[-1]["tokens"], 1) if rows else 1
             save_coder(coder, rd.coder_dir(c.coder_name), fires.double() / n_tok, {"train": asdict(c)})
@@ -111,7 +152,7 @@ def run_train_stage(
             remove_checkpoint(rd.root, c.coder_name)
         trained[c.coder_name] = {"coder": coder, "config": c}
     if d.is_main:
-        heldout = take_contexts(corpus, subject.tokenizer, "heldout", eval_tokens)
+        heldout = take_contexts(corpus, subject.tokenizer, "heldout", cfg.eval_tokens)
         for hp in hookpoints:
             group = {n: t["coder"].to(dev) for n, t in trained.items() if t["config"].hookpoint == hp}
             rows = evaluate_reconstruction(subject, hp, group, heldout)

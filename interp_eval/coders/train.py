@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
 
@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from ..artifacts import RunDir, atomic_path
+from ..config_fields import NOT_AN_OPTION
 from ..distributed import DistInfo, all_reduce
 from ..errors import UserError
 from ..subject.activations import ActivationCache
@@ -24,25 +25,48 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class TrainConfig:
-    coder: str = "sae"  # sae | bae | tc | btc
-    hookpoint: str = "layers.9.mlp"
-    k: int = 32
+    """One coder's training settings. `coder`, `hookpoint` and `k` name the coder; `interp-eval train`
+    sets them from its --coder, --hookpoint and --k grid (coders/stage.py, CoderGrid); every other field
+    is an option of that command (cli_options.py), its docstring the help text."""
+
+    coder: str = field(default="sae", metadata=NOT_AN_OPTION)
+    """sae | bae | tc | btc."""
+    hookpoint: str = field(default="layers.9.mlp", metadata=NOT_AN_OPTION)
+    """MLP hookpoint, e.g. layers.9.mlp."""
+    k: int = field(default=32, metadata=NOT_AN_OPTION)
+    """Active latents per token."""
     expansion: int = 8
+    """Latents = expansion x d_model (paper: 64)."""
     tokens: int = 300_000
+    """Training tokens."""
     batch_size: int = 1024
+    """Tokens per step (per process under torchrun)."""
     epochs: int = 1
-    optimizer: str = "adam"  # adam | signum
-    lr: float | None = None  # None: the paper's scaling rule
-    warmup_steps: int = 1000  # Adam only; capped at 10% of the steps
+    """Passes over the training tokens."""
+    optimizer: str = "adam"
+    """adam (warm-up + linear decay) or signum (schedule-free; the paper's)."""
+    lr: float | None = None
+    """Learning rate; default: the paper's rule base/sqrt(M/2^14)."""
+    warmup_steps: int = 1000
+    """Adam warm-up steps (capped at 10% of the steps)."""
     seed: int = 1
-    temperature: float = 1.0  # binary straight-through temperature T
+    """Seed of the coder's initialisation and the order of training tokens."""
+    temperature: float = 1.0
+    """Binary coders: straight-through sigmoid temperature T."""
     theta_init: float = 0.004
-    normalize_decoder: bool | None = None  # None: on for SAEs, off for transcoders
-    skip: bool | None = None  # None: on for transcoders
-    auxk_alpha: float = 0.0  # AuxK dead-latent loss (off in the paper's runs; sparsify uses 1/32)
-    dead_tokens: int = 1_000_000  # a latent is dead after this many tokens without firing
+    """Binary coders: initial per-latent threshold."""
+    normalize_decoder: bool | None = None
+    """Unit-norm decoder rows (default: SAEs yes, transcoders no)."""
+    skip: bool | None = None
+    """Transcoder skip connection (default on)."""
+    auxk_alpha: float = 0.0
+    """AuxK dead-latent loss weight (paper: off; sparsify uses 1/32)."""
+    dead_tokens: int = 1_000_000
+    """A latent is dead after this many tokens without firing."""
     checkpoint_every: int = 100
+    """Save a training checkpoint every N steps."""
     name: str | None = None
+    """Coder folder name (one coder only)."""
 
     def __post_init__(self):
         if self.coder not in CODER_KINDS:

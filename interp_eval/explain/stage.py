@@ -18,41 +18,65 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 import pandas as pd
 
-from ..artifacts import RunDir, append_parquet, config_hash, read_parquet, write_parquet
+from ..config_fields import NOT_AN_OPTION, flags
+from ..artifacts import RunDir, config_hash, read_table
 from ..errors import UserError
 from ..llm import LLMConfig, LLMRequest, LLMResponse, make_client
+from ..llm.ask import ask_until_parsed
 from ..llm.client import dry_run as llm_dry_run
-from ..llm.usage import LLM_USAGE
-from ..mining.schema import CONTEXTS, LATENTS, SPLIT_EXPLAIN, STATUS_OK, WINDOWS
+from ..catalog import CONTEXTS, EXPLAIN_PARTS, EXPLAINERS, EXPLANATIONS, LATENTS, LLM_USAGE, SPLIT_EXPLAIN, STATUS_OK, WINDOWS
+from ..catalog import EXPLAINER_LLM as LLM, EXPLAINER_TOKEN_TABLE as TOKEN_TABLE
+from ..llm.usage import CallTag, ledger_rows
+from ..parts import PartedTable
 from .diversity import diversity
 from .prompt import Window, build_request, fewshot_explanations, judge_answer, prompt_version, retry_request
 from .tokens import TOKEN_TABLE_VERSION, token_table_explanation
 
 log = logging.getLogger(__name__)
 
-EXPLANATIONS = "explanations.parquet"
-LLM, TOKEN_TABLE = "llm", "token-table"
-EXPLAINERS = (LLM, TOKEN_TABLE)
 KEY = ["coder", "latent", "explainer"]
+
+
+def _latent_count(value: str) -> int | None:
+    """`all` -> None (every live latent); a positive integer otherwise."""
+    if value.strip().lower() == "all":
+        return None
+    if not value.strip().isdigit() or int(value) < 1:
+        raise UserError(f"--latents {value}: give a positive number of latents or 'all'")
+    return int(value)
 
 
 @dataclass
 class ExplainConfig:
-    explainer: str = LLM  # llm | token-table
-    latents: int | None = None  # the first N live latents of each coder (the paper's choice); None: all
-    sample: int | None = None  # or a seeded random sample of N live latents; both None: every live latent
+    explainer: str = LLM
+    """llm (an LLM reads the windows) or token-table (no LLM: the most frequent marked tokens with counts)."""
+    latents: int | None = field(default=None, metadata=flags("--latents", parser=_latent_count))
+    """Explain the first N live latents of each coder (the paper's choice), or 'all' (the default)."""
+    sample: int | None = None
+    """Or a seeded random sample of N live latents."""
     seed: int = 0
-    coders: tuple[str, ...] | None = None
-    show_activations: bool = False  # continuous coders: add 0-10 activations of marked tokens
+    """Seed of --sample."""
+    coders: tuple[str, ...] | None = field(default=None, metadata=flags("--coder"))
+    """Only these coders (repeatable)."""
+    show_activations: bool = field(default=False, metadata=flags("--show-activations"))
+    """Continuous coders: list 0-10 activations of marked tokens."""
     max_retries: int = 2
-    chunk: int = 64  # latents per write: the resume granularity
+    """Re-asks after an unparseable answer or a copied few-shot answer."""
+    chunk: int = field(default=64, metadata=NOT_AN_OPTION)
+    """Latents per write: the resume granularity."""
+
+    def __post_init__(self):
+        if self.explainer not in EXPLAINERS:
+            raise UserError(f"--explainer {self.explainer}: use one of {', '.join(EXPLAINERS)}")
+        if self.latents is not None and self.sample is not None:
+            raise UserError("give --latents or --sample, not both")
 
 
 def select_latents(latents: pd.DataFrame, cfg: ExplainConfig) -> pd.DataFrame:
@@ -77,16 +101,14 @@ def select_latents(latents: pd.DataFrame, cfg: ExplainConfig) -> pd.DataFrame:
 
 
 def load_explain_windows(rd: RunDir) -> tuple[pd.DataFrame, pd.DataFrame]:
-    contexts = read_parquet(rd.path(CONTEXTS), CONTEXTS)
-    windows = read_parquet(rd.path(WINDOWS), WINDOWS).set_index("window_id")
-    return contexts[contexts["split"] == SPLIT_EXPLAIN], windows
+    contexts = rd.read(CONTEXTS, where={"split": [SPLIT_EXPLAIN]})
+    windows = rd.read(WINDOWS).set_index("window_id")
+    return contexts, windows
 
 
 def read_explanations(path: str | Path) -> pd.DataFrame:
-    """explanations.parquet with an `explainer` on every row (rows from before the column: `llm`)."""
-    df = read_parquet(Path(path), EXPLANATIONS)
-    df["explainer"] = df["explainer"].fillna(LLM) if "explainer" in df else LLM
-    return df
+    """explanations.parquet (rows from before the `explainer` column read as `llm`: the catalog's default)."""
+    return read_table(EXPLANATIONS, Path(path))
 
 
 def _windows_of(explain_rows: pd.DataFrame, windows: pd.DataFrame) -> list[Window]:
@@ -96,8 +118,7 @@ def _windows_of(explain_rows: pd.DataFrame, windows: pd.DataFrame) -> list[Windo
 
 def _row(coder: str, latent: int, explainer: str, model: str, version: str, n_windows: int, explanation: str | None,
          failure: str | None, responses: Sequence[LLMResponse] = ()) -> dict:
-    usage = [r.usage for r in responses]
-    costs = [r.cost_usd for r in responses]
+    """One explanations row; the answers' tokens and dollars go to the LLM ledger (llm_usage.parquet)."""
     return {
         "coder": coder,
         "latent": int(latent),
@@ -109,12 +130,6 @@ def _row(coder: str, latent: int, explainer: str, model: str, version: str, n_wi
         "parse_ok": explanation is not None,
         "failure": failure,
         "attempts": len(responses),
-        "input_tokens": sum(u.input_tokens for u in usage),
-        "output_tokens": sum(u.output_tokens for u in usage),
-        "cache_read_tokens": sum(u.cache_read_tokens for u in usage),
-        "cache_write_tokens": sum(u.cache_write_tokens for u in usage),
-        "cost_usd": None if any(c is None for c in costs) else float(sum(costs)),
-        "cached": bool(responses) and all(r.cached for r in responses),
         "raw_answer": responses[-1].text if responses else None,
     }
 
@@ -130,47 +145,29 @@ def _llm_failure(last: LLMResponse, copied: str | None, attempts: int) -> str:
 async def _explain_chunk(llm, requests: list[LLMRequest], max_retries: int, batch_state: Path,
                          fewshot: Sequence[str]) -> list[tuple[list[LLMResponse], str | None, str | None]]:
     """(answers, accepted explanation, failure) per request, after up to max_retries corrective turns."""
-    responses = await llm.complete_many(requests, desc="explain", batch_state_path=batch_state)
-    history = [[r] for r in responses]
-    verdicts = [judge_answer(r.text, fewshot) for r in responses]
-    current = list(requests)
-    for _ in range(max_retries):
-        redo = [i for i, h in enumerate(history) if h[-1].ok and verdicts[i].explanation is None]
-        if not redo:
-            break
-        retries = [retry_request(current[i], history[i][-1].text or "", verdicts[i].copied) for i in redo]
-        answers = await llm.complete_many(retries, desc="explain (retry)", progress=False)
-        for i, req, ans in zip(redo, retries, answers):
-            current[i] = req
-            history[i].append(ans)
-            verdicts[i] = judge_answer(ans.text, fewshot)
+    history = await ask_until_parsed(
+        llm, requests, lambda i, text: judge_answer(text, fewshot).explanation,
+        lambda i, request, text: retry_request(request, text or "", judge_answer(text, fewshot).copied),
+        max_retries, "explain", batch_state,
+    )
     out = []
-    for h, v in zip(history, verdicts):
-        explanation = v.explanation if h[-1].ok else None
-        out.append((h, explanation, None if explanation else _llm_failure(h[-1], v.copied, len(h))))
+    for h in history:
+        verdict = judge_answer(h[-1].text, fewshot)
+        explanation = verdict.explanation if h[-1].ok else None
+        out.append((h, explanation, None if explanation else _llm_failure(h[-1], verdict.copied, len(h))))
     return out
 
 
-def _upgrade(path: Path) -> None:
-    """Give an explanations.parquet from before the `explainer` column that column (its rows are `llm`)."""
-    if path.exists():
-        df = read_parquet(path, EXPLANATIONS)
-        if "explainer" not in df or df["explainer"].isna().any():
-            write_parquet(path, read_explanations(path))
-
-
-def run_explain_stage(run: str | Path, llm_cfg: LLMConfig | None = None, cfg: ExplainConfig | None = None,
+def run_explain_stage(run: str | Path, cfg: ExplainConfig | None = None, llm_cfg: LLMConfig | None = None,
                       dry_run: bool = False) -> dict:
     """Explain the selected latents; returns counts (explained, failed, already_done, too_rare, dead) and diversity.
 
     `llm_cfg` is only read by the `llm` explainer (None: the default, the offline local model).
     """
     cfg = cfg or ExplainConfig()
-    if cfg.explainer not in EXPLAINERS:
-        raise UserError(f"--explainer {cfg.explainer}: use one of {', '.join(EXPLAINERS)}")
     llm_cfg = llm_cfg or LLMConfig()
     rd = RunDir(run)
-    latents = read_parquet(rd.path(LATENTS), LATENTS)
+    latents = rd.read(LATENTS)
     chosen = select_latents(latents, cfg)
     explain_rows, windows = load_explain_windows(rd)
     if cfg.explainer == LLM:
@@ -181,13 +178,12 @@ def run_explain_stage(run: str | Path, llm_cfg: LLMConfig | None = None, cfg: Ex
     # explanations belong to one mining run: re-mined (e.g. retrained) coders are explained afresh
     mined = rd.stage_entry("mine")
     mine_config = mined.get("config_hash") if mined else None
-    out_path = rd.path(EXPLANATIONS)
+    store = _explanations(rd)
     done: set[tuple[str, int]] = set()
-    if out_path.exists():
-        prev = read_explanations(out_path)
+    if rd.has(EXPLANATIONS) or store.has_parts():  # parts: what a crashed run finished
+        prev = store.read()
         same = (prev["explainer"] == cfg.explainer) & (prev["explainer_model"] == model) & (prev["prompt_version"] == version)
-        if "mine_config" in prev:
-            same &= prev["mine_config"].fillna("") == (mine_config or "")
+        same &= prev["mine_config"].fillna("") == (mine_config or "")
         ok = prev[prev["parse_ok"] & same]
         done = set(zip(ok["coder"], ok["latent"].astype(int)))
     by_latent = {key: grp for key, grp in explain_rows.groupby(["coder", "latent"])}
@@ -214,7 +210,6 @@ def run_explain_stage(run: str | Path, llm_cfg: LLMConfig | None = None, cfg: Ex
     if dry_run:
         est = llm_dry_run(llm_cfg, requests).to_dict() if cfg.explainer == LLM else None
         return {**counts, "dry_run": est}
-    _upgrade(out_path)
     log.info("explaining %d latents with %s (%d already done)", len(todo), model, counts["already_done"])
     if cfg.explainer == TOKEN_TABLE:
         rows = []
@@ -222,14 +217,16 @@ def run_explain_stage(run: str | Path, llm_cfg: LLMConfig | None = None, cfg: Ex
             expl = token_table_explanation(w)
             rows.append(_row(c, lat, TOKEN_TABLE, TOKEN_TABLE, version, len(w), expl,
                              None if expl else "no marked tokens in its explanation windows"))
-        failed, usage = _write(out_path, rows, mine_config), None
+        failed, usage = _write(store, rows, mine_config), None
     else:
-        failed, usage = _explain_llm(rd, llm_cfg, cfg, todo, requests, model, version, mine_config)
+        failed, usage = _explain_llm(rd, store, llm_cfg, cfg, todo, requests, model, version, mine_config)
+    if store.has_parts():
+        store.write(store.read())
     if failed == 0:
-        rd.mark_complete("explain", stage_hash, [EXPLANATIONS], explained=len(todo), explainer=cfg.explainer)
+        rd.mark_complete("explain", stage_hash, [EXPLANATIONS.name], explained=len(todo), explainer=cfg.explainer)
     else:
         log.warning("%d latents failed to get an explanation: re-run the same command to retry them", failed)
-    div = diversity(read_explanations(out_path), fewshot_explanations())
+    div = diversity(rd.read(EXPLANATIONS), fewshot_explanations())
     div = div[div["explainer"] == cfg.explainer]
     for r in div.itertuples():
         log.info("%s / %s: %d distinct explanations of %d explained latents (diversity %.2f), %d few-shot copies",
@@ -237,13 +234,18 @@ def run_explain_stage(run: str | Path, llm_cfg: LLMConfig | None = None, cfg: Ex
     return {**counts, "explained": len(todo) - failed, "failed": failed, "usage": usage, "diversity": div}
 
 
-def _write(out_path: Path, rows: list[dict], mine_config: str | None) -> int:
-    """Append rows (replacing the same (coder, latent, explainer)); returns how many are failures."""
-    append_parquet(out_path, [{**r, "mine_config": mine_config} for r in rows], replace=KEY)
+def _explanations(rd: RunDir) -> PartedTable:
+    """explanations.parquet, written one part file per chunk (a newer row replaces the same (coder, latent, explainer))."""
+    return PartedTable(rd, EXPLANATIONS, tuple(KEY), EXPLAIN_PARTS)
+
+
+def _write(store: PartedTable, rows: list[dict], mine_config: str | None) -> int:
+    """Add rows as one part; returns how many are failures."""
+    store.add([{**r, "mine_config": mine_config} for r in rows])
     return sum(r["explanation"] is None for r in rows)
 
 
-def _explain_llm(rd: RunDir, llm_cfg: LLMConfig, cfg: ExplainConfig, todo: list[tuple[str, int, list[Window]]],
+def _explain_llm(rd: RunDir, store: PartedTable, llm_cfg: LLMConfig, cfg: ExplainConfig, todo: list[tuple[str, int, list[Window]]],
                  requests: list[LLMRequest], model: str, version: str, mine_config: str | None) -> tuple[int, dict]:
     """Ask the LLM, chunk by chunk (the resume granularity); returns (failures, usage summary)."""
     failed = 0
@@ -260,8 +262,10 @@ def _explain_llm(rd: RunDir, llm_cfg: LLMConfig, cfg: ExplainConfig, todo: list[
                 results = await _explain_chunk(llm, reqs, cfg.max_retries, rd.path("llm_batch_explain.json"), fewshot)
                 rows = [_row(c, lat, LLM, model, version, len(w), expl, failure, hist)
                         for (c, lat, w), (hist, expl, failure) in zip(part, results)]
-                failed += _write(rd.path(EXPLANATIONS), rows, mine_config)
+                # the ledger first: a crash between the two writes re-asks the chunk (from the cache), never loses its cost
+                rd.append(LLM_USAGE, [row for (c, lat, _), (hist, _, _) in zip(part, results)
+                                      for row in ledger_rows(CallTag(c, lat, explainer=LLM), hist)])
+                failed += _write(store, rows, mine_config)
 
     asyncio.run(go())
-    append_parquet(rd.path(LLM_USAGE), llm.usage.rows())
     return failed, llm.usage.summary()

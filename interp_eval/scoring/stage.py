@@ -4,9 +4,10 @@ Reads `latents.parquet`, `windows.parquet`, `contexts.parquet` (test windows onl
 and `explanations.parquet`; writes
 
 - `predictions.parquet`: one row per (coder, latent, scorer, explainer, control, test window; per
-  trial for the intruder), see PREDICTIONS_SCHEMA. `control` is "none" for the scores and
+  trial for the intruder), see catalog.PREDICTIONS. `control` is "none" for the scores and
   "shuffled" for the shuffled control (controls.py); control rows never enter the scores;
-- `score_calls.parquet`: one row per LLM call (retries included): tokens, dollars, cache hits, failures;
+- `llm_usage.parquet` (the LLM ledger, appended): one row per LLM call (retries included), tagged with
+  its coder, latent, scorer, explainer and control: tokens, dollars, cache hits, failures;
 - `window_embeddings.parquet`: MiniLM embeddings of the run's windows (embedding scorers), made once;
 - `latent_scores.parquet`, `score_summary.parquet` (with each scorer's power and its interval),
   `score_by_quantile.parquet` and, with freq_adjust, `score_by_frequency.parquet` (see aggregate.py).
@@ -32,44 +33,37 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
-import os
-import shutil
-import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-import pyarrow.parquet as pq
 
-from ..artifacts import RunDir, append_parquet, config_hash, read_parquet, write_parquet
+from ..config_fields import NOT_AN_OPTION, flags
+from ..artifacts import RunDir, config_hash
+from ..catalog import (
+    CONTEXTS, EXPLANATIONS, KIND_NEGATIVE, LATENT_SCORES, LATENTS, LLM_USAGE, PREDICTIONS, SCORE_BY_FREQUENCY, SCORE_BY_QUANTILE,
+    SCORE_PARTS, SCORE_SUMMARY, SPLIT_EXPLAIN, SPLIT_TEST, STATUS_OK, WINDOW_EMBEDDINGS, WINDOWS,
+)
 from ..errors import UserError
 from ..llm import LLMConfig, LLMResponse, make_client
+from ..llm.ask import ask_until_parsed
+from ..parts import PartedTable
 from ..llm.client import dry_run as llm_dry_run
-from ..llm.usage import LLM_USAGE
-from ..mining.schema import CONTEXTS, KIND_NEGATIVE, LATENTS, SPLIT_EXPLAIN, SPLIT_TEST, STATUS_OK, WINDOWS
+from ..llm.usage import CallTag, ledger_rows, spend
 from ..prompting import render
 from . import aggregate
 from .classifier import wants_logprobs
 from .controls import shuffled_sources
-from .embedding import WINDOW_EMBEDDINGS, WindowEmbeddings
+from .embedding import WindowEmbeddings
 from .registry import CONTROL_NONE, CONTROL_SHUFFLED, EXPLAINED, LIVE, NO_EXPLAINER, Job, LLMScorer, LocalScorer, ScorePrompt, get_scorer, scorer_names
 from .testset import LatentTests, TestRows, build_latent_tests
 
 log = logging.getLogger(__name__)
 
-EXPLANATIONS = "explanations.parquet"
-PREDICTIONS = "predictions.parquet"
-CALLS = "score_calls.parquet"
-LATENT_SCORES = "latent_scores.parquet"
-SUMMARY = "score_summary.parquet"
-BY_QUANTILE = "score_by_quantile.parquet"
-BY_FREQUENCY = "score_by_frequency.parquet"
-PARTS = "score.parts"
 KEY = ["coder", "latent", "scorer", "explainer", "control"]
-DEFAULT_EXPLAINER = "llm"  # explanations written before the explainer column existed
 LOCAL_WINDOWS_PER_PROMPT = 1  # the offline model's format, chosen by measured power (README)
 HOSTED_WINDOWS_PER_PROMPT = 5  # the paper's
 LOCAL_WINDOW_TOKENS = 16  # the offline model sees 16 of a window's 32 tokens around its peak: more power, faster (README)
@@ -81,56 +75,61 @@ def __getattr__(name: str):  # SCORERS: the registered scorer names, read when a
     raise AttributeError(name)
 
 
-PREDICTIONS_SCHEMA = pa.schema([
-    ("coder", pa.string()),
-    ("latent", pa.int64()),
-    ("scorer", pa.string()),          # a registered scorer (registry.py)
-    ("explainer", pa.string()),       # which explainer's explanation was scored; "none" for explanation-free scorers
-    ("control", pa.string()),         # "none" (the score) or "shuffled" (scored with source_latent's explanation)
-    ("source_latent", pa.int64()),    # whose explanation / reference windows were used (= latent unless a control)
-    ("window_id", pa.int64()),
-    ("label", pa.int8()),             # 1 activating (quantile/test), 0 not (random_negative/test); intruder: 1
-    ("prediction", pa.int8()),        # the scorer's 0/1 (intruder: named the intruder); null when it failed or has none
-    ("probability", pa.float64()),    # P("1") from token logprobs; null without logprobs (Anthropic)
-    ("similarity", pa.float64()),     # embedding scorers: cosine similarity; else null
-    ("answer", pa.int32()),           # intruder: the position the LLM named; else null
-    ("parse_ok", pa.bool_()),
-    ("failure", pa.string()),         # null, "parse: ...", or "llm: ..." (provider error after retries)
-    ("attempts", pa.int32()),         # answers asked for this window's prompt (1 + corrective retries)
-    ("model", pa.string()),
-    ("quantile", pa.int8()),          # activation decile of an activating window; null for binary coders / negatives
-    ("prompt_version", pa.string()),  # the scorer's version (prompt templates or code)
-    ("explanation_sha", pa.string()),  # first 12 hex of sha256(explanation or reference): a new one is scored anew
-    ("prompt_index", pa.int32()),     # which prompt of the latent (shuffled order)
-    ("position", pa.int32()),         # 1-based place of the window in that prompt (intruder: the true position)
-    ("windows_per_prompt", pa.int32()),
-    ("seed", pa.int64()),
-])
+def scorers_help() -> str:
+    return "Scorer (repeatable): " + ", ".join(scorer_names()) + "."
 
-CALLS_SCHEMA = pa.schema([
-    ("coder", pa.string()), ("latent", pa.int64()), ("scorer", pa.string()), ("explainer", pa.string()), ("control", pa.string()),
-    ("prompt_index", pa.int32()), ("attempt", pa.int32()), ("ok", pa.bool_()), ("parse_ok", pa.bool_()), ("cached", pa.bool_()),
-    ("batch", pa.bool_()), ("model", pa.string()), ("input_tokens", pa.int64()), ("output_tokens", pa.int64()),
-    ("cache_read_tokens", pa.int64()), ("cache_write_tokens", pa.int64()), ("cost_usd", pa.float64()), ("error", pa.string()),
-])
+
+def _latent_count(value: str) -> int | None:
+    """`all` -> None (every explained latent); a positive integer otherwise."""
+    if value.strip().lower() == "all":
+        return None
+    if not value.strip().isdigit() or int(value) < 1:
+        raise UserError(f"--latents {value}: give a positive number of latents or 'all'")
+    return int(value)
 
 
 @dataclass
 class ScoreConfig:
-    scorers: tuple[str, ...] = ("detection", "fuzzing")
-    coders: tuple[str, ...] | None = None
-    latents: Any = None  # None: all explained (example-embedding: all live); N: the first N of each coder; or a list of indices
-    windows_per_prompt: int | None = None  # None: 1 for the offline model, 5 (the paper's) for hosted ones
+    scorers: tuple[str, ...] = field(default=("detection", "fuzzing"), metadata=flags("--scorer", help=scorers_help))
+    """Scorers to run (registry.py)."""
+    coders: tuple[str, ...] | None = field(default=None, metadata=flags("--coder"))
+    """Only these coders (repeatable)."""
+    latents: int | tuple[int, ...] | None = field(default=None, metadata=flags("--latents", parser=_latent_count))
+    """Score the first N explained latents of each coder (default: all explained; example-embedding: all live).
+    In code also a tuple of latent indices."""
+    windows_per_prompt: int | None = None
+    """Test windows per LLM prompt (default: 5, the paper's, for hosted models; 1 for the offline model, chosen by
+    measured power)."""
     n_activating: int = 50
+    """Activating test windows per latent (at most)."""
     n_negative: int = 50
+    """Non-activating test windows per latent (at most)."""
     seed: int = 0
-    freq_adjust: bool = False
+    """Seed of window order, subsampling, fuzzing marks and bootstrap intervals."""
+    freq_adjust: bool = field(default=False, metadata=flags("--freq-adjust"))
+    """Also report the frequency-weighted F1 and scores by firing-frequency bin."""
     max_retries: int = 2
-    control_latents: int | None = None  # latents per coder scored under the shuffled control (None: all; 0: none)
-    explainers: tuple[str, ...] | None = None  # None: every explainer in explanations.parquet
-    intruder_windows: int = 5  # windows per intruder prompt (chance 1/n)
-    intruder_trials: int = 4  # intruder prompts per latent
-    window_tokens: int | None = None  # LLM scorers: windows cut to N tokens around the peak; 0 whole; None the backend's default
+    """Corrective re-asks after an answer that is not a list of 0/1 digits."""
+    control_latents: int | None = None
+    """Latents per coder scored again with another latent's explanation (the shuffled control; default: all, 0: none)."""
+    explainers: tuple[str, ...] | None = field(default=None, metadata=flags("--explainer"))
+    """Only these explainers' explanations (default: every explainer in explanations.parquet)."""
+    intruder_windows: int = 5
+    """Windows per intruder prompt (chance 1/n)."""
+    intruder_trials: int = 4
+    """Intruder prompts per latent."""
+    window_tokens: int | None = None
+    """LLM scorers: cut each test window to N tokens around its highest activation; 0: whole windows (default: 16
+    for the offline model, chosen by measured power; whole windows for hosted models)."""
+    chunk: int = field(default=64, metadata=NOT_AN_OPTION)
+    """Latents per write: the resume granularity (one chunk in batch mode, since a provider batch is submitted whole)."""
+
+    def __post_init__(self):  # sequences given in code (lists) become the tuples the config hash and the CLI use
+        self.scorers = tuple(self.scorers)
+        self.coders = tuple(self.coders) if self.coders else None
+        self.explainers = tuple(self.explainers) if self.explainers else None
+        if self.latents is not None and not isinstance(self.latents, int):
+            self.latents = tuple(int(x) for x in self.latents)
 
     def validate(self) -> None:
         if not self.scorers:
@@ -166,15 +165,6 @@ def with_backend_format(cfg: ScoreConfig, backend: str) -> ScoreConfig:
 
 
 # -- inputs ----------------------------------------------------------------------------------------------
-def _read(path: Path, what: str, **kw: Any) -> pd.DataFrame:
-    if not path.exists():
-        raise UserError(f"{what} not found: {path} (run the stage that writes it first)")
-    try:
-        return pq.read_table(path, **kw).to_pandas()
-    except Exception as exc:  # pyarrow raises several types for corrupt files or missing columns
-        raise UserError(f"{what} is not a readable Parquet file with the expected columns: {path} ({type(exc).__name__}: {str(exc).splitlines()[0]})") from exc
-
-
 def _first(df: pd.DataFrame, latents: Any, by: Sequence[str]) -> pd.DataFrame:
     """Per group of `by`: the first N latents, the listed ones, or all."""
     picked = []
@@ -189,20 +179,13 @@ def _first(df: pd.DataFrame, latents: Any, by: Sequence[str]) -> pd.DataFrame:
 
 
 def read_explanations(rd: RunDir) -> pd.DataFrame:
-    """explanations.parquet, one row per (coder, latent, explainer); files without the explainer column are "llm"."""
-    ex = read_parquet(rd.path(EXPLANATIONS), EXPLANATIONS + " (run `interp-eval explain` first)")
-    need = {"coder", "latent", "explanation"}
-    if need - set(ex.columns):
-        raise UserError(f"{rd.path(EXPLANATIONS)} lacks column(s) {', '.join(sorted(need - set(ex.columns)))}")
-    if "explainer" not in ex:
-        ex["explainer"] = DEFAULT_EXPLAINER
-    ex["explainer"] = ex["explainer"].fillna(DEFAULT_EXPLAINER).astype(str)
-    return ex.drop_duplicates(["coder", "latent", "explainer"], keep="last").reset_index(drop=True)
+    """explanations.parquet, one row per (coder, latent, explainer)."""
+    return rd.read(EXPLANATIONS).drop_duplicates(["coder", "latent", "explainer"], keep="last").reset_index(drop=True)
 
 
 def _explained(ex: pd.DataFrame, cfg: ScoreConfig) -> pd.DataFrame:
     """The selected explained latents: coder, latent, explainer, explanation."""
-    ok = ex[ex["explanation"].notna() & (ex["parse_ok"].fillna(False).astype(bool) if "parse_ok" in ex else True)]
+    ok = ex[ex["explanation"].notna() & ex["parse_ok"].fillna(False).astype(bool)]
     if cfg.coders:
         ok = ok[ok["coder"].isin(cfg.coders)]
     if cfg.explainers:
@@ -211,7 +194,7 @@ def _explained(ex: pd.DataFrame, cfg: ScoreConfig) -> pd.DataFrame:
 
 
 def _live(lat: pd.DataFrame, cfg: ScoreConfig) -> pd.DataFrame:
-    live = lat[lat["status"] == STATUS_OK] if "status" in lat else lat
+    live = lat[lat["status"] == STATUS_OK]
     if cfg.coders:
         live = live[live["coder"].isin(cfg.coders)]
     return _first(live, cfg.latents, ["coder"])[["coder", "latent"]].reset_index(drop=True)
@@ -233,14 +216,14 @@ def load_tests(rd: RunDir, keys: set[tuple[str, int]], latents: pd.DataFrame, cf
     if not keys:
         return TestData({}, {}, {}, {})
     coders = sorted({c for c, _ in keys})
-    ctx = _read(rd.path(CONTEXTS), CONTEXTS, filters=[("coder", "in", coders), ("split", "in", [SPLIT_EXPLAIN, SPLIT_TEST])],
-                columns=["coder", "latent", "window_id", "kind", "split", "quantile", "rank", "activations"])
+    ctx = rd.read(CONTEXTS, where={"coder": coders, "split": [SPLIT_EXPLAIN, SPLIT_TEST]},
+                  columns=["coder", "latent", "window_id", "kind", "split", "quantile", "rank", "activations"])
     keep = pd.MultiIndex.from_arrays([ctx["coder"], ctx["latent"].astype(np.int64)]).isin(list(keys))
     ctx = ctx[keep].reset_index(drop=True)
     rows = TestRows.of(ctx)
     groups = ctx.groupby(["coder", "latent"], sort=False).indices
     ids = sorted(set(rows.window_id.tolist()))
-    win = _read(rd.path(WINDOWS), WINDOWS, filters=[("window_id", "in", ids)] if ids else None, columns=["window_id", "tokens"])
+    win = rd.read(WINDOWS, where={"window_id": ids}, columns=["window_id", "tokens"])
     tokens_of = {int(w): list(t) for w, t in zip(win["window_id"], win["tokens"])}
     binary = dict(zip(latents["coder"], latents["binary"].astype(bool)))
     tests, explain_ids, known = {}, {}, {}
@@ -290,39 +273,16 @@ def _ref_text(latent: int, ref: tuple[int, ...]) -> str:
 
 
 # -- stored results ----------------------------------------------------------------------------------------
-def _parts_dir(rd: RunDir) -> Path:
-    return rd.path(PARTS)
+def _predictions(rd: RunDir) -> PartedTable:
+    """predictions.parquet, written one part file per chunk of latents (the resume granularity)."""
+    return PartedTable(rd, PREDICTIONS, tuple(KEY), SCORE_PARTS)
 
 
-def _write_part(rd: RunDir, kind: str, rows: list[dict], schema: pa.Schema) -> None:
-    if not rows:
-        return
-    path = _parts_dir(rd) / f"{kind}-{time.time_ns():020d}-{os.getpid()}.parquet"
-    write_parquet(path, pa.Table.from_pylist(rows, schema=schema))
-
-
-_OLD_DEFAULTS = {"explainer": DEFAULT_EXPLAINER, "control": CONTROL_NONE}
-
-
-def _load(rd: RunDir, final: str, kind: str, schema: pa.Schema) -> pd.DataFrame:
-    """The final file plus any part files (from this run or a crashed one); for each key the newest rows win."""
-    frames = []
-    if rd.path(final).exists():
-        frames.append(read_parquet(rd.path(final), final))
-    parts = sorted(_parts_dir(rd).glob(f"{kind}-*.parquet")) if _parts_dir(rd).exists() else []
-    frames += [read_parquet(p, p.name) for p in parts]
-    if not frames:
-        return schema.empty_table().to_pandas()
-    for i, f in enumerate(frames):
-        f["_src"] = i
-    df = pd.concat(frames, ignore_index=True)
-    for f in schema:
-        if f.name not in df.columns:  # written by an older version
-            df[f.name] = _OLD_DEFAULTS.get(f.name)
-    if "source_latent" in df:
-        df["source_latent"] = df["source_latent"].fillna(df["latent"])
-    newest = df.groupby(KEY)["_src"].transform("max")
-    return df[df["_src"] == newest].drop(columns="_src").reset_index(drop=True)
+def _load_predictions(rd: RunDir) -> pd.DataFrame:
+    """predictions.parquet plus any part files (from this run or a crashed one); for each key the newest rows win."""
+    df = _predictions(rd).read()
+    df["source_latent"] = df["source_latent"].fillna(df["latent"])  # rows from before controls: their own latent
+    return df
 
 
 def _to_table(df: pd.DataFrame, schema: pa.Schema) -> pa.Table:
@@ -372,24 +332,6 @@ _ROW_DEFAULTS = {"prediction": None, "probability": None, "similarity": None, "a
 
 
 # -- LLM scorers -------------------------------------------------------------------------------------------
-async def _ask(llm, scorer: LLMScorer, prompts: list[ScorePrompt], max_retries: int, batch_state: Path) -> list[list[LLMResponse]]:
-    """Every prompt's answers: the first, then corrective retries while the answer does not parse."""
-    first = await llm.complete_many([p.request for p in prompts], desc=scorer.name, batch_state_path=batch_state)
-    history = [[r] for r in first]
-    current = [p.request for p in prompts]
-    for attempt in range(1, max_retries + 1):
-        redo = [i for i, h in enumerate(history) if h[-1].ok and scorer.parse(h[-1].text, prompts[i]) is None]
-        if not redo:
-            break
-        retries = [scorer.retry(current[i], history[i][-1].text, prompts[i]) for i in redo]
-        state = batch_state.with_name(f"{batch_state.stem}-retry{attempt}{batch_state.suffix}")
-        answers = await llm.complete_many(retries, desc=f"{scorer.name} (retry)", progress=False, batch_state_path=state)
-        for i, req, ans in zip(redo, retries, answers):
-            current[i] = req
-            history[i].append(ans)
-    return history
-
-
 def _llm_rows(scorer: LLMScorer, p: ScorePrompt, history: list[LLMResponse], model: str, version: str, wpp: int | None,
               cfg: ScoreConfig) -> tuple[list[dict], list[dict]]:
     last = history[-1]
@@ -404,22 +346,17 @@ def _llm_rows(scorer: LLMScorer, p: ScorePrompt, history: list[LLMResponse], mod
     base = _base_row(p.job, scorer.name, model, version, wpp, cfg)
     preds = [{**_ROW_DEFAULTS, **base, **w, "parse_ok": answer is not None, "failure": failure, "attempts": len(history),
               "prompt_index": p.index} for w in scorer.window_rows(p, answer, probs)]
-    t = p.job.tests
-    calls = [{
-        "coder": t.coder, "latent": t.latent, "scorer": scorer.name, "explainer": p.job.explainer, "control": p.job.control,
-        "prompt_index": p.index, "attempt": a, "ok": r.ok, "parse_ok": r.ok and scorer.parse(r.text, p) is not None,
-        "cached": r.cached, "batch": r.batch, "model": r.model, **r.usage.to_dict(), "cost_usd": r.cost_usd, "error": r.error,
-    } for a, r in enumerate(history)]
-    return preds, calls
+    tag = CallTag(p.job.tests.coder, p.job.tests.latent, explainer=p.job.explainer, scorer=scorer.name, control=p.job.control)
+    return preds, ledger_rows(tag, history)
 
 
 def _run_llm(rd: RunDir, llm_cfg: LLMConfig, todo: dict[str, list[Job]], model: str, versions: dict[str, str], wpp: int,
-             cfg: ScoreConfig, chunk: int) -> dict[str, Any]:
+             cfg: ScoreConfig) -> dict[str, Any]:
     llm = make_client(llm_cfg)
     logprobs = wants_logprobs(*llm_cfg.resolved())
     names = [s for s in todo if get_scorer(s).uses_llm and todo[s]]
     latents = sorted({(j.tests.coder, j.tests.latent) for s in names for j in todo[s]})
-    step = max(1, len(latents)) if llm_cfg.batch else max(1, chunk)
+    step = max(1, len(latents)) if llm_cfg.batch else max(1, cfg.chunk)
 
     async def go() -> None:
         async with llm:
@@ -431,17 +368,20 @@ def _run_llm(rd: RunDir, llm_cfg: LLMConfig, todo: dict[str, list[Job]], model: 
                     prompts = [p for j in todo[s] if (j.tests.coder, j.tests.latent) in part for p in scorer.prompts(j, cfg, logprobs)]
                     if not prompts:
                         continue
-                    histories = await _ask(llm, scorer, prompts, cfg.max_retries, rd.path(f"llm_batch_{s}.json"))
+                    histories = await ask_until_parsed(
+                        llm, [p.request for p in prompts], lambda i, text: scorer.parse(text, prompts[i]),
+                        lambda i, request, text: scorer.retry(request, text, prompts[i]), cfg.max_retries, scorer.name,
+                        rd.path(f"llm_batch_{s}.json"),
+                    )
                     for p, h in zip(prompts, histories):
                         a, b = _llm_rows(scorer, p, h, model, versions[s], wpp, cfg)
                         pred_rows += a
                         call_rows += b
-                # calls first: a crash between the two writes re-scores the chunk, never loses its cost record
-                _write_part(rd, "calls", call_rows, CALLS_SCHEMA)
-                _write_part(rd, "predictions", pred_rows, PREDICTIONS_SCHEMA)
+                # the ledger first: a crash between the two writes re-scores the chunk, never loses its cost record
+                rd.append(LLM_USAGE, call_rows)
+                _predictions(rd).add(pred_rows)
 
     asyncio.run(go())
-    append_parquet(rd.path(LLM_USAGE), llm.usage.rows())
     return llm.usage.summary()
 
 
@@ -451,12 +391,12 @@ class LocalContext:
     embeddings: WindowEmbeddings
 
 
-def _run_local(rd: RunDir, scorer: LocalScorer, jobs: list[Job], context: LocalContext, versions: dict[str, str], cfg: ScoreConfig,
-               chunk: int) -> None:
+def _run_local(rd: RunDir, scorer: LocalScorer, jobs: list[Job], context: LocalContext, versions: dict[str, str],
+               cfg: ScoreConfig) -> None:
     from ..progress import progress_bar
 
     model = scorer.model("")
-    step = max(1, chunk) * 64
+    step = max(1, cfg.chunk) * 64
     with progress_bar(len(jobs), scorer.name) as bar:
         for start in range(0, len(jobs), step):
             part = jobs[start : start + step]
@@ -464,47 +404,22 @@ def _run_local(rd: RunDir, scorer: LocalScorer, jobs: list[Job], context: LocalC
             for job, windows in zip(part, scorer.score(part, context)):
                 base = _base_row(job, scorer.name, model, versions[scorer.name], None, cfg)
                 rows += [{**_ROW_DEFAULTS, **base, **w} for w in windows]
-            _write_part(rd, "predictions", rows, PREDICTIONS_SCHEMA)
+            _predictions(rd).add(rows)
             context.embeddings.save()
             bar.advance(len(part))
 
 
 # -- the stage ---------------------------------------------------------------------------------------------
-def run_score_stage(
-    run: str | Path,
-    llm_cfg: LLMConfig | None = None,
-    scorers: Sequence[str] = ("detection", "fuzzing"),
-    coders: Sequence[str] | None = None,
-    latents: int | Sequence[int] | None = None,
-    windows_per_prompt: int | None = None,
-    n_activating: int = 50,
-    n_negative: int = 50,
-    seed: int = 0,
-    freq_adjust: bool = False,
-    max_retries: int = 2,
-    dry_run: bool = False,
-    chunk: int = 64,
-    control_latents: int | None = None,
-    explainers: Sequence[str] | None = None,
-    intruder_windows: int = 5,
-    intruder_trials: int = 4,
-    window_tokens: int | None = None,
-) -> dict[str, Any]:
+def run_score_stage(run: str | Path, cfg: ScoreConfig | None = None, llm_cfg: LLMConfig | None = None,
+                    dry_run: bool = False) -> dict[str, Any]:
     """Score the explained latents with each scorer and its control; returns counts, usage and the per-coder summary.
 
-    llm_cfg: the scorer LLM (LLMConfig(model=None) is the offline local model); not needed for
-    scorers without an LLM. latents: None = every explained latent (example-embedding: every live
-    one), N = the first N of each coder, or a list of latent indices. control_latents: latents per
-    coder scored again under the shuffled control (None = all, 0 = none). chunk: latents per write
-    (resume granularity; one chunk in batch mode, since a provider batch is submitted whole).
+    llm_cfg: the scorer LLM (None: the offline local model); not needed for scorers without an LLM.
     """
-    cfg = ScoreConfig(tuple(scorers), tuple(coders) if coders else None,
-                      latents if latents is None or isinstance(latents, int) else tuple(int(x) for x in latents),
-                      windows_per_prompt, n_activating, n_negative, seed, freq_adjust, max_retries, control_latents,
-                      tuple(explainers) if explainers else None, intruder_windows, intruder_trials, window_tokens)
+    cfg = cfg or ScoreConfig()
     cfg.validate()
     rd = RunDir(run)
-    lat = read_parquet(rd.path(LATENTS), LATENTS)
+    lat = rd.read(LATENTS)
     if cfg.coders:
         missing = set(cfg.coders) - set(lat["coder"])
         if missing:
@@ -527,7 +442,7 @@ def run_score_stage(
     live = _live(lat, cfg) if any(s.latents == LIVE for s in chosen) else selected.iloc[0:0]
     keys = set(zip(selected["coder"], selected["latent"].astype(int))) | set(zip(live["coder"], live["latent"].astype(int)))
     data = load_tests(rd, keys, lat, cfg, marks=any(s.needs_marks for s in chosen))
-    pred = _load(rd, PREDICTIONS, "predictions", PREDICTIONS_SCHEMA)
+    pred = _load_predictions(rd)
     todo: dict[str, list[Job]] = {}
     counts: dict[str, Any] = {"selected": len(keys), "no_test_windows": sum(not t.windows for t in data.tests.values()),
                               "jobs": {}, "to_score": {}, "already_done": {}}
@@ -548,38 +463,35 @@ def run_score_stage(
     log.info("scoring %s%s", ", ".join(f"{len(v)} jobs ({s})" for s, v in todo.items()), f" with {model}" if uses_llm else "")
     usage: dict[str, Any] = {}
     if any(todo[s.name] for s in chosen if s.uses_llm):
-        usage = _run_llm(rd, llm_cfg, {s.name: todo[s.name] for s in chosen if s.uses_llm}, model, versions, wpp, cfg, chunk)
+        usage = _run_llm(rd, llm_cfg, {s.name: todo[s.name] for s in chosen if s.uses_llm}, model, versions, wpp, cfg)
     local = [s for s in chosen if not s.uses_llm and todo[s.name]]
     if local:
         context = LocalContext(WindowEmbeddings(rd.path(WINDOW_EMBEDDINGS), data.texts))
         for s in local:
-            _run_local(rd, s, todo[s.name], context, versions, cfg, chunk)
+            _run_local(rd, s, todo[s.name], context, versions, cfg)
 
-    # consolidate: predictions + calls into their final files, then the aggregates
-    pred = _load(rd, PREDICTIONS, "predictions", PREDICTIONS_SCHEMA)
-    calls = _load(rd, CALLS, "calls", CALLS_SCHEMA)
-    write_parquet(rd.path(PREDICTIONS), _to_table(pred, PREDICTIONS_SCHEMA))
-    write_parquet(rd.path(CALLS), _to_table(calls, CALLS_SCHEMA))
-    shutil.rmtree(_parts_dir(rd), ignore_errors=True)
+    # consolidate: predictions into their final file, then the aggregates
+    pred = _load_predictions(rd)
+    _predictions(rd).write(_to_table(pred, PREDICTIONS.schema))
 
     scores = aggregate.latent_scores(pred, lat, all_expl if len(all_expl) else None)
+    calls = rd.read(LLM_USAGE, where={"scorer": sorted(set(pred["scorer"]))}) if rd.has(LLM_USAGE) else LLM_USAGE.empty().to_pandas()
     if not calls.empty:
-        per = calls.groupby(KEY).agg(calls=("attempt", "size"), input_tokens=("input_tokens", "sum"), output_tokens=("output_tokens", "sum"),
-                                     cache_read_tokens=("cache_read_tokens", "sum"), cache_write_tokens=("cache_write_tokens", "sum"),
-                                     cost_usd=("cost_usd", lambda c: np.nan if c.isna().any() else float(c.sum()))).reset_index()
+        per = spend(calls, KEY)[[*KEY, "calls", "input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens", "cost_usd"]]
         scores = scores.merge(per, on=KEY, how="left")
     summ = aggregate.summary(scores, pred, lat, all_expl if len(all_expl) else None, freq_adjust=cfg.freq_adjust, seed=cfg.seed,
                              chance={s.name: s.chance(cfg) for s in chosen})
     quant = aggregate.by_quantile(pred)
-    write_parquet(rd.path(LATENT_SCORES), scores)
-    write_parquet(rd.path(SUMMARY), summ)
-    write_parquet(rd.path(BY_QUANTILE), quant)
-    outputs = [PREDICTIONS, CALLS, LATENT_SCORES, SUMMARY, BY_QUANTILE]
+    rd.write(LATENT_SCORES, scores)
+    rd.write(SCORE_SUMMARY, summ)
+    rd.write(SCORE_BY_QUANTILE, quant)
+    written = [PREDICTIONS, LATENT_SCORES, SCORE_SUMMARY, SCORE_BY_QUANTILE]
     if local:
-        outputs.append(WINDOW_EMBEDDINGS)
+        written.append(WINDOW_EMBEDDINGS)
     if cfg.freq_adjust:
-        write_parquet(rd.path(BY_FREQUENCY), aggregate.by_frequency(scores))
-        outputs.append(BY_FREQUENCY)
+        rd.write(SCORE_BY_FREQUENCY, aggregate.by_frequency(scores))
+        written.append(SCORE_BY_FREQUENCY)
+    outputs = [t.name for t in written]
 
     in_sel = np.array([k in keys for k in zip(pred["coder"], pred["latent"].astype(int))], dtype=bool)
     mine = pred[in_sel & pred["scorer"].isin(cfg.scorers).to_numpy()]
