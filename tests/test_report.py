@@ -362,7 +362,7 @@ def test_browser_cap_and_missing_later_stages(tmp_path, tokenizer):
     build_mined_run(run, tokenizer, coders=("sae-x", "bae-x"), n_latents=4)
     cfg = ReportConfig(plots=False)
     cfg.browser.extra_latents = 2
-    written = run_report_stage(run, tmp_path / "out", cfg)
+    written = run_report_stage(run, cfg, tmp_path / "out")
     assert set(written) == {"coders_csv", "coders_md", "claims_md", "html"}
     data = _page_data(written["html"].read_text())
     assert len(data["browser"]["latents"]) == 4  # nothing explained: 2 others per coder

@@ -11,11 +11,13 @@ small. Window tokens are stored once per window; activations are stored sparsely
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
 
+from ..config_fields import NOT_AN_OPTION, flags
+from ..errors import UserError
 from ..catalog import CONTEXTS, CONTROL_NONE, KIND_QUANTILE, KIND_TOP, PREDICTIONS, WINDOWS
 from .inputs import SHOWN_EXPLAINERS, RunData
 
@@ -24,11 +26,20 @@ SCORE_FIELDS = ("f1", "balanced_accuracy", "precision", "recall", "accuracy", "a
 
 @dataclass
 class BrowserConfig:
-    max_latents: int = 100  # explained/scored latents listed per coder
-    extra_latents: int = 10  # other latents per coder (most frequent first)
-    top_windows: int = 8
-    sample_windows: int = 8
-    decision_windows: int = 12  # decision windows per latent whose text is embedded (wrong answers first)
+    max_latents: int = field(default=100, metadata=flags("--browser-latents"))
+    """Explained latents per coder listed in the HTML feature browser."""
+    extra_latents: int = field(default=10, metadata=flags("--browser-extra"))
+    """Other latents per coder listed there (most frequent first)."""
+    top_windows: int = field(default=8, metadata=NOT_AN_OPTION)
+    """Top-activating windows shown per latent."""
+    sample_windows: int = field(default=8, metadata=NOT_AN_OPTION)
+    """Windows of the explanation sample shown per latent."""
+    decision_windows: int = field(default=12, metadata=NOT_AN_OPTION)
+    """Decision windows per latent whose text is embedded (wrong answers first)."""
+
+    def __post_init__(self):
+        if self.max_latents < 0 or self.extra_latents < 0:
+            raise UserError("--browser-latents and --browser-extra must be >= 0")
 
 
 def _num(v, digits: int = 4):

@@ -24,6 +24,8 @@ from pathlib import Path
 import pandas as pd
 
 from ..artifacts import atomic_path, config_hash
+from ..config_fields import NOT_AN_OPTION
+from ..errors import UserError
 from .browser import BrowserConfig, build_browser
 from .claims import claims_markdown, evaluate_claims, pairs_note
 from .html import png_data_uri, write_html
@@ -36,11 +38,22 @@ RESULTS = "results"
 
 @dataclass
 class ReportConfig:
-    uhf_threshold: float = 0.01  # firing rate above which a latent is ultra-high-frequency (claim 4)
-    top_quantiles: int = 2  # activation deciles counted as "high" for claim 3 (2: deciles 8 and 9)
-    seed: int = 0  # bootstrap seed
+    uhf_threshold: float = 0.01
+    """Firing rate above which a latent counts as ultra-high-frequency (claim 4)."""
+    top_quantiles: int = 2
+    """Activation deciles counted as 'high activations' for claim 3 (2: deciles 8-9)."""
+    seed: int = 0
+    """Bootstrap seed."""
     plots: bool = True
-    browser: BrowserConfig = field(default_factory=BrowserConfig)
+    """Write the PNG plots (--no-plots skips them)."""
+    browser: BrowserConfig = field(default_factory=BrowserConfig, metadata=NOT_AN_OPTION)
+    """The HTML feature browser (its own options)."""
+
+    def __post_init__(self):
+        if not 0 < self.uhf_threshold < 1:
+            raise UserError(f"--uhf-threshold {self.uhf_threshold}: give a firing rate between 0 and 1 (e.g. 0.01)")
+        if not 1 <= self.top_quantiles <= 9:
+            raise UserError(f"--top-quantiles {self.top_quantiles}: give 1-9 deciles")
 
 
 def _write_text(path: Path, text: str) -> Path:
@@ -64,7 +77,7 @@ CODER_TABLE_NOTE = (
 )
 
 
-def run_report_stage(run: str | Path, out_dir: str | Path | None = None, cfg: ReportConfig | None = None) -> dict[str, Path]:
+def run_report_stage(run: str | Path, cfg: ReportConfig | None = None, out_dir: str | Path | None = None) -> dict[str, Path]:
     """Write the report of a run directory; returns {name: path} of every file written."""
     cfg = cfg or ReportConfig()
     data = load_run(run)
