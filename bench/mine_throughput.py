@@ -31,6 +31,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 os.environ.setdefault("INTERP_EVAL_PROGRESS", "0")
@@ -57,6 +58,16 @@ def child(args) -> None:
     from interp_eval.subject.model import load_subject_model
     from interp_eval.mining import MineConfig, run_mine_stage
 
+    @dataclass(frozen=True)
+    class BenchMineConfig(MineConfig):
+        """MineConfig over the benchmark's own held-out fraction (the CLI has no such option)."""
+
+        heldout_fraction: float = CorpusConfig.heldout_fraction
+
+        @property
+        def corpus(self) -> CorpusConfig:
+            return replace(super().corpus, heldout_fraction=self.heldout_fraction)
+
     torch.set_num_threads(args.threads)
     subject = load_subject_model(None, args.device)
     corpus = CorpusConfig(heldout_fraction=args.heldout_fraction)
@@ -77,8 +88,8 @@ def child(args) -> None:
         out["bare_s"], out["bare_tokens"] = bare()
     t0 = time.perf_counter()
     summary = run_mine_stage(
-        run, MineConfig(tokens=args.child_tokens, dataset=corpus.dataset, ctx_len=corpus.ctx_len,
-                        batch_contexts=args.batch_contexts, checkpoint_every=10**9, force=True),
+        run, BenchMineConfig(tokens=args.child_tokens, heldout_fraction=corpus.heldout_fraction,
+                             batch_contexts=args.batch_contexts, checkpoint_every=10**9, force=True),
         subject=subject,
     )
     out["stage_s"] = time.perf_counter() - t0
