@@ -27,6 +27,7 @@ sys.path.insert(0, str(ROOT))
 from fake_llm_server import FakeLLMServer  # noqa: E402
 from run_builders import WORDS, build_mined_run  # noqa: E402
 
+TOKENS = ["input_tokens", "cache_read_tokens", "cache_write_tokens", "output_tokens"]
 ANSWER = "The marked tokens are frequent function words.\n[EXPLANATION]: common function words in news text"
 
 
@@ -41,9 +42,9 @@ def main() -> None:
     os.environ.setdefault("INTERP_EVAL_PROGRESS", "0")
     from transformers import AutoTokenizer
 
-    import pandas as pd
-
-    from interp_eval.explain.stage import EXPLANATIONS, ExplainConfig, run_explain_stage
+    from interp_eval.artifacts import RunDir
+    from interp_eval.catalog import EXPLANATIONS, LLM_USAGE
+    from interp_eval.explain.stage import ExplainConfig, run_explain_stage
     from interp_eval.llm import LLMConfig
     from interp_eval.llm.backends import anthropic_backend, openai_backend  # noqa: F401  (import the SDKs before timing)
     from interp_eval.subject.model import packaged_model_dir
@@ -66,19 +67,20 @@ def main() -> None:
         out = run_explain_stage(run, explain, cfg)
         wall = time.perf_counter() - t0
         calls = server.completion_calls()
+        tokens = RunDir(run).read(LLM_USAGE, columns=TOKENS).sum()  # the first run's calls only
         t1 = time.perf_counter()
         run_explain_stage(run, explain, cfg)
         wall2 = time.perf_counter() - t1
         calls2 = server.completion_calls() - calls
-        df = pd.read_parquet(run / EXPLANATIONS)
+        n = len(RunDir(run).read(EXPLANATIONS, columns=["latent"]))
     server.stop()
-    n = len(df)
     sequential = calls * args.latency
     print(f"explain stage, model {args.model}: {n} latents, {args.latency:.1f} s latency per call, concurrency {args.concurrency}")
     print(f"wall {wall:.1f} s vs one call at a time {sequential:.0f} s  ->  {sequential / wall:.1f}x faster (target >= 25x)")
     print(f"calls per latent {calls / n:.2f}; explained {out['explained']}, failed {out['failed']}")
-    print(f"tokens per latent: input {df['input_tokens'].mean():.0f} (+ cache read {df['cache_read_tokens'].mean():.0f}, "
-          f"cache write {df['cache_write_tokens'].mean():.0f}), output {df['output_tokens'].mean():.0f}")
+    per = tokens / n
+    print(f"tokens per latent: input {per['input_tokens']:.0f} (+ cache read {per['cache_read_tokens']:.0f}, "
+          f"cache write {per['cache_write_tokens']:.0f}), output {per['output_tokens']:.0f}")
     print(f"second identical run: {calls2} calls, wall {wall2:.1f} s")
 
 

@@ -23,11 +23,13 @@ from pathlib import Path
 
 import pandas as pd
 
+from interp_eval.artifacts import RunDir
+from interp_eval.catalog import CONTEXTS, EXPLANATIONS, LATENT_SCORES, LATENTS, MANIFEST, PREDICTIONS, RUN_JSON, WINDOWS
 from interp_eval.llm import LLMConfig
 from interp_eval.scoring import run_score_stage
 from interp_eval.scoring.stage import ScoreConfig
 
-TABLES = ("latents.parquet", "windows.parquet", "contexts.parquet", "explanations.parquet", "manifest.jsonl", "run.json")
+COPIED = (LATENTS, WINDOWS, CONTEXTS, EXPLANATIONS, MANIFEST, RUN_JSON)  # what scoring reads of the run
 
 
 def parse_format(text: str) -> tuple[int, int | None]:
@@ -41,15 +43,15 @@ def measure(run: Path, llm_cfg: LLMConfig, scorer: str, fmt: str, latents: int, 
     label = f"{wpp} a prompt" + (f", {cut} tokens" if cut else ", whole windows")
     work = scratch / f"{scorer}-{fmt}"
     work.mkdir(parents=True)
-    for name in TABLES:
-        if (run / name).exists():
-            shutil.copy2(run / name, work / name)
+    for entry in COPIED:
+        if (run / entry.name).exists():
+            shutil.copy2(run / entry.name, work / entry.name)
     t = time.perf_counter()
     cfg = ScoreConfig(scorers=(scorer,), latents=latents, windows_per_prompt=wpp, explainers=explainers,
                       n_activating=n_test, n_negative=n_test, window_tokens=cut)
     out = run_score_stage(work, cfg, llm_cfg)
     seconds = time.perf_counter() - t
-    pred = pd.read_parquet(work / "predictions.parquet")
+    scored_windows = len(RunDir(work).read(PREDICTIONS, columns=["latent"]))
     rows = []
     for r in out["summary"]:
         rows.append({"format": label, "coder": r["coder"], "explainer": r["explainer"], "metric": r["power_metric"],
@@ -57,7 +59,7 @@ def measure(run: Path, llm_cfg: LLMConfig, scorer: str, fmt: str, latents: int, 
                      "ci": f"[{r['power_ci_low']:+.3f}, {r['power_ci_high']:+.3f}]", "latents": r["power_latents"],
                      "has_power": r["has_power"]})
     # pooled over coders: every latent's own - control difference
-    scores = pd.read_parquet(work / "latent_scores.parquet")
+    scores = RunDir(work).read(LATENT_SCORES)
     from interp_eval.scoring.controls import paired_power
 
     metric = rows[0]["metric"] if rows else "auc"
@@ -67,7 +69,7 @@ def measure(run: Path, llm_cfg: LLMConfig, scorer: str, fmt: str, latents: int, 
     rows.append({"format": label, "coder": "(all)", "explainer": ",".join(sorted(set(own["explainer"]))), "metric": metric,
                  "own": p.own, "control": p.control, "power": p.power, "ci": f"[{p.ci_low:+.3f}, {p.ci_high:+.3f}]",
                  "latents": p.latents, "has_power": p.has_power,
-                 "s/window": seconds / max(1, len(pred))})
+                 "s/window": seconds / max(1, scored_windows)})
     return rows
 
 
