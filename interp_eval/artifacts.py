@@ -101,7 +101,7 @@ def check_schema(table: Table, schema: pa.Schema, path: Path, writing: bool = Fa
     A missing required column and a column of the wrong kind are errors both ways; a writer may also not
     add a column the catalog does not declare (readers ignore such columns of older files).
     """
-    fix = f"a bug in `interp-eval {table.stage}`" if writing else f"re-run `interp-eval {table.stage}` to rewrite it"
+    fix = f"a bug in {table.commands}" if writing else f"re-run {table.commands} to rewrite it"
     missing = [c for c in table.columns if c not in schema.names and c not in table.defaults]
     if missing:
         more = f" and {len(missing) - 5} more" if len(missing) > 5 else ""
@@ -118,7 +118,7 @@ def check_schema(table: Table, schema: pa.Schema, path: Path, writing: bool = Fa
 
 def _file_schema(table: Table, path: Path) -> tuple[pa.Schema, int]:
     if not path.exists():
-        raise UserError(f"{table.name} not found: {path} (run `interp-eval {table.stage}` first)")
+        raise UserError(f"{table.name} not found: {path} (run {table.commands} first)")
     try:
         meta = pq.read_metadata(path)
         return meta.schema.to_arrow_schema(), meta.num_rows

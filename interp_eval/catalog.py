@@ -71,6 +71,11 @@ class Table:
         return self.name
 
     @property
+    def commands(self) -> str:
+        """The command(s) that write it, for messages: `interp-eval explain` or `interp-eval score`."""
+        return " or ".join(f"`interp-eval {s}`" for s in self.stage.split(" / "))
+
+    @property
     def columns(self) -> list[str]:
         return self.schema.names
 

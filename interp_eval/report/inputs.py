@@ -63,7 +63,7 @@ def _optional(rd: RunDir, table: Table, notes: list[str] | None) -> pd.DataFrame
     """The table, or None with a note (unless `notes` is None) on what is left out."""
     if not rd.has(table):
         if notes is not None:
-            notes.append(f"{table} not found (written by `interp-eval {table.stage}`): the parts built from it are left out")
+            notes.append(f"{table} not found (written by {table.commands}): the parts built from it are left out")
         return None
     return rd.read(table)
 
