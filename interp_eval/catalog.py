@@ -243,6 +243,7 @@ EXPLANATIONS = Table(
 # -- score -----------------------------------------------------------------------------------------------------
 
 _SCORE_KEY = (("coder", _str), ("latent", _i64), ("scorer", _str), ("explainer", _str), ("control", _str))
+SCORE_KEY = tuple(name for name, _ in _SCORE_KEY)  # one score: predictions, latent_scores and the ledger's score calls
 _OLD_SCORES = {"explainer": EXPLAINER_LLM, "control": CONTROL_NONE}  # rows from before explainers and controls existed
 
 PREDICTIONS = Table(

@@ -28,14 +28,6 @@ def test_every_table_has_a_unique_file_a_writer_and_a_meaning():
         assert set(t.defaults) <= set(t.columns), t.name
 
 
-def test_catalog_enumerations_are_the_scoring_stage_s():
-    from interp_eval.scoring import aggregate, metrics, registry
-
-    assert catalog.METRICS == metrics.METRICS and catalog.UHF_THRESHOLDS == aggregate.UHF_THRESHOLDS
-    assert (catalog.CONTROL_NONE, catalog.CONTROL_SHUFFLED, catalog.NO_EXPLAINER) == (
-        registry.CONTROL_NONE, registry.CONTROL_SHUFFLED, registry.NO_EXPLAINER)
-
-
 def test_read_back_what_was_written(tmp_path):
     rd = RunDir(tmp_path)
     rd.append(RECON_EVAL, [_recon(fvu=0.2)])

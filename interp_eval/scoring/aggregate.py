@@ -32,14 +32,12 @@ import math
 import numpy as np
 import pandas as pd
 
+from ..catalog import SCORE_KEY, UHF_THRESHOLDS, UNIFORM
 from .controls import chance_power, no_power, paired_power
 from .metrics import METRICS, NAN, Confusion, bootstrap_mean_ci, frequency_bin, frequency_weighted
 from .registry import CONTROL_NONE, CONTROL_SHUFFLED, get_scorer
 
-KEY = ["coder", "latent", "scorer", "explainer", "control"]
-
-UHF_THRESHOLDS = (0.01, 0.1)
-UNIFORM = "uniform"
+KEY = list(SCORE_KEY)
 
 
 def _auc_sorted(pos: np.ndarray, neg_sorted: np.ndarray) -> float:

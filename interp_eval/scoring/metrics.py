@@ -27,8 +27,9 @@ from typing import Sequence
 
 import numpy as np
 
+from ..catalog import METRICS
+
 NAN = float("nan")
-METRICS = ("accuracy", "balanced_accuracy", "precision", "recall", "f1", "auc")
 
 
 def _div(num: float, den: float) -> float:

@@ -29,6 +29,7 @@ import importlib
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Sequence
 
+from ..catalog import CONTROL_NONE, CONTROL_SHUFFLED, NO_EXPLAINER
 from ..errors import UserError
 
 if TYPE_CHECKING:
@@ -36,9 +37,6 @@ if TYPE_CHECKING:
     from .testset import LatentTests, ScoreWindow
 
 BUILTIN_MODULES = ("classifier", "embedding", "example_embedding", "intruder")
-CONTROL_NONE = "none"
-CONTROL_SHUFFLED = "shuffled"
-NO_EXPLAINER = "none"  # the explainer column of scorers that read no explanation
 EXPLAINED, LIVE = "explained", "live"
 
 

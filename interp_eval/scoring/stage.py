@@ -45,7 +45,7 @@ from ..config_fields import NOT_AN_OPTION, flags
 from ..artifacts import RunDir, config_hash
 from ..catalog import (
     CONTEXTS, EXPLANATIONS, KIND_NEGATIVE, LATENT_SCORES, LATENTS, LLM_USAGE, PREDICTIONS, SCORE_BY_FREQUENCY, SCORE_BY_QUANTILE,
-    SCORE_PARTS, SCORE_SUMMARY, SPLIT_EXPLAIN, SPLIT_TEST, STATUS_OK, WINDOW_EMBEDDINGS, WINDOWS,
+    SCORE_KEY, SCORE_PARTS, SCORE_SUMMARY, SPLIT_EXPLAIN, SPLIT_TEST, STATUS_OK, WINDOW_EMBEDDINGS, WINDOWS,
 )
 from ..errors import UserError
 from ..llm import LLMConfig, LLMResponse, make_client
@@ -63,7 +63,7 @@ from .testset import LatentTests, TestRows, build_latent_tests
 
 log = logging.getLogger(__name__)
 
-KEY = ["coder", "latent", "scorer", "explainer", "control"]
+KEY = list(SCORE_KEY)
 LOCAL_WINDOWS_PER_PROMPT = 1  # the offline model's format, chosen by measured power (README)
 HOSTED_WINDOWS_PER_PROMPT = 5  # the paper's
 LOCAL_WINDOW_TOKENS = 16  # the offline model sees 16 of a window's 32 tokens around its peak: more power, faster (README)
