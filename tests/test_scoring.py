@@ -20,14 +20,14 @@ from typer.testing import CliRunner
 from fake_llm_server import FakeItemError
 from llm_fixtures import fake_server, fast_config, llm_env  # noqa: F401
 from scoring_helpers import (
-    EXPLANATIONS_SCHEMA, build_text_run, confident_truth_answer, constant_answer, explanation_of, fmt, key, make_run, random_answer,
+    build_text_run, confident_truth_answer, constant_answer, explanation_of, fmt, key, make_run, random_answer,
     read_prompt, truth, truth_answer,
 )
 
 from interp_eval.errors import UserError
-from interp_eval.mining.schema import CONTEXTS_SCHEMA
 from interp_eval.prompting import active_mask, render
-from interp_eval.scoring import PREDICTIONS_SCHEMA, run_score_stage
+from interp_eval.catalog import CONTEXTS, EXPLANATIONS, PREDICTIONS
+from interp_eval.scoring import run_score_stage
 from interp_eval.scoring.classifier import parse_answer, wants_logprobs
 from interp_eval.scoring.stage import ScoreConfig, load_tests
 from interp_eval.artifacts import RunDir
@@ -63,7 +63,7 @@ def test_truth_answers_score_f1_one_with_auc_from_openai_logprobs(llm_env, fast_
     out = run_score_stage(run, ScoreConfig(scorers=("detection", "fuzzing"), freq_adjust=True), fast_config("gpt-4.1-mini"))
     assert out["complete"] and out["window_failures"] == {"parse": 0, "llm": 0}
     every = _read(run, "predictions")
-    assert pq.read_schema(run / "predictions.parquet").names == PREDICTIONS_SCHEMA.names
+    assert pq.read_schema(run / "predictions.parquet").names == PREDICTIONS.columns
     # the shuffled control: every latent again with another latent's explanation of its coder, stored apart
     control = every[every["control"] == "shuffled"]
     pred = every[every["control"] == "none"]
@@ -183,7 +183,7 @@ def test_second_run_makes_no_calls_and_more_latents_pay_only_for_new_ones(llm_en
     # a new explanation of one latent: only that latent is scored again
     ex = _read(run, "explanations")
     ex.loc[(ex["coder"] == "bae-x") & (ex["latent"] == 2), "explanation"] = "something else"
-    pq.write_table(pa.Table.from_pandas(ex, schema=EXPLANATIONS_SCHEMA, preserve_index=False), run / "explanations.parquet")
+    pq.write_table(pa.Table.from_pandas(ex, schema=EXPLANATIONS.schema, preserve_index=False), run / "explanations.parquet")
     llm_env.answer = constant_answer(1)
     llm_env.reset_counts()
     run_score_stage(run, ScoreConfig(scorers=("detection", "fuzzing"), control_latents=0), fast_config("claude"))
@@ -235,8 +235,9 @@ def test_auc_from_logprobs_and_null_with_anthropic(llm_env, fast_config, run):
     bodies = [r.body for r in llm_env.log if r.endpoint == "messages"]
     prefixes = {json.dumps([b["system"], b["messages"][:2]]) for b in bodies}
     assert len(prefixes) == 1 and "cache_control" in json.dumps(bodies[0]["messages"][1])
-    calls = _read(run, "score_calls")
-    assert calls["cache_read_tokens"].sum() > 0
+    calls = _read(run, "llm_usage")  # the LLM ledger: the scorer's calls are tagged with it
+    calls = calls[calls["scorer"] == "detection"]
+    assert len(calls) and calls["cache_read_tokens"].sum() > 0
 
 
 # -- test sets ----------------------------------------------------------------------------------------------
@@ -266,7 +267,7 @@ def test_a_test_window_shown_to_the_explainer_is_refused(llm_env, fast_config, r
     leak = test_w.copy()
     leak["split"] = "explain"
     ctx = pd.concat([ctx, leak.to_frame().T], ignore_index=True)
-    pq.write_table(pa.Table.from_pandas(ctx, schema=CONTEXTS_SCHEMA, preserve_index=False), run / "contexts.parquet")
+    pq.write_table(pa.Table.from_pandas(ctx, schema=CONTEXTS.schema, preserve_index=False), run / "contexts.parquet")
     with pytest.raises(UserError, match="also explanation windows"):
         run_score_stage(run, ScoreConfig(scorers=("detection",)), fast_config("claude"))
     assert llm_env.completion_calls() == 0
