@@ -24,6 +24,7 @@ from pathlib import Path
 import pandas as pd
 
 from ..artifacts import atomic_path, config_hash
+from ..catalog import RESULTS_DIR
 from ..config_fields import NOT_AN_OPTION
 from ..errors import UserError
 from .browser import BrowserConfig, build_browser
@@ -32,8 +33,6 @@ from .html import png_data_uri, write_html
 from .inputs import load_run
 from .plots import make_plots
 from .tables import EXPLANATION_NOTE, POWER_NOTE, RANDOM_MODEL_NOTE, explanation_table, random_model_display, random_model_table, coder_table, display_table, scorer_display, scorer_table, to_markdown, usage_display, usage_table
-
-RESULTS = "results"
 
 
 @dataclass
@@ -82,7 +81,7 @@ def run_report_stage(run: str | Path, cfg: ReportConfig | None = None, out_dir: 
     cfg = cfg or ReportConfig()
     data = load_run(run)
     rd = data.rd
-    out = Path(out_dir) if out_dir is not None else rd.path(RESULTS)
+    out = Path(out_dir) if out_dir is not None else rd.path(RESULTS_DIR)
     out.mkdir(parents=True, exist_ok=True)
     generated = time.strftime("%Y-%m-%d %H:%M:%S")
     command = f"interp-eval report --run {rd.root}" + (f" --out {out}" if out_dir is not None else "")
