@@ -1,4 +1,4 @@
-"""The `explain` stage: one explanation per selected latent and explainer, appended to explanations.parquet as it comes.
+"""The `explain` stage: one explanation per selected latent and explainer, saved chunk by chunk as it comes.
 
 Two explainers (`ExplainConfig.explainer`):
 - `llm`: an LLM reads the windows (marked tokens) and a one-line summary of the most frequent marked
@@ -11,7 +11,8 @@ Both see only `split == "explain"` windows (never test windows). A row's key is 
 explainer): both explainers' explanations of a latent live side by side. A re-run skips latents
 already explained by the same explainer, model and prompt version and retries failures; the
 response cache means no paid call is ever repeated. Rows written before the `explainer` column
-existed count as `llm` rows.
+existed count as `llm` rows. Each finished chunk is one part file (parts.py, under explain.parts/),
+merged into explanations.parquet when the stage ends; a crashed run's parts count as done.
 """
 
 from __future__ import annotations
