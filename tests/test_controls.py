@@ -84,7 +84,7 @@ def test_power_and_its_interval_match_a_hand_computed_case():
 # -- example-embedding --------------------------------------------------------------------------------------
 def _write_text_run(run, tokenizer, latents: dict[int, tuple[list[str], list[str], list[str]]], coder="sae-t"):
     """A run from texts: latent -> (explanation windows, activating test windows, non-activating test windows)."""
-    from interp_eval.mining.schema import CONTEXTS_SCHEMA, LATENTS_SCHEMA, WINDOWS_SCHEMA
+    from interp_eval.catalog import CONTEXTS, LATENTS, WINDOWS
 
     run.mkdir(parents=True, exist_ok=True)
     windows, ctx, lat = [], [], []
@@ -109,9 +109,9 @@ def _write_text_run(run, tokenizer, latents: dict[int, tuple[list[str], list[str
                             "quantile": None, "rank": rank, "activations": acts, "max_activation": max(acts)})
         lat.append({"coder": coder, "latent": latent, "hookpoint": "layers.0.mlp", "binary": True, "firing_count": 10, "n_tokens": 1000,
                     "frequency": 0.01, "max_activation": 1.0, "n_windows": 10, "status": "ok"})
-    pq.write_table(pa.Table.from_pylist(windows, schema=WINDOWS_SCHEMA), run / "windows.parquet")
-    pq.write_table(pa.Table.from_pylist(ctx, schema=CONTEXTS_SCHEMA), run / "contexts.parquet")
-    pq.write_table(pa.Table.from_pylist(lat, schema=LATENTS_SCHEMA), run / "latents.parquet")
+    pq.write_table(pa.Table.from_pylist(windows, schema=WINDOWS.schema), run / "windows.parquet")
+    pq.write_table(pa.Table.from_pylist(ctx, schema=CONTEXTS.schema), run / "contexts.parquet")
+    pq.write_table(pa.Table.from_pylist(lat, schema=LATENTS.schema), run / "latents.parquet")
 
 
 FOOTBALL = ["The striker scored twice as United beat Chelsea in the league", "The goalkeeper saved a penalty in the cup final",
@@ -195,7 +195,7 @@ def test_intruder_accuracy_is_one_against_a_server_that_names_the_intruder(llm_e
 # -- a scorer added in one module ------------------------------------------------------------------------------
 def test_a_registered_scorer_appears_in_the_cli_the_summary_and_the_report(tmp_path, tokenizer):
     from interp_eval.report.stage import run_report_stage
-    from interp_eval.scoring.command import _scorer_help
+    from interp_eval.scoring.stage import scorers_help
 
     @register_scorer
     class WindowLength(LocalScorer):
@@ -212,7 +212,7 @@ def test_a_registered_scorer_appears_in_the_cli_the_summary_and_the_report(tmp_p
                      for w in j.tests.windows] for j in jobs]
 
     try:
-        assert "window-length" in scorer_names() and "window-length" in _scorer_help()
+        assert "window-length" in scorer_names() and "window-length" in scorers_help()
         run = tmp_path / "run"
         make_run(run, tokenizer, n_latents=4)
         out = run_score_stage(run, ScoreConfig(scorers=("window-length",)))
