@@ -27,6 +27,17 @@ def flags(*names: str, parser: Callable[[str], Any] | None = None, help: Callabl
     return {FLAGS: names, PARSER: parser, HELP: help}
 
 
+def count_or_all(value: str) -> int | None:
+    """The text of a `--latents`-like option: `all` -> None (every one); a positive integer otherwise."""
+    from .errors import UserError
+
+    if value.strip().lower() == "all":
+        return None
+    if not value.strip().isdigit() or int(value) < 1:
+        raise UserError(f"--latents {value}: give a positive number of latents or 'all'")
+    return int(value)
+
+
 @functools.cache
 def field_docs(cls: type) -> dict[str, str]:
     """{field: docstring} of a dataclass and its dataclass bases, read from the class source."""

@@ -26,7 +26,7 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from ..config_fields import NOT_AN_OPTION, flags
+from ..config_fields import NOT_AN_OPTION, count_or_all, flags
 from ..artifacts import RunDir, config_hash, read_table
 from ..errors import UserError
 from ..llm import LLMConfig, LLMRequest, LLMResponse, make_client
@@ -45,20 +45,11 @@ log = logging.getLogger(__name__)
 KEY = ["coder", "latent", "explainer"]
 
 
-def _latent_count(value: str) -> int | None:
-    """`all` -> None (every live latent); a positive integer otherwise."""
-    if value.strip().lower() == "all":
-        return None
-    if not value.strip().isdigit() or int(value) < 1:
-        raise UserError(f"--latents {value}: give a positive number of latents or 'all'")
-    return int(value)
-
-
 @dataclass
 class ExplainConfig:
     explainer: str = LLM
     """llm (an LLM reads the windows) or token-table (no LLM: the most frequent marked tokens with counts)."""
-    latents: int | None = field(default=None, metadata=flags("--latents", parser=_latent_count))
+    latents: int | None = field(default=None, metadata=flags("--latents", parser=count_or_all))
     """Explain the first N live latents of each coder (the paper's choice), or 'all' (the default)."""
     sample: int | None = None
     """Or a seeded random sample of N live latents."""

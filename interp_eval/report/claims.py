@@ -214,6 +214,17 @@ def _pair_means(per_coder: pd.Series, p: Pair) -> tuple[float, float] | None:
     return None if math.isnan(b) or math.isnan(c) else (float(b), float(c))
 
 
+def _pair_cells(per_coder: pd.Series, pairs: list[Pair]) -> list[Cell]:
+    """One cell per matched pair with a value on both sides: binary, continuous, binary - continuous."""
+    cells = []
+    for p in pairs:
+        means = _pair_means(per_coder, p)
+        if means is not None:
+            b, c = means
+            cells.append(Cell(p.label, b, c, b - c))
+    return cells
+
+
 # -- the five claims ------------------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
@@ -232,12 +243,7 @@ class ClaimInputs:
 def claim_fvu(run: ClaimInputs) -> Claim:
     table, pairs = run.table, run.pairs
     text = "Binary coders reconstruct worse: higher FVU than continuous coders at equal k."
-    fvu = table.set_index("coder")["fvu"]
-    cells = []
-    for p in pairs:
-        if (means := _pair_means(fvu, p)) is not None:
-            b, c = means
-            cells.append(Cell(p.label, b, c, b - c))
+    cells = _pair_cells(table.set_index("coder")["fvu"], pairs)
     if not cells:
         return Claim(1, text, NOT_MEASURABLE, "No matched binary/continuous pair with FVU (recon_eval.parquet from `interp-eval train`).",
                      needed="train a binary and a continuous coder of the same family, hookpoint and k")
@@ -340,11 +346,7 @@ def claim_uhf(run: ClaimInputs) -> Claim:
         frac = table.set_index("coder")[f"uhf_fraction_{threshold:g}"]
         source = "recon_eval.parquet (no mining pass: its evaluation tokens only)"
     d_sae = table.set_index("coder")["d_sae"]
-    cells = []
-    for p in pairs:
-        if (means := _pair_means(frac, p)) is not None:
-            b, c = means
-            cells.append(Cell(p.label, b, c, b - c))
+    cells = _pair_cells(frac, pairs)
     if not cells:
         return Claim(4, text, NOT_MEASURABLE, "No matched pair has firing rates (recon_eval.parquet or latents.parquet).",
                      needed="train and evaluate (or mine) a binary and a continuous coder of the same family, hookpoint and k")

@@ -100,19 +100,10 @@ def _pooled(preds: pd.DataFrame) -> dict[str, float]:
     return out
 
 
-def with_keys(df: pd.DataFrame) -> pd.DataFrame:
-    """Tables written before controls and explainers existed: their rows are scores of LLM explanations."""
-    missing = {c: v for c, v in (("control", CONTROL_NONE), ("explainer", "llm")) if c not in df}
-    return df.assign(**missing) if missing else df
-
-
 def summary(
     scores: pd.DataFrame, predictions: pd.DataFrame, latents: pd.DataFrame, explanations: pd.DataFrame | None,
     *, freq_adjust: bool = False, seed: int = 0, n_boot: int = 1000, chance: dict[str, float | None] | None = None,
 ) -> pd.DataFrame:
-    scores, predictions = with_keys(scores), with_keys(predictions)
-    if explanations is not None:
-        explanations = with_keys(explanations)
     rows = []
     expl = explanations if explanations is not None else pd.DataFrame(columns=["coder", "latent", "explainer", "parse_ok", "explanation"])
     own_scores = scores[scores["control"] == CONTROL_NONE]

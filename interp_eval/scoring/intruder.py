@@ -22,7 +22,7 @@ import numpy as np
 from ..llm import LLMRequest, LLMResponse, choice_probabilities
 from ..prompting import load_dialogue, load_prompt
 from .registry import Job, LLMScorer, ScorePrompt, register_scorer
-from .testset import LatentTests, ScoreWindow, _rng
+from .testset import LatentTests, ScoreWindow, seeded_rng
 
 CHOICE_RE = re.compile(r"\[\s*(\d+)\s*\]")
 
@@ -60,7 +60,7 @@ class Intruder(LLMScorer):
             own = [w for w in t.windows if w.label == 1]
             others = [x for x in sorted(by_coder.get(t.coder, [])) if x != t.latent]
             trials = []
-            rng = _rng(cfg.seed, t.coder, t.latent, "intruder")
+            rng = seeded_rng(cfg.seed, t.coder, t.latent, "intruder")
             if len(own) >= n - 1 and others:
                 for i in range(cfg.intruder_trials):
                     picked = [own[(i * (n - 1) + j) % len(own)] for j in range(n - 1)]

@@ -41,7 +41,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from ..config_fields import NOT_AN_OPTION, flags
+from ..config_fields import NOT_AN_OPTION, count_or_all, flags
 from ..artifacts import RunDir, config_hash
 from ..catalog import (
     CONTEXTS, EXPLANATIONS, KIND_NEGATIVE, LATENT_SCORES, LATENTS, LLM_USAGE, PREDICTIONS, SCORE_BY_FREQUENCY, SCORE_BY_QUANTILE,
@@ -79,24 +79,14 @@ def scorers_help() -> str:
     return "Scorer (repeatable): " + ", ".join(scorer_names()) + "."
 
 
-def _latent_count(value: str) -> int | None:
-    """`all` -> None (every explained latent); a positive integer otherwise."""
-    if value.strip().lower() == "all":
-        return None
-    if not value.strip().isdigit() or int(value) < 1:
-        raise UserError(f"--latents {value}: give a positive number of latents or 'all'")
-    return int(value)
-
-
 @dataclass
 class ScoreConfig:
     scorers: tuple[str, ...] = field(default=("detection", "fuzzing"), metadata=flags("--scorer", help=scorers_help))
     """Scorers to run (registry.py)."""
     coders: tuple[str, ...] | None = field(default=None, metadata=flags("--coder"))
     """Only these coders (repeatable)."""
-    latents: int | tuple[int, ...] | None = field(default=None, metadata=flags("--latents", parser=_latent_count))
-    """Score the first N explained latents of each coder (default: all explained; example-embedding: all live).
-    In code also a tuple of latent indices."""
+    latents: int | tuple[int, ...] | None = field(default=None, metadata=flags("--latents", parser=count_or_all))  # or indices
+    """Score the first N explained latents of each coder (default: all explained; example-embedding: all live)."""
     windows_per_prompt: int | None = None
     """Test windows per LLM prompt (default: 5, the paper's, for hosted models; 1 for the offline model, chosen by
     measured power)."""

@@ -69,7 +69,8 @@ def seed_for(*parts: object) -> int:
     return int.from_bytes(hashlib.sha256(repr(parts).encode()).digest()[:8], "little")
 
 
-def _rng(*parts: object) -> np.random.Generator:
+def seeded_rng(*parts: object) -> np.random.Generator:
+    """A generator seeded from any values: the same values give the same draws, whatever else ran before."""
     return np.random.default_rng(seed_for(*parts))
 
 
@@ -142,10 +143,10 @@ def select_test_rows(rows: TestRows, n_activating: int, n_negative: int, seed: i
         if not np.isnan(q).any():
             act = _spread_over_quantiles(act, rows, n_activating)
         else:
-            pick = _rng(seed, coder, latent, "activating").choice(len(act), size=n_activating, replace=False)
+            pick = seeded_rng(seed, coder, latent, "activating").choice(len(act), size=n_activating, replace=False)
             act = act[np.sort(pick)]
     if len(neg) > n_negative:
-        pick = _rng(seed, coder, latent, "negative").choice(len(neg), size=n_negative, replace=False)
+        pick = seeded_rng(seed, coder, latent, "negative").choice(len(neg), size=n_negative, replace=False)
         neg = neg[np.sort(pick)]
     out = rows.take(np.concatenate([act, neg]))
     assert (out.split == SPLIT_TEST).all(), f"{coder} latent {latent}: non-test rows selected for scoring"
@@ -175,7 +176,7 @@ def build_latent_tests(
         windows.append(ScoreWindow(wid, label, quantile, tokens_of[wid], a).cut(window_tokens))
     if marks:
         mark_fuzz(windows, seed, coder, latent)
-    order = _rng(seed, coder, latent, "order").permutation(len(windows))
+    order = seeded_rng(seed, coder, latent, "order").permutation(len(windows))
     return LatentTests(coder, latent, explanation, binary, [windows[i] for i in order])
 
 
@@ -193,6 +194,6 @@ def mark_fuzz(windows: list[ScoreWindow], seed: int, coder: str, latent: int) ->
             # only tokens with visible text: a marked line break would show as an empty <<>>
             visible = [i for i, t in enumerate(w.tokens) if t.strip()] or list(range(len(w.tokens)))
             if visible:
-                for i in _rng(seed, coder, latent, w.window_id, "fuzz").choice(visible, size=min(k, len(visible)), replace=False):
+                for i in seeded_rng(seed, coder, latent, w.window_id, "fuzz").choice(visible, size=min(k, len(visible)), replace=False):
                     mask[int(i)] = True
             w.fuzz_mask = mask
