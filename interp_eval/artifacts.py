@@ -162,12 +162,22 @@ def read_table(table: Table, path: Path, columns: Sequence[str] | None = None,
     return data.to_pandas()
 
 
+def _as_declared(table: Table, data: pa.Table) -> pa.Table:
+    """`data` with each column in the catalog's type: a column that is all null in these rows (the ledger's scorer
+    when only explain has run) is written as its declared type, not as pyarrow's null type, which a filtered read
+    cannot compare with values; an out-of-range integer fails the (safe) cast instead of wrapping."""
+    fields = [table.schema.field(f.name) if f.name in table.columns else f for f in data.schema]
+    wanted = pa.schema(fields, metadata=data.schema.metadata)
+    return data if data.schema.equals(wanted) else data.cast(wanted)
+
+
 def write_table(table: Table, path: Path, data: pa.Table | pd.DataFrame) -> None:
-    """Write rows of `table` atomically after checking them against the catalog (types as given: no cast)."""
+    """Write rows of `table` atomically after checking them against the catalog in the catalog's types."""
     if not isinstance(data, pa.Table):
         data = pa.Table.from_pandas(data, preserve_index=False)
     if data.num_rows:  # no rows: nothing a reader could misread (it sees the catalog's empty table)
         check_schema(table, data.schema, Path(path), writing=True)
+        data = _as_declared(table, data)
     write_parquet(path, data)
 
 

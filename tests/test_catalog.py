@@ -89,3 +89,17 @@ def test_an_empty_table_reads_with_every_column(tmp_path):
     assert df.empty and list(df.columns) == catalog.SCORE_SUMMARY.columns
     rd.write(PREDICTIONS, PREDICTIONS.empty())
     assert rd.read(PREDICTIONS, columns=["coder", "latent"], where={"control": ["none"]}).empty
+
+
+def test_a_column_written_all_null_reads_back_with_filters(tmp_path):
+    """The ledger's first rows (explain) have no scorer: the column must still be a string column on disk, so a
+    later read filtering on it works (the demo died here: 'Array type doesn't match type of values set')."""
+    rd = RunDir(tmp_path)
+    row = {c: None for c in LLM_USAGE.columns}
+    row.update({"stage": "explain", "backend": "local", "model": "m", "ok": True, "cached": False, "batch": False,
+                "attempts": 1, "latency_s": 0.1, "input_tokens": 10, "output_tokens": 2, "cache_read_tokens": 0,
+                "cache_write_tokens": 0, "cost_usd": 0.0, "coder": "sae-x", "latent": 0, "explainer": "llm"})
+    rd.append(LLM_USAGE, [row])
+    assert pq.read_schema(rd.path(LLM_USAGE)).field("scorer").type == pa.string()
+    assert rd.read(LLM_USAGE, where={"scorer": ["detection"]}).empty
+    assert len(rd.read(LLM_USAGE, where={"explainer": ["llm"]})) == 1
