@@ -147,7 +147,10 @@ def read_table(table: Table, path: Path, columns: Sequence[str] | None = None,
     filters = []
     for col, values in (where or {}).items():
         values = list(values)
-        if col in present:
+        if col in present and pa.types.is_null(schema.field(col).type):  # all null in an older file: no filter to push
+            if None not in values:
+                return table.empty().select(wanted).to_pandas()
+        elif col in present:
             filters.append((col, "in", values))
         elif table.defaults[col] not in values:  # a filled-in column: its one value decides for every row
             return table.empty().select(wanted).to_pandas()
@@ -159,6 +162,10 @@ def read_table(table: Table, path: Path, columns: Sequence[str] | None = None,
     for col in wanted:
         if col not in present:
             data = data.append_column(table.schema.field(col), pa.array([table.defaults[col]] * data.num_rows, table.schema.field(col).type))
+    nulls = [f.name for f in data.schema if pa.types.is_null(f.type)]  # an older file's all-null column
+    for col in nulls:
+        i = data.schema.get_field_index(col)
+        data = data.set_column(i, table.schema.field(col), pa.nulls(data.num_rows, table.schema.field(col).type))
     return data.to_pandas()
 
 

@@ -103,3 +103,17 @@ def test_a_column_written_all_null_reads_back_with_filters(tmp_path):
     assert pq.read_schema(rd.path(LLM_USAGE)).field("scorer").type == pa.string()
     assert rd.read(LLM_USAGE, where={"scorer": ["detection"]}).empty
     assert len(rd.read(LLM_USAGE, where={"explainer": ["llm"]})) == 1
+
+
+def test_a_file_with_a_null_typed_column_still_reads_with_filters(tmp_path):
+    """Runs written before the writer cast to the catalog's types hold null-typed columns: they stay readable."""
+    rd = RunDir(tmp_path)
+    rows = pa.Table.from_pylist([{"stage": "explain", "backend": "local", "model": "m", "ok": True, "error": None, "cached": False,
+                                  "batch": False, "attempts": 1, "latency_s": 0.1, "input_tokens": 10, "output_tokens": 2,
+                                  "cache_read_tokens": 0, "cache_write_tokens": 0, "cost_usd": 0.0, "coder": "sae-x", "latent": 0,
+                                  "explainer": "llm", "scorer": None, "control": None}])
+    assert rows.schema.field("scorer").type == pa.null()
+    pq.write_table(rows, rd.path(LLM_USAGE))
+    assert rd.read(LLM_USAGE, where={"scorer": ["detection"]}).empty
+    assert len(rd.read(LLM_USAGE, where={"scorer": [None, "detection"]})) == 1
+    assert len(rd.read(LLM_USAGE, where={"coder": ["sae-x"]})) == 1
