@@ -69,9 +69,12 @@ class MineConfig(Sampling):
     """Subject model: the packaged default, a HF id or a local folder; coders of its random-model control
     (random:<model>:<seed>) are mined in the same pass."""
     dataset: str = CorpusConfig.dataset
-    """Corpus (its held-out split is mined): packaged BBC News, local files or folder, or a HF dataset."""
+    """Corpus (its held-out split is mined): packaged BBC News, local files or folder (a .txt file holds one
+    document per blank-line-separated paragraph), or a HF dataset."""
     ctx_len: int = CorpusConfig.ctx_len
     """Tokens per context (as in training)."""
+    encoding: str = CorpusConfig.encoding
+    """Text encoding of local .txt/.jsonl files (as in training), e.g. latin-1."""
     device: str = "auto"
     """auto, cpu, cuda, cuda:N."""
     batch_contexts: int = 32
@@ -96,7 +99,7 @@ class MineConfig(Sampling):
 
     @property
     def corpus(self) -> CorpusConfig:
-        return CorpusConfig(dataset=self.dataset, ctx_len=self.ctx_len)
+        return CorpusConfig(dataset=self.dataset, ctx_len=self.ctx_len, encoding=self.encoding)
 
 
 __all__ = ["MineConfig", "Sampling"]

