@@ -3,6 +3,10 @@
 key = sha256 of (backend, model, system, messages, sampling params, logprobs settings). Only
 successful responses are stored, and only what the model said (text, logprobs, usage): never a key,
 header or URL. WAL mode plus a busy timeout lets several processes share one file.
+
+A damaged file (a crash of the disk or file system, or something else written over it) is found on
+open by SQLite's `PRAGMA quick_check` and reported as one line: the cache only saves money and time,
+so moving it aside loses nothing else, and the run directory is not touched.
 """
 
 from __future__ import annotations
@@ -12,9 +16,11 @@ import json
 import sqlite3
 import threading
 import time
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Iterator
 
+from interp_eval.errors import UserError
 from interp_eval.paths import cache_dir
 
 from .types import LLMRequest
@@ -47,24 +53,53 @@ class ResponseCache:
         self.path = Path(path) if path is not None else default_cache_path()
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
-        self._conn = sqlite3.connect(str(self.path), timeout=60.0, check_same_thread=False, isolation_level=None)
-        self._conn.execute("PRAGMA journal_mode=WAL")
-        self._conn.execute("PRAGMA synchronous=NORMAL")
-        self._conn.execute(_SCHEMA)
+        try:
+            self._conn = sqlite3.connect(str(self.path), timeout=60.0, check_same_thread=False, isolation_level=None)
+        except sqlite3.Error as exc:
+            raise self._unusable(exc) from None
+        try:
+            with self._sql() as conn:
+                conn.execute("PRAGMA journal_mode=WAL")
+                conn.execute("PRAGMA synchronous=NORMAL")
+                problems = [r[0] for r in conn.execute("PRAGMA quick_check(1)")]
+                if problems != ["ok"]:
+                    raise self._unusable(" ".join(problems))
+                conn.execute(_SCHEMA)
+        except UserError:
+            self._conn.close()
+            raise
+
+    def _unusable(self, reason: object) -> UserError:
+        """The one line for a cache file SQLite cannot use: what to do, and that nothing else is lost."""
+        if isinstance(reason, sqlite3.OperationalError) and "locked" in str(reason):
+            return UserError(f"LLM response cache {self.path} stayed locked by another process for 60 s: "
+                             "wait for it to finish, or pass --llm-cache another file")
+        detail = " ".join(str(reason).split())  # SQLite's reports span lines
+        return UserError(f"LLM response cache {self.path} is damaged ({detail}): move it aside (or pass --llm-cache "
+                         "another file) and re-run; only cached answers are lost, the run directory is untouched")
+
+    @contextmanager
+    def _sql(self) -> Iterator[sqlite3.Connection]:
+        """The connection, under the lock; an SQLite failure becomes the one-line error."""
+        with self._lock:
+            try:
+                yield self._conn
+            except sqlite3.Error as exc:
+                raise self._unusable(exc) from None
 
     def get(self, key: str) -> dict[str, Any] | None:
-        with self._lock:
-            row = self._conn.execute("SELECT response FROM responses WHERE key = ?", (key,)).fetchone()
+        with self._sql() as conn:
+            row = conn.execute("SELECT response FROM responses WHERE key = ?", (key,)).fetchone()
         return json.loads(row[0]) if row else None
 
     def contains_many(self, keys: Iterable[str]) -> set[str]:
         keys = list(dict.fromkeys(keys))
         found: set[str] = set()
-        with self._lock:
+        with self._sql() as conn:
             for i in range(0, len(keys), 500):
                 chunk = keys[i : i + 500]
                 marks = ",".join("?" * len(chunk))
-                found.update(r[0] for r in self._conn.execute(f"SELECT key FROM responses WHERE key IN ({marks})", chunk))
+                found.update(r[0] for r in conn.execute(f"SELECT key FROM responses WHERE key IN ({marks})", chunk))
         return found
 
     def put(self, key: str, backend: str, model: str, response: dict[str, Any]) -> None:
@@ -75,20 +110,21 @@ class ResponseCache:
         data = [(k, b, m, now, json.dumps(r, ensure_ascii=False)) for k, b, m, r in rows]
         if not data:
             return
-        with self._lock:
-            self._conn.execute("BEGIN IMMEDIATE")
+        with self._sql() as conn:
+            conn.execute("BEGIN IMMEDIATE")
             try:
-                self._conn.executemany(
+                conn.executemany(
                     "INSERT OR REPLACE INTO responses (key, backend, model, created, response) VALUES (?, ?, ?, ?, ?)", data
                 )
-                self._conn.execute("COMMIT")
+                conn.execute("COMMIT")
             except BaseException:
-                self._conn.execute("ROLLBACK")
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
                 raise
 
     def __len__(self) -> int:
-        with self._lock:
-            return self._conn.execute("SELECT COUNT(*) FROM responses").fetchone()[0]
+        with self._sql() as conn:
+            return conn.execute("SELECT COUNT(*) FROM responses").fetchone()[0]
 
     def close(self) -> None:
         with self._lock:
