@@ -6,6 +6,12 @@ prompt is visible in the results.
 
 Highlighting follows PAPER.md: tokens whose activation is >= 0.3 x the window's maximum are
 marked `<<like this>>`, consecutive marked tokens merged into one span.
+
+Window text is data, and `render` keeps it from changing the prompt around it: its own `<` and `>`
+are shown as `‹` and `›`, so the only `<<`/`>>` in a rendered window are the true marks (a document
+cannot forge one, nor blur a real one as in `<<<x>>`); every line break, of any kind, is written as a
+literal backslash-n, so a window stays on its one numbered line whatever it says (a line such as
+"Explanation: ..." or "4. ..." cannot start a line of its own); chat-control tokens cannot end a turn.
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ from typing import Sequence
 
 HIGHLIGHT_FRACTION = 0.3
 OPEN, CLOSE = "<<", ">>"
+_NO_MARKS = str.maketrans({"<": "\u2039", ">": "\u203a"})  # window text's own < > as ‹ ›: only render writes marks
 # chat-control tokens such as <|im_end|> (the subject tokenizer's document separator) would end the
 # explainer's or scorer's own chat turn: they are shown as a paragraph break instead
 _SPECIAL = re.compile(r"^<\|[A-Za-z0-9_]{1,40}\|>$")
@@ -79,10 +86,10 @@ def active_mask(activations: Sequence[float], fraction: float = HIGHLIGHT_FRACTI
 def render(tokens: Sequence[str], mask: Sequence[bool] | None = None) -> str:
     """The window as one line of text; masked tokens wrapped in <<...>>, adjacent ones merged.
 
-    Line breaks inside the window are written as a literal backslash-n so that every window stays
-    on its own numbered line of the prompt.
+    The text's own `<` `>` become `‹` `›` and its line breaks a literal backslash-n (see the module
+    docstring), so that every window stays on its own numbered line with only its true marks.
     """
-    tokens = ["\n\n" if _SPECIAL.match(t) else t for t in tokens]
+    tokens = ["\n\n" if _SPECIAL.match(t) else t.translate(_NO_MARKS) for t in tokens]
     if mask is None:
         return _one_line("".join(tokens))
     out: list[str] = []
@@ -105,7 +112,8 @@ def render(tokens: Sequence[str], mask: Sequence[bool] | None = None) -> str:
 
 
 def _one_line(text: str) -> str:
-    return text.strip().replace("\r", "").replace("\n", "\\n")
+    """Every kind of line break (\\r\\n, \\n, \\r, \\v, \\f, U+2028, ...) as a literal backslash-n."""
+    return "\\n".join(text.strip().splitlines())
 
 
 def highlighted(tokens: Sequence[str], activations: Sequence[float], fraction: float = HIGHLIGHT_FRACTION) -> str:

@@ -9,7 +9,7 @@ from typing import Sequence
 from ..llm import LLMRequest
 from ..prompting import active_mask, load_dialogue, load_prompt, render
 from .copies import fewshot_copy
-from .tokens import Window, token_summary
+from .tokens import Window, token_key, token_summary
 
 __all__ = ["Window", "Verdict", "prompt_version", "fewshot_explanations", "format_windows", "build_request",
            "retry_request", "parse_explanation", "judge_answer"]
@@ -40,7 +40,7 @@ def _activation_note(window: Window) -> str:
     """Marked tokens with activations scaled to 0-10 (continuous coders, when asked)."""
     peak = max(window.activations, default=0.0)
     mask = active_mask(window.activations)
-    pairs = [f"({tok.strip()!r}, {round(10 * a / peak)})" for tok, a, on in zip(window.tokens, window.activations, mask) if on]
+    pairs = [f"({token_key(tok)!r}, {round(10 * a / peak)})" for tok, a, on in zip(window.tokens, window.activations, mask) if on]
     return "   activations: " + ", ".join(pairs)
 
 

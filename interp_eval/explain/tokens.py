@@ -39,7 +39,7 @@ def token_key(token: str) -> str:
     A whitespace-only token is shown escaped (a newline as \\n); a chat-control token such as
     <|im_end|> as the paragraph break the windows show in its place (it must never reach a prompt).
     """
-    shown = render([token])  # stripped, newlines escaped, chat-control tokens replaced
+    shown = render([token])  # stripped, newlines escaped, < > as ‹ › (no forged marks), chat-control tokens replaced
     if shown:
         return shown
     if token.strip():  # a chat-control token: windows show it as a paragraph break
