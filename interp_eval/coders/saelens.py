@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import safe_open
 from safetensors.torch import save_file
 from sae_lens import SAE
 from sae_lens.registry import SAE_CLASS_REGISTRY, register_sae_class
@@ -273,11 +274,34 @@ def _read_cfg(folder: Path) -> dict:
         raise UserError(f"{cfg_path}: not valid JSON ({exc.msg} at line {exc.lineno})") from exc
 
 
+def _check_shapes(folder: Path, cfg: dict) -> None:
+    """cfg.json's sizes against the weights' shapes, read from the safetensors header.
+
+    sae-lens reports a mismatch only as "Error(s) in loading state_dict"; this names both shapes. An
+    unreadable weights file is left for sae-lens to report.
+    """
+    try:
+        with safe_open(str(folder / SAE_WEIGHTS), framework="pt") as f:
+            shapes = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
+    except Exception:
+        return
+    d_in, d_sae = cfg.get("d_in"), cfg.get("d_sae")
+    want = {"W_enc": (d_in, d_sae), "W_dec": (d_sae, cfg.get("d_out", d_in))}
+    for tensor, shape in want.items():
+        if tensor in shapes and shapes[tensor] != shape:
+            raise UserError(
+                f"{folder}: {SAE_CFG} says d_in {d_in}, d_sae {d_sae}, so {tensor} should have shape {list(shape)}, "
+                f"but {SAE_WEIGHTS} holds {tensor} of shape {list(shapes[tensor])}: the config and the weights "
+                "come from different coders"
+            )
+
+
 def load_coder(folder: str | Path, name: str | None = None, device: str | torch.device = "cpu") -> LoadedCoder:
     """Load a SAELens folder (ours or saved by sae-lens itself) for encoding."""
     register_architectures()
     folder = Path(folder)
     cfg = _read_cfg(folder)
+    _check_shapes(folder, cfg)
     try:
         sae = SAE.load_from_disk(folder, device=str(device))
     except Exception as exc:
