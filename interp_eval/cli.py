@@ -22,16 +22,21 @@ log = logging.getLogger("interp_eval")
 
 
 def _setup_logging(verbose: bool) -> None:
+    """Our own INFO lines (what a stage does, its summaries) and every library's warnings; `-v` adds our
+    DEBUG lines (e.g. each retried call) and the libraries' INFO lines (e.g. each HTTP request).
+
+    Libraries are held at WARNING through the root logger rather than by name: the HTTP clients under
+    the provider SDKs (httpx, or a fork with another logger name) log every request at INFO.
+    """
     from rich.logging import RichHandler
 
     logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO,
+        level=logging.INFO if verbose else logging.WARNING,
         format="%(message)s",
         handlers=[RichHandler(show_path=False, rich_tracebacks=False, console=None)],
         force=True,
     )
-    for noisy in ("httpx", "httpcore", "urllib3", "transformers", "datasets", "filelock"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+    logging.getLogger("interp_eval").setLevel(logging.DEBUG if verbose else logging.INFO)
 
 
 def stage(fn):

@@ -13,7 +13,7 @@ import json
 import logging
 import random
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Awaitable, Callable, TypeVar
 
 import tenacity
@@ -97,6 +97,7 @@ class RetryPolicy:
     max_attempts: int = 6
     initial_wait: float = 1.0
     max_wait: float = 60.0
+    _reported_failure: bool = field(default=False, init=False, repr=False)
 
     def wait_seconds(self, attempt: int, exc: BaseException | None) -> float:
         after = retry_after_seconds(exc) if exc is not None else None
@@ -120,7 +121,8 @@ class RetryPolicy:
 
         def _before_sleep(state: tenacity.RetryCallState) -> None:
             exc = state.outcome.exception() if state.outcome else None
-            log.info(
+            # one line per retried call: DEBUG (-v); a run's INFO log is its progress bar and summaries
+            log.debug(
                 "%s failed (attempt %d/%d: %s); retrying in %.2fs",
                 what, state.attempt_number, self.max_attempts,
                 redact(f"{type(exc).__name__}: {exc}")[:300], state.next_action.sleep if state.next_action else 0.0,
@@ -141,7 +143,11 @@ class RetryPolicy:
         except Exception as e:
             if is_call_error(e):
                 failure = failure_from(e, attempts)
-                log.warning("%s failed for good after %d attempt(s): %s", what, attempts, failure.reason[:300])
+                # the first such failure says why; the others (often the same outage) are DEBUG lines, and every
+                # failure's reason is in the usage ledger
+                level = logging.DEBUG if self._reported_failure else logging.WARNING
+                self._reported_failure = True
+                log.log(level, "%s failed for good after %d attempt(s): %s", what, attempts, failure.reason[:300])
                 raise CallFailed(failure) from e
             raise
         return result, attempts
