@@ -132,6 +132,11 @@ class LLMOptions:
     """Requests-per-minute limit."""
     tpm: float | None = None
     """Tokens-per-minute limit."""
+    timeout: float = LLMConfig.timeout
+    """Seconds one API request may take; a slower one is cut off and tried again (hosted models only)."""
+    max_attempts: int = LLMConfig.max_attempts
+    """Tries per request (rate limits, 5xx, timeouts) before it counts as a provider error; a re-run asks those
+    again."""
     batch: bool = field(default=LLMConfig.batch, metadata=flags("--batch"))
     """Use the provider's batch API (half price; resumable)."""
     dry_run: bool = field(default=False, metadata=flags("--dry-run"))
@@ -141,7 +146,8 @@ class LLMOptions:
 
     def config(self) -> LLMConfig:
         return LLMConfig(model=self.model, base_url=self.base_url, backend=self.backend, concurrency=self.concurrency,
-                         rpm=self.rpm, tpm=self.tpm, batch=self.batch, cache_path=self.llm_cache)
+                         rpm=self.rpm, tpm=self.tpm, timeout=self.timeout, max_attempts=self.max_attempts, batch=self.batch,
+                         cache_path=self.llm_cache)
 
 
 __all__ = ["LLMOptions", "config_options", "run_option"]

@@ -101,6 +101,30 @@ def test_a_bad_request_fails_at_once_without_retries(llm_env, fast_config):
     assert "prompt is too long" in r.error
 
 
+def test_a_call_slower_than_the_timeout_is_cut_off_and_fails_as_a_provider_error(llm_env, fast_config):
+    llm_env.latency = 5.0
+    t0 = time.monotonic()
+    results, _ = run(_many(fast_config(timeout=0.5, max_attempts=2), _reqs(1)))
+    assert time.monotonic() - t0 < 3  # two tries of 0.5 s, not the server's 5 s
+    assert not results[0].ok and results[0].attempts == 2 and "time" in results[0].error.lower()
+
+
+def test_the_timeout_starts_when_a_request_is_sent_not_while_it_queues(llm_env, fast_config):
+    llm_env.latency = 0.3
+    results, _ = run(_many(fast_config(timeout=0.6, concurrency=1, max_attempts=1), _reqs(4)))  # 1.2 s in all, one at a time
+    assert all(r.ok for r in results)
+
+
+@pytest.mark.parametrize("option", [("--timeout", "0"), ("--max-attempts", "0")])
+def test_a_bad_timeout_or_max_attempts_is_one_line(option, tmp_path):
+    from typer.testing import CliRunner
+
+    from interp_eval.cli import app
+
+    res = CliRunner().invoke(app, ["explain", "--run", str(tmp_path), "--model", "claude", *option])
+    assert res.exit_code == 2 and option[0] in res.stderr and len(res.stderr.strip().splitlines()) == 1
+
+
 def test_slow_and_malformed_responses_are_retried(llm_env, fast_config):
     llm_env.fault_queue.extend(["slow", "malformed"])
     llm_env.slow_seconds = 0.8

@@ -48,7 +48,10 @@ class LLMConfig:
       None means the offline local model. backend: force anthropic | openai | local.
     concurrency: requests in flight at once (the local backend always runs one at a time).
     rpm / tpm: requests / tokens per minute started (None = no limit).
-    timeout: seconds per HTTP request. max_attempts: tries per call (retries = max_attempts - 1).
+    timeout: seconds one request to a hosted API may take (a hard limit, however slowly the answer
+      trickles in); a request that takes longer fails like a 5xx and is retried.
+    max_attempts: tries per call (retries = max_attempts - 1); a call that fails them all is a provider
+      error, which a re-run of the stage asks again.
     cache_path: the SQLite response cache (None = cache_dir()/llm_cache.sqlite); use_cache=False skips it.
     batch: use the provider's Batch API (half price, slow) in complete_many.
     prices_path: a price JSON merged over the packaged one (default: $INTERP_EVAL_PRICES).
@@ -75,6 +78,12 @@ class LLMConfig:
     local_n_ctx: int = 8192
     local_threads: int | None = None
     api_key: str | None = dataclasses.field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        if not self.timeout > 0:
+            raise UserError(f"--timeout {self.timeout}: give a positive number of seconds")
+        if self.max_attempts < 1:
+            raise UserError(f"--max-attempts {self.max_attempts}: give at least 1")
 
     def resolved(self) -> tuple[str, str]:
         """(backend, model id) this config selects."""
@@ -145,6 +154,11 @@ class LLMClient:
         return request_key(self.backend.name, self.backend.cache_model, request)
 
     @property
+    def uses_batch(self) -> bool:
+        """complete_many goes through the provider's batch API (cfg.batch, on a backend that has one)."""
+        return self.cfg.batch and isinstance(self.backend, BatchBackend)
+
+    @property
     def limiter(self) -> Limiter:
         self._bind_loop()
         assert self._limiter is not None
@@ -208,9 +222,14 @@ class LLMClient:
         limiter = self.limiter
         tokens = estimate_input_tokens(request) + request.max_tokens
 
+        timeout = self.backend.timeout
+
         async def attempt() -> LLMResponse:
-            async with limiter.slot(tokens):
-                return await self.backend.complete(request)
+            async with limiter.slot(tokens):  # the timeout starts once the request is sent, not while it queues
+                try:
+                    return await asyncio.wait_for(self.backend.complete(request), timeout)
+                except asyncio.TimeoutError:
+                    raise asyncio.TimeoutError(f"no answer within {timeout:g} s (--timeout)") from None
 
         t0 = time.perf_counter()
         try:
@@ -250,7 +269,7 @@ class LLMClient:
         requests = list(requests)
         show = self.cfg.progress if progress is None else progress
         label = desc or (requests[0].stage if requests else "llm")
-        if self.cfg.batch and isinstance(self.backend, BatchBackend):
+        if self.uses_batch:
             path = Path(batch_state_path) if batch_state_path is not None else self._default_batch_state(requests)
             return await run_batch(self, requests, path, progress=show, desc=label)
         if self.cfg.batch:

@@ -16,6 +16,7 @@ class Backend(ABC):
     cache_model: str      # the model part of the response-cache key
     key_env: str | None = None  # the environment variable the API key came from
     max_concurrency: int | None = None  # a hard cap, e.g. 1 for an in-process model
+    timeout: float | None = None  # seconds one request may take (None: no limit, e.g. an in-process model)
 
     @abstractmethod
     async def complete(self, request: LLMRequest) -> LLMResponse:
