@@ -1,20 +1,23 @@
-"""A keyed table written in parts: each finished chunk of a stage's work is one part file.
+"""A keyed table written in parts: each batch of a stage's finished work is one part file.
 
-Stages that work through latents chunk by chunk (explain, score) must not lose finished chunks to a
-crash, and must not rewrite everything already written on every chunk. So each chunk's rows go to
-one part file under the stage's parts folder (written to a temporary name, then renamed into place);
-`read` sees the table plus every part, this run's or a crashed run's, and keeps for each key the
-rows of the newest file; `write` replaces the table with the merged rows and removes the parts.
+Stages that work through latents as their LLM answers come in (explain, score) must not lose finished
+work to a crash, and must not rewrite everything already written each time. So each batch of finished
+rows goes to one part file under the stage's parts folder (written to a temporary name, then renamed
+into place); `read` sees the table plus every part, this run's or a crashed run's, and keeps for each
+key the rows of the newest file; `write` replaces the table with the merged rows and removes the parts.
+`PartWriter` decides when a batch is written: after `every` finished items or `seconds` at most, so a
+slow call never keeps the finished rows of other latents off disk.
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Generic, Sequence, TypeVar
 
 import pandas as pd
 import pyarrow as pa
@@ -66,4 +69,52 @@ class PartedTable:
         shutil.rmtree(self._dir, ignore_errors=True)
 
 
-__all__ = ["PartedTable"]
+T = TypeVar("T")
+WRITE_SECONDS = 10.0  # finished work waits at most this long for its part file
+
+
+class PartWriter(Generic[T]):
+    """Finished items, written `every` at a time, at least every `seconds`, and when the block ends (even on an error).
+
+        async with PartWriter(write, every=64) as out:
+            ... out.add(item) as each item is finished ...
+
+    write(items) writes one part (and whatever belongs with it, e.g. the items' LLM ledger rows); it runs
+    on the event loop, between awaits, so it sees no half-added item.
+    """
+
+    def __init__(self, write: Callable[[list[T]], None], every: int, seconds: float = WRITE_SECONDS):
+        self.write, self.every, self.seconds = write, max(1, every), seconds
+        self._items: list[T] = []
+        self._timer: asyncio.Task | None = None
+
+    def add(self, item: T) -> None:
+        self._items.append(item)
+        if len(self._items) >= self.every:
+            self.flush()
+
+    def flush(self) -> None:
+        items, self._items = self._items, []
+        if items:
+            self.write(items)
+
+    async def _tick(self) -> None:
+        while True:
+            await asyncio.sleep(self.seconds)
+            self.flush()
+
+    async def __aenter__(self) -> "PartWriter[T]":
+        self._timer = asyncio.ensure_future(self._tick())
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self._timer is not None
+        self._timer.cancel()
+        try:
+            await self._timer  # re-raises a failed timed write
+        except asyncio.CancelledError:
+            pass
+        self.flush()
+
+
+__all__ = ["PartWriter", "PartedTable"]

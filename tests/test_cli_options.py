@@ -1,10 +1,9 @@
-"""Options built from config dataclasses (cli_options.py), the part-file store (parts.py) and the retry loop (llm/ask.py)."""
+"""Options built from config dataclasses (cli_options.py) and the part-file store (parts.py); the retry loop
+(llm/ask.py) is tested against the fake provider in test_llm_failures.py."""
 
-import asyncio
 from dataclasses import dataclass, field
 
 import pandas as pd
-import pytest
 import typer
 from typer.testing import CliRunner
 
@@ -12,8 +11,6 @@ from interp_eval.artifacts import RunDir
 from interp_eval.catalog import EXPLAIN_PARTS, EXPLANATIONS
 from interp_eval.cli_options import LLMOptions, config_options
 from interp_eval.config_fields import NOT_AN_OPTION, field_docs, flags
-from interp_eval.llm import LLMRequest, LLMResponse
-from interp_eval.llm.ask import ask_until_parsed
 from interp_eval.parts import PartedTable
 
 
@@ -76,31 +73,3 @@ def test_parted_table_keeps_the_newest_rows_of_each_key(tmp_path):
     store.write(merged)
     assert not store.has_parts() and not rd.path(EXPLAIN_PARTS).exists()
     pd.testing.assert_frame_equal(store.read(), merged)
-
-
-class _FakeLLM:
-    """Answers each request with the number of corrective turns it carries."""
-
-    def __init__(self):
-        self.rounds = []
-
-    async def complete_many(self, requests, desc=None, progress=None, batch_state_path=None):
-        self.rounds.append((desc, batch_state_path))
-        return [LLMResponse(text=str((len(r.messages) - 1) // 2), backend="fake", model="fake") for r in requests]
-
-
-@pytest.mark.parametrize("max_retries", [0, 1, 3])
-def test_ask_until_parsed_retries_only_unparsed_answers(tmp_path, max_retries):
-    llm = _FakeLLM()
-    requests = [LLMRequest.user("a", max_tokens=3), LLMRequest.user("b", max_tokens=3)]
-    wants = [0, 2]  # request i's answer parses once it says wants[i]
-
-    def retry(i, request, text):
-        return LLMRequest(messages=(*request.messages, {"role": "assistant", "content": text}, {"role": "user", "content": "again"}),
-                          max_tokens=request.max_tokens)
-
-    history = asyncio.run(ask_until_parsed(llm, requests, lambda i, text: text if int(text) >= wants[i] else None, retry,
-                                           max_retries, "demo", tmp_path / "state.json"))
-    assert [len(h) for h in history] == [1, 1 + min(2, max_retries)]
-    assert llm.rounds[0] == ("demo", tmp_path / "state.json")
-    assert llm.rounds[1:] == [("demo (retry)", tmp_path / f"state-retry{r}.json") for r in range(1, min(2, max_retries) + 1)]

@@ -162,11 +162,13 @@ def test_malformed_answers_are_retried_then_counted_as_failures(llm_env, fast_co
     # the corrective turn is a new request: the bad answer and the instruction are appended
     retry = [r.body for r in _scoring_requests(llm_env) if len(r.body["messages"]) == 5]
     assert retry and retry[0]["messages"][3]["role"] == "assistant" and "exactly 5 digits" in str(retry[0]["messages"][4])
-    # a re-run is free: everything, bad answers included, comes from the response cache
+    # a re-run asks only the hopeless prompts again: their cached answers are replayed, then up to 3 new ones each
     llm_env.reset_counts()
     run_score_stage(run, ScoreConfig(scorers=("detection",), max_retries=2, control_latents=0), fast_config("claude"))
-    assert llm_env.completion_calls() == 0
-    assert len(_read(run, "predictions")) == len(pred)
+    assert llm_env.completion_calls() == 4 * 3
+    again = _read(run, "predictions")
+    assert len(again) == len(pred) and (again.loc[again["parse_ok"], "attempts"] == 2).all()
+    assert (again.loc[~again["parse_ok"], "attempts"] == 6).all()
 
 
 def test_second_run_makes_no_calls_and_more_latents_pay_only_for_new_ones(llm_env, fast_config, run):

@@ -7,6 +7,7 @@ from pathlib import Path
 import typer
 
 from ..cli_options import LLMOptions, config_options, run_option
+from ..llm.ask import RERUN_NOTE
 from .stage import LLM, ExplainConfig
 
 
@@ -38,4 +39,6 @@ def explain(run: Path = run_option("Run directory with mined latents."), *, cfg:
         typer.echo(f"  {r.coder}: {r.distinct} distinct explanations of {r.explained} ({r.diversity:.0%}), "
                    f"{r.fewshot_copies} few-shot copies")
     if out["failed"]:
+        if explainer == LLM:
+            typer.echo(f"{out['failed']} latents without an explanation: re-run the same command to ask them again ({RERUN_NOTE})")
         raise typer.Exit(1)

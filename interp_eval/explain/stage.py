@@ -4,15 +4,17 @@ Two explainers (`ExplainConfig.explainer`):
 - `llm`: an LLM reads the windows (marked tokens) and a one-line summary of the most frequent marked
   tokens. An answer without a parseable `[EXPLANATION]:` line, or one that repeats a few-shot answer
   (copies.py), is asked again with a corrective follow-up turn (so the response cache does not replay
-  the bad answer) up to `max_retries` times, then recorded as a failure.
+  the bad answer) up to `max_retries` times, then recorded as a failure (llm/ask.py).
 - `token-table`: no LLM; the most frequent marked tokens with their counts (tokens.py).
 
 Both see only `split == "explain"` windows (never test windows). A row's key is (coder, latent,
 explainer): both explainers' explanations of a latent live side by side. A re-run skips latents
-already explained by the same explainer, model and prompt version and retries failures; the
-response cache means no paid call is ever repeated. Rows written before the `explainer` column
-existed count as `llm` rows. Each finished chunk is one part file (parts.py, under explain.parts/),
-merged into explanations.parquet when the stage ends; a crashed run's parts count as done.
+already explained by the same explainer, model and prompt version and retries failures: a provider
+error is asked again, an answer that never parsed gets new corrective turns after its cached ones;
+the response cache means no paid call is ever repeated. Rows written before the `explainer` column
+existed count as `llm` rows. Latents are written as their answers settle, `chunk` at a time or every
+few seconds (parts.PartWriter; part files under explain.parts/), merged into explanations.parquet when
+the stage ends; a crashed run's parts count as done.
 """
 
 from __future__ import annotations
@@ -30,12 +32,13 @@ from ..config_fields import NOT_AN_OPTION, count_or_all, flags
 from ..artifacts import RunDir, config_hash, read_table
 from ..errors import UserError
 from ..llm import LLMConfig, LLMRequest, LLMResponse, make_client
-from ..llm.ask import ask_until_parsed
+from ..llm.ask import Question, ask_each
 from ..llm.client import dry_run as llm_dry_run
 from ..catalog import CONTEXTS, EXPLAIN_PARTS, EXPLAINERS, EXPLANATIONS, LATENTS, LLM_USAGE, SPLIT_EXPLAIN, STATUS_OK, WINDOWS
 from ..catalog import EXPLAINER_LLM as LLM, EXPLAINER_TOKEN_TABLE as TOKEN_TABLE
 from ..llm.usage import CallTag, ledger_rows
-from ..parts import PartedTable
+from ..parts import PartedTable, PartWriter
+from ..progress import progress_bar
 from .diversity import diversity
 from .prompt import Window, build_request, fewshot_explanations, judge_answer, prompt_version, retry_request
 from .tokens import TOKEN_TABLE_VERSION, token_table_explanation
@@ -62,7 +65,7 @@ class ExplainConfig:
     max_retries: int = 2
     """Re-asks after an unparseable answer or a copied few-shot answer."""
     chunk: int = field(default=64, metadata=NOT_AN_OPTION)
-    """Latents per write: the resume granularity."""
+    """Finished latents per part file (or fewer, every parts.WRITE_SECONDS): the resume granularity."""
 
     def __post_init__(self):
         if self.explainer not in EXPLAINERS:
@@ -132,22 +135,6 @@ def _llm_failure(last: LLMResponse, copied: str | None, attempts: int) -> str:
     if copied is not None:
         return f"repeated the few-shot answer {copied!r} after {attempts} answers"
     return f"no parseable [EXPLANATION]: line after {attempts} answers"
-
-
-async def _explain_chunk(llm, requests: list[LLMRequest], max_retries: int, batch_state: Path,
-                         fewshot: Sequence[str]) -> list[tuple[list[LLMResponse], str | None, str | None]]:
-    """(answers, accepted explanation, failure) per request, after up to max_retries corrective turns."""
-    history = await ask_until_parsed(
-        llm, requests, lambda i, text: judge_answer(text, fewshot).explanation,
-        lambda i, request, text: retry_request(request, text or "", judge_answer(text, fewshot).copied),
-        max_retries, "explain", batch_state,
-    )
-    out = []
-    for h in history:
-        verdict = judge_answer(h[-1].text, fewshot)
-        explanation = verdict.explanation if h[-1].ok else None
-        out.append((h, explanation, None if explanation else _llm_failure(h[-1], verdict.copied, len(h))))
-    return out
 
 
 def run_explain_stage(run: str | Path, cfg: ExplainConfig | None = None, llm_cfg: LLMConfig | None = None,
@@ -227,7 +214,7 @@ def run_explain_stage(run: str | Path, cfg: ExplainConfig | None = None, llm_cfg
 
 
 def _explanations(rd: RunDir) -> PartedTable:
-    """explanations.parquet, written one part file per chunk (a newer row replaces the same (coder, latent, explainer))."""
+    """explanations.parquet, written in part files as latents finish (a newer row replaces the same (coder, latent, explainer))."""
     return PartedTable(rd, EXPLANATIONS, tuple(KEY), EXPLAIN_PARTS)
 
 
@@ -239,25 +226,37 @@ def _write(store: PartedTable, rows: list[dict], mine_config: str | None) -> int
 
 def _explain_llm(rd: RunDir, store: PartedTable, llm_cfg: LLMConfig, cfg: ExplainConfig, todo: list[tuple[str, int, list[Window]]],
                  requests: list[LLMRequest], model: str, version: str, mine_config: str | None) -> tuple[int, dict]:
-    """Ask the LLM, chunk by chunk (the resume granularity); returns (failures, usage summary)."""
+    """Ask the LLM; each latent is written once its answers settle (see the module). Returns (failures, usage summary)."""
     failed = 0
     fewshot = fewshot_explanations()
     llm = make_client(llm_cfg)
 
-    async def go() -> None:
+    def write(finished: list[tuple[dict, list[dict]]]) -> None:
         nonlocal failed
-        # a provider batch is submitted whole; otherwise chunks bound what a crash can lose
-        chunk = max(1, len(todo)) if llm_cfg.batch else cfg.chunk
-        async with llm:
-            for start in range(0, len(todo), chunk):
-                part, reqs = todo[start : start + chunk], requests[start : start + chunk]
-                results = await _explain_chunk(llm, reqs, cfg.max_retries, rd.path("llm_batch_explain.json"), fewshot)
-                rows = [_row(c, lat, LLM, model, version, len(w), expl, failure, hist)
-                        for (c, lat, w), (hist, expl, failure) in zip(part, results)]
-                # the ledger first: a crash between the two writes re-asks the chunk (from the cache), never loses its cost
-                rd.append(LLM_USAGE, [row for (c, lat, _), (hist, _, _) in zip(part, results)
-                                      for row in ledger_rows(CallTag(c, lat, explainer=LLM), hist)])
-                failed += _write(store, rows, mine_config)
+        # the ledger first: a crash between the two writes re-asks these latents (from the cache), never loses their cost
+        rd.append(LLM_USAGE, [call for _, calls in finished for call in calls])
+        failed += _write(store, [row for row, _ in finished], mine_config)
+
+    questions = [
+        Question(request, lambda text: judge_answer(text, fewshot).explanation,
+                 lambda req, text: retry_request(req, text or "", judge_answer(text, fewshot).copied), about=(c, lat, len(w)))
+        for (c, lat, w), request in zip(todo, requests)
+    ]
+
+    async def go() -> None:
+        async with llm, PartWriter(write, every=cfg.chunk) as out:
+            with progress_bar(f"explain ({llm.model})", total=len(todo), enabled=llm_cfg.progress) as bar:
+
+                def settled(q: Question, answers: list[LLMResponse]) -> None:
+                    (c, lat, n_windows), last = q.about, answers[-1]
+                    verdict = judge_answer(last.text, fewshot)
+                    explanation = verdict.explanation if last.ok else None
+                    failure = None if explanation else _llm_failure(last, verdict.copied, len(answers))
+                    out.add((_row(c, lat, LLM, model, version, n_windows, explanation, failure, answers),
+                             ledger_rows(CallTag(c, lat, explainer=LLM), answers)))
+                    bar.advance(1)
+
+                await ask_each(llm, questions, cfg.max_retries, settled, desc="explain", batch_state=rd.path("llm_batch_explain.json"))
 
     asyncio.run(go())
     return failed, llm.usage.summary()

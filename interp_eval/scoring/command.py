@@ -7,6 +7,7 @@ from pathlib import Path
 import typer
 
 from ..cli_options import LLMOptions, config_options, run_option
+from ..llm.ask import RERUN_NOTE
 from .stage import ScoreConfig
 
 
@@ -26,7 +27,7 @@ def score(run: Path = run_option("Run directory with mined and explained latents
     typer.echo(format_summary(pd.DataFrame(out["summary"])))
     fails = out["window_failures"]
     if fails["parse"] or fails["llm"]:
-        typer.echo(f"windows without a prediction: {fails['parse']} unparseable after retries, {fails['llm']} provider errors"
-                   + (" (re-run the same command to retry the provider errors)" if fails["llm"] else ""))
+        typer.echo(f"windows without a prediction: {fails['parse']} unparseable after retries, {fails['llm']} provider errors "
+                   f"(re-run the same command to ask them again: {RERUN_NOTE})")
     if not out["complete"]:
         raise typer.Exit(1)

@@ -16,12 +16,15 @@ Which latents: scorers that need an explanation score every selected explained l
 explainer (`explainer` column of explanations.parquet); example-embedding scores every live latent
 (or the first N with `latents`); the intruder scores the explained latents.
 
-Resume: results are written per chunk of latents as they arrive (one Parquet part file each, renamed
-into place, merged into predictions.parquet at the end). A re-run scores only the jobs that have no
-finished rows for the same explanation (or reference), model, scorer version, seed, windows per
-prompt and test windows, or that had provider errors; the response cache makes everything else
-free. Windows whose answer stayed unparseable after `max_retries` corrective turns are kept as
-failures (prediction null, parse_ok false) and reported per latent and per coder.
+Resume: a job (one latent, scorer, explainer and control) is written as soon as all its prompts are
+answered: `chunk` jobs or a few seconds' worth at a time (parts.PartWriter; one Parquet part file each,
+renamed into place, merged into predictions.parquet at the end), so a slow call holds back only its
+own job. A re-run scores only the jobs that have no finished rows for the same explanation (or
+reference), model, scorer version, seed, windows per prompt and test windows, or that have failed
+windows: a provider error is asked again, an answer that never parsed gets new corrective turns after
+its cached ones (llm/ask.py); the response cache makes everything else free. Windows whose answer
+stayed unparseable after `max_retries` corrective turns are kept as failures (prediction null,
+parse_ok false) and reported per latent and per coder.
 
 The aggregates cover every job in predictions.parquet, including ones scored by an earlier run and
 not selected this time. The stage's manifest entry ("score", config hash) is written only when no
@@ -49,8 +52,9 @@ from ..catalog import (
 )
 from ..errors import UserError
 from ..llm import LLMConfig, LLMResponse, make_client
-from ..llm.ask import ask_until_parsed
-from ..parts import PartedTable
+from ..llm.ask import Question, ask_each
+from ..parts import PartedTable, PartWriter
+from ..progress import progress_bar
 from ..llm.client import dry_run as llm_dry_run
 from ..llm.usage import CallTag, ledger_rows, spend
 from ..prompting import render
@@ -112,7 +116,8 @@ class ScoreConfig:
     """LLM scorers: cut each test window to N tokens around its highest activation; 0: whole windows (default: 16
     for the offline model, chosen by measured power; whole windows for hosted models)."""
     chunk: int = field(default=64, metadata=NOT_AN_OPTION)
-    """Latents per write: the resume granularity (one chunk in batch mode, since a provider batch is submitted whole)."""
+    """Finished jobs (a latent's scoring by one scorer, explainer and control) per part file (or fewer, every
+    parts.WRITE_SECONDS): the resume granularity."""
 
     def __post_init__(self):  # sequences given in code (lists) become the tuples the config hash and the CLI use
         self.scorers = tuple(self.scorers)
@@ -264,7 +269,7 @@ def _ref_text(latent: int, ref: tuple[int, ...]) -> str:
 
 # -- stored results ----------------------------------------------------------------------------------------
 def _predictions(rd: RunDir) -> PartedTable:
-    """predictions.parquet, written one part file per chunk of latents (the resume granularity)."""
+    """predictions.parquet, written in part files as jobs finish (the resume granularity)."""
     return PartedTable(rd, PREDICTIONS, tuple(KEY), SCORE_PARTS)
 
 
@@ -285,7 +290,7 @@ def explanation_sha(explanation: str) -> str:
 
 
 def _done_keys(pred: pd.DataFrame, jobs: Sequence[Job], scorer, model: str, version: str, wpp: int | None, cfg: ScoreConfig) -> set:
-    """Jobs whose rows match the current model, scorer version, seed, explanation and test windows, with no provider error."""
+    """Jobs whose rows match the current model, scorer version, seed, explanation and test windows, with no failed window."""
     p = pred[pred["scorer"] == scorer.name]
     if p.empty:
         return set()
@@ -301,7 +306,7 @@ def _done_keys(pred: pd.DataFrame, jobs: Sequence[Job], scorer, model: str, vers
             and (wpp is None or (g["windows_per_prompt"] == wpp).all())
             and sorted(g["window_id"].astype(int)) == windows
             and (g["explanation_sha"] == sha).all()
-            and not g["failure"].fillna("").str.startswith("llm").any()
+            and g["failure"].isna().all()
         )
         if same:
             done.add(key)
@@ -340,36 +345,53 @@ def _llm_rows(scorer: LLMScorer, p: ScorePrompt, history: list[LLMResponse], mod
     return preds, ledger_rows(tag, history)
 
 
+@dataclass
+class _OpenJob:
+    """A job whose prompts are being answered: its rows so far, and how many prompts are still out."""
+
+    scorer: LLMScorer
+    job: Job
+    left: int
+    preds: list[dict] = field(default_factory=list)
+    calls: list[dict] = field(default_factory=list)
+
+
 def _run_llm(rd: RunDir, llm_cfg: LLMConfig, todo: dict[str, list[Job]], model: str, versions: dict[str, str], wpp: int,
              cfg: ScoreConfig) -> dict[str, Any]:
+    """Ask every LLM scorer's prompts, latent after latent; each job is written once all its prompts are answered."""
     llm = make_client(llm_cfg)
     logprobs = wants_logprobs(*llm_cfg.resolved())
-    names = [s for s in todo if get_scorer(s).uses_llm and todo[s]]
-    latents = sorted({(j.tests.coder, j.tests.latent) for s in names for j in todo[s]})
-    step = max(1, len(latents)) if llm_cfg.batch else max(1, cfg.chunk)
+    jobs = sorted(((get_scorer(s), j) for s in todo if get_scorer(s).uses_llm for j in todo[s]),
+                  key=lambda sj: (sj[1].tests.coder, sj[1].tests.latent))
+
+    def write(finished: list[_OpenJob]) -> None:
+        # the ledger first: a crash between the two writes re-scores these jobs (from the cache), never loses their cost record
+        rd.append(LLM_USAGE, [call for o in finished for call in o.calls])
+        _predictions(rd).add([row for o in finished for row in o.preds])
+
+    def questions():  # a generator: prompts are built only as the pipeline takes them
+        for scorer, job in jobs:
+            prompts = scorer.prompts(job, cfg, logprobs)
+            open_job = _OpenJob(scorer, job, len(prompts))
+            for p in prompts:
+                yield Question(p.request, lambda text, s=scorer, p=p: s.parse(text, p),
+                               lambda request, text, s=scorer, p=p: s.retry(request, text, p), about=(open_job, p))
 
     async def go() -> None:
-        async with llm:
-            for start in range(0, len(latents), step):
-                part = set(latents[start : start + step])
-                pred_rows, call_rows = [], []
-                for s in names:
-                    scorer = get_scorer(s)
-                    prompts = [p for j in todo[s] if (j.tests.coder, j.tests.latent) in part for p in scorer.prompts(j, cfg, logprobs)]
-                    if not prompts:
-                        continue
-                    histories = await ask_until_parsed(
-                        llm, [p.request for p in prompts], lambda i, text: scorer.parse(text, prompts[i]),
-                        lambda i, request, text: scorer.retry(request, text, prompts[i]), cfg.max_retries, scorer.name,
-                        rd.path(f"llm_batch_{s}.json"),
-                    )
-                    for p, h in zip(prompts, histories):
-                        a, b = _llm_rows(scorer, p, h, model, versions[s], wpp, cfg)
-                        pred_rows += a
-                        call_rows += b
-                # the ledger first: a crash between the two writes re-scores the chunk, never loses its cost record
-                rd.append(LLM_USAGE, call_rows)
-                _predictions(rd).add(pred_rows)
+        async with llm, PartWriter(write, every=cfg.chunk) as out:
+            with progress_bar(f"score ({llm.model})", total=len(jobs), unit="jobs", enabled=llm_cfg.progress) as bar:
+
+                def settled(q: Question, answers: list[LLMResponse]) -> None:
+                    open_job, p = q.about
+                    preds, calls = _llm_rows(open_job.scorer, p, answers, model, versions[open_job.scorer.name], wpp, cfg)
+                    open_job.preds += preds
+                    open_job.calls += calls
+                    open_job.left -= 1
+                    if open_job.left == 0:
+                        out.add(open_job)
+                        bar.advance(1)
+
+                await ask_each(llm, questions(), cfg.max_retries, settled, desc="score", batch_state=rd.path("llm_batch_score.json"))
 
     asyncio.run(go())
     return llm.usage.summary()
@@ -383,11 +405,9 @@ class LocalContext:
 
 def _run_local(rd: RunDir, scorer: LocalScorer, jobs: list[Job], context: LocalContext, versions: dict[str, str],
                cfg: ScoreConfig) -> None:
-    from ..progress import progress_bar
-
     model = scorer.model("")
     step = max(1, cfg.chunk) * 64
-    with progress_bar(len(jobs), scorer.name) as bar:
+    with progress_bar(scorer.name, total=len(jobs), unit="jobs") as bar:
         for start in range(0, len(jobs), step):
             part = jobs[start : start + step]
             rows = []
@@ -489,8 +509,9 @@ def run_score_stage(run: str | Path, cfg: ScoreConfig | None = None, llm_cfg: LL
     parse_failures = int(mine["failure"].fillna("").str.startswith("parse").sum())
     if llm_errors == 0:
         rd.mark_complete("score", stage_hash, outputs, scorers=list(cfg.scorers), latents=len(keys))
-    else:
-        log.warning("%d windows got no answer (provider errors): re-run the same command to retry them", llm_errors)
+    if llm_errors or parse_failures:
+        log.warning("%d windows without a prediction (%d provider errors, %d unparseable after retries): re-run the same "
+                    "command to ask them again", llm_errors + parse_failures, llm_errors, parse_failures)
     return {**counts, "window_failures": {"parse": parse_failures, "llm": llm_errors}, "usage": usage,
             "summary": summ.to_dict("records"), "outputs": outputs, "complete": llm_errors == 0, "windows_per_prompt": wpp}
 
