@@ -6,7 +6,9 @@ each write against its entry there, so a stage can trust the columns it reads.
 A run directory holds `run.json` (config, versions, seeds) and `manifest.jsonl`, one line per
 finished stage. A stage counts as finished only once its manifest line is written, and that line is
 written only after the stage's files were renamed into place, so a crash never leaves an artifact
-that a later stage could mistake for a finished one.
+that a later stage could mistake for a finished one. A stage that replaces an earlier run's files
+first writes a `started` line; the files of a `one_run` table carry the id of the run that wrote them,
+and `RunDir.read` checks it against the manifest (catalog.py, "Which run wrote a file").
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import json
 import os
 import platform
 import time
+import uuid
 from contextlib import contextmanager
 from dataclasses import asdict, is_dataclass
 from pathlib import Path
@@ -33,6 +36,17 @@ if TYPE_CHECKING:
 
 MANIFEST = catalog.MANIFEST.name
 RUN_JSON = catalog.RUN_JSON.name
+RUN_ID_KEY = b"interp_eval.run"  # Parquet key-value metadata of a one_run table: the id of the stage run that wrote it
+COMPLETE, STARTED = "complete", "started"  # manifest statuses (older runs may hold "invalidated": read like "started")
+
+
+def new_run_id() -> str:
+    """A fresh id for one run of a stage: its manifest lines and its one_run files record it."""
+    return uuid.uuid4().hex[:16]
+
+
+def _stamped(schema: pa.Schema, run_id: str | None) -> pa.Schema:
+    return schema if run_id is None else schema.with_metadata({**(schema.metadata or {}), RUN_ID_KEY: run_id.encode()})
 
 
 def config_hash(config: Any) -> str:
@@ -178,14 +192,23 @@ def _as_declared(table: Table, data: pa.Table) -> pa.Table:
     return data if data.schema.equals(wanted) else data.cast(wanted)
 
 
-def write_table(table: Table, path: Path, data: pa.Table | pd.DataFrame) -> None:
-    """Write rows of `table` atomically after checking them against the catalog in the catalog's types."""
+def write_table(table: Table, path: Path, data: pa.Table | pd.DataFrame, run_id: str | None = None) -> None:
+    """Write rows of `table` atomically after checking them against the catalog, in the catalog's types.
+
+    run_id: the stage run the file belongs to, stamped into its metadata (one_run tables).
+    """
     if not isinstance(data, pa.Table):
         data = pa.Table.from_pandas(data, preserve_index=False)
     if data.num_rows:  # no rows: nothing a reader could misread (it sees the catalog's empty table)
         check_schema(table, data.schema, Path(path), writing=True)
         data = _as_declared(table, data)
-    write_parquet(path, data)
+    write_parquet(path, data.replace_schema_metadata(_stamped(data.schema, run_id).metadata))
+
+
+def run_stamp(path: Path) -> str | None:
+    """The id of the stage run that wrote a Parquet file, or None for a file without one (hand-made or older)."""
+    meta = pq.read_metadata(path).metadata or {}
+    return meta[RUN_ID_KEY].decode() if RUN_ID_KEY in meta else None
 
 
 def versions() -> dict[str, str]:
@@ -201,10 +224,14 @@ def versions() -> dict[str, str]:
 
 
 class RunDir:
-    """A run directory: the one place that knows where each stage's files live."""
+    """A run directory: the one place that knows where each stage's files live.
 
-    def __init__(self, root: str | Path):
+    run_id: set by a stage run that writes one_run tables (`new_run_id()`): its writes stamp them with it.
+    """
+
+    def __init__(self, root: str | Path, run_id: str | None = None):
         self.root = Path(root)
+        self.run_id = run_id
 
     # layout -------------------------------------------------------------------------------
     @property
@@ -230,13 +257,51 @@ class RunDir:
         return self.path(table).exists()
 
     def read(self, table: Table, columns: Sequence[str] | None = None, where: Mapping[str, Iterable] | None = None) -> "pd.DataFrame":
-        """The table's rows, checked against the catalog (see `read_table`); a UserError when it is missing."""
+        """The table's rows, checked against the catalog (see `read_table`) and, for a one_run table, against the
+        manifest (`stale`); a UserError when it is missing or may not be read."""
+        problem = self.stale(table) if table.one_run and self.has(table) else None
+        if problem:
+            raise UserError(problem)
         return read_table(table, self.path(table), columns, where)
 
+    def stale(self, table: Table) -> str | None:
+        """Why the one_run table's file is not the output of its stage's last finished run (None when it is).
+
+        The rule of catalog.py's "Which run wrote a file": the file's stamp must be the run id of the stage's
+        latest manifest line, and that line must say complete; a file without a stamp and a stage without a
+        manifest line is a hand-made input (tests build such runs) and is read as it is.
+        """
+        path, command = self.path(table), table.commands
+        if not path.exists():
+            return f"{table.name} not found: {path} (run {command} first)"
+        try:
+            stamp = run_stamp(path)
+        except Exception as exc:  # pyarrow raises several types for corrupt files
+            return f"{table.name} is not a readable Parquet file: {path} ({type(exc).__name__}: {str(exc).splitlines()[0]})"
+        entry = self.stage_entry(table.stage)
+        if entry is None:
+            if stamp is None:
+                return None
+            return f"{path} was written by a {command} that did not finish: re-run {command}"
+        if entry.get("status") != COMPLETE:
+            return (f"{command} was started again in {self.root} and has not finished, so {table.name} is not the output "
+                    f"of a finished run: re-run {command} to finish it")
+        if entry.get("run") != stamp:
+            return (f"{path} is not from the last finished {command} (it stopped while writing its files, or the file "
+                    f"was replaced): re-run {command}")
+        return None
+
     def write(self, table: Table, data: "pa.Table | pd.DataFrame") -> Path:
-        """Replace the table atomically with `data`, checked against the catalog."""
-        write_table(table, self.path(table), data)
+        """Replace the table atomically with `data`, checked against the catalog (and stamped, if one_run)."""
+        write_table(table, self.path(table), data, self._stamp(table))
         return self.path(table)
+
+    def _stamp(self, table: Table) -> str | None:
+        if not table.one_run:
+            return None
+        if self.run_id is None:
+            raise ValueError(f"{table.name} is written by one run of {table.commands}: give RunDir its run_id")
+        return self.run_id
 
     def append(self, table: Table, rows: list[dict], replace: Sequence[str] = ()) -> None:
         """Append rows to a table (an atomic rewrite; fine for the small per-run tables).
@@ -262,7 +327,7 @@ class RunDir:
     def writer(self, table: Table) -> Iterator[pq.ParquetWriter]:
         """Stream record batches of a big table into place: a ParquetWriter on the catalog's schema, renamed on success."""
         with atomic_path(self.path(table)) as tmp:
-            with pq.ParquetWriter(tmp, table.schema) as writer:
+            with pq.ParquetWriter(tmp, _stamped(table.schema, self._stamp(table))) as writer:
                 yield writer
 
     # run.json -----------------------------------------------------------------------------
@@ -291,7 +356,7 @@ class RunDir:
         return entries
 
     def stage_entry(self, stage: str) -> dict[str, Any] | None:
-        """The latest manifest entry of a stage, or None if it never finished."""
+        """The latest manifest entry of a stage (complete or started), or None if it has none."""
         found = None
         for entry in self._manifest_entries():
             if entry.get("stage") == stage:
@@ -300,27 +365,24 @@ class RunDir:
 
     def is_complete(self, stage: str, cfg_hash: str | None = None) -> bool:
         entry = self.stage_entry(stage)
-        if entry is None or entry.get("status") != "complete":
+        if entry is None or entry.get("status") != COMPLETE:
             return False
         return cfg_hash is None or entry.get("config_hash") == cfg_hash
 
     def mark_complete(self, stage: str, cfg_hash: str, outputs: list[str], **extra: Any) -> None:
-        entry = {
-            "stage": stage,
-            "status": "complete",
-            "config_hash": cfg_hash,
-            "outputs": outputs,
-            "finished": time.time(),
-            **extra,
-        }
+        """The stage's files are in place: it is finished (`run=` the run id its one_run files carry)."""
+        self._append_manifest({"stage": stage, "status": COMPLETE, "config_hash": cfg_hash, "outputs": outputs,
+                               "finished": time.time(), **extra})
+
+    def mark_started(self, stage: str, cfg_hash: str, run_id: str) -> None:
+        """A run that will replace the stage's files has begun: until it finishes, readers refuse the old files (the
+        user asked for another config, or for a redo). Written only once the run's inputs were checked, so bad input
+        changes nothing."""
+        self._append_manifest({"stage": stage, "status": STARTED, "config_hash": cfg_hash, "run": run_id, "time": time.time()})
+
+    def _append_manifest(self, entry: dict[str, Any]) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
         with open(self.root / MANIFEST, "a") as fh:
             fh.write(json.dumps(entry, sort_keys=True, default=str) + "\n")
             fh.flush()
             os.fsync(fh.fileno())
-
-    def invalidate(self, stage: str) -> None:
-        """Record that a stage must be redone (its config changed)."""
-        self.root.mkdir(parents=True, exist_ok=True)
-        with open(self.root / MANIFEST, "a") as fh:
-            fh.write(json.dumps({"stage": stage, "status": "invalidated", "time": time.time()}) + "\n")

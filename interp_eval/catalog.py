@@ -19,6 +19,22 @@ Stages and their files, in pipeline order:
     report   results/ (Markdown, CSV, PNG, report.html)
 
 Every table keys its rows by `coder` (the coder's folder name) and `latent` (int64) where it has them.
+
+Which run wrote a file. `manifest.jsonl` holds one line per finished stage run (per coder for train),
+written after its files are in place (artifacts.py); a run that replaces an earlier run's files (mine
+with a new config or --force) first writes a `started` line, once its inputs were checked. Tables
+marked `one_run` (the three mining files) only make sense as one set from one run, so each such file
+carries the id of the run that wrote it (Parquet key-value metadata `interp_eval.run`), the `run` its
+manifest line records. `RunDir.read` (every reader) reads such a file only when:
+  - the stage's latest manifest line is `complete` and records the file's id (the stage's own output), or
+  - the stage has no manifest line and the file no id: a hand-made input (tests/run_builders.py writes
+    Parquet directly), read as it is. So is an unstamped file under a line without `run` (older runs).
+It refuses, in one line naming the command to re-run, a latest line that says `started` (a re-run
+that did not finish: the files are not what was asked for) and an id the latest line does not record
+(a run stopped between writing its files, so the set is mixed, or a file replaced by hand). Tables
+that grow over several runs (explanations, predictions, the LLM ledger) carry no id: their rows say
+what they were made from (`explanations.mine_config`, `predictions.explanation_sha`): explain explains
+afresh, and score leaves out, a latent explained from an earlier mining run.
 """
 
 from __future__ import annotations
@@ -66,6 +82,7 @@ class Table:
     schema: pa.Schema
     defaults: Mapping[str, Any] = field(default_factory=dict)
     doc: str = ""  # the columns in detail, where the schema's names do not say enough
+    one_run: bool = False  # written whole by one run of its stage, with the stage's other one_run tables (see the module)
 
     def __str__(self) -> str:
         return self.name
@@ -105,8 +122,9 @@ _TOKENS = (("input_tokens", _i64), ("output_tokens", _i64), ("cache_read_tokens"
 # -- the run itself --------------------------------------------------------------------------------------------
 
 RUN_JSON = Folder("run.json", "every stage", "config, package versions and seeds of each stage that ran")
-MANIFEST = Folder("manifest.jsonl", "every stage", "one line per finished (or invalidated) stage; a stage counts as "
-                  "finished only once its line is written, after its files were renamed into place")
+MANIFEST = Folder("manifest.jsonl", "every stage", "one line per finished stage run (status complete, with the run id "
+                  "its one_run files carry) or started re-run (status started); a stage counts as finished only once its "
+                  "complete line is written, after its files were renamed into place")
 
 # -- train -----------------------------------------------------------------------------------------------------
 
@@ -172,6 +190,7 @@ LATENTS = Table(
 | n_windows      | int64   | windows in which the latent fires at least once                     |
 | status         | string  | `ok`; `too_rare` (n_windows < min_examples, default 200: not to be explained, still sampled); `dead` (never fired) |
 """ + "\n" + _MINE_DOC,
+    one_run=True,
 )
 
 WINDOWS = Table(
@@ -186,6 +205,7 @@ WINDOWS = Table(
 | token_ids | list<int32>        | the window's tokens                                             |
 | tokens    | list<string>       | each token decoded on its own (`tokenizer.decode([id])`; a token holding part of a multi-byte character decodes to U+FFFD) |
 """,
+    one_run=True,
 )
 
 CONTEXTS = Table(
@@ -221,6 +241,7 @@ Kinds, per latent:
   so "does not fire" is read from the recorded activations, not assumed. Dead latents get none
   (they have no rows at all).
 """,
+    one_run=True,
 )
 
 # -- explain ---------------------------------------------------------------------------------------------------

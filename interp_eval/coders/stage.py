@@ -1,5 +1,9 @@
 """The `train` stage: cache activations once, train each requested coder, evaluate, save SAELens folders.
 
+Each coder is recorded (its folder, metric rows, reconstruction eval and manifest line) as soon as it is
+trained, so a crash while training the next one loses nothing finished: a re-run skips it. Nothing of the
+run directory changes before the options, the hookpoints and the held-out split were checked.
+
 `control="random-model"` trains the same coders, on the same corpus split and with the same settings,
 on a randomly initialised copy of the subject model (Heap et al. 2025, arXiv 2501.17727): the coders
 are named with RANDOM_MODEL_SUFFIX, record the random model (`random:<base>:0`) as their model, and
@@ -89,6 +93,22 @@ class TrainStageConfig:
         return CorpusConfig(dataset=self.dataset, ctx_len=self.ctx_len)
 
 
+def _commit(rd: RunDir, c: TrainConfig, coder, rows: list[dict], fires: torch.Tensor, recon: list[dict], cfg_hash: str,
+            record: dict) -> None:
+    """Record one trained coder, the moment it is done: a crash while training the next one keeps it.
+
+    Order: the folder (atomically), its metric and evaluation rows, run.json, the manifest line (from here on
+    a re-run skips it), and only then its checkpoint goes: a crash before the line resumes from that checkpoint.
+    """
+    n_tok = max(rows[-1]["tokens"], 1) if rows else 1
+    save_coder(coder, rd.coder_dir(c.coder_name), fires.double() / n_tok, {"train": asdict(c)})
+    rd.append(TRAIN_METRICS, rows, replace=["coder"])
+    rd.append(RECON_EVAL, recon, replace=["coder"])
+    rd.init(record)
+    rd.mark_complete(f"train:{c.coder_name}", cfg_hash, [f"coders/{c.coder_name}", TRAIN_METRICS.name, RECON_EVAL.name])
+    remove_checkpoint(rd.root, c.coder_name)
+
+
 def run_train_stage(run: str | Path, cfg: TrainStageConfig) -> list[str]:
     """Train `cfg.coders` (all from one activation pass per hookpoint); returns the coder names.
 
@@ -129,9 +149,8 @@ def run_train_stage(run: str | Path, cfg: TrainStageConfig) -> list[str]:
             log.info("%s is already trained with this config: skipped", c.coder_name)
     if not todo:
         return names
-    if d.is_main:
-        stage = "train" if parse_random_spec(subject.name) is None else f"train-{RANDOM_MODEL_CONTROL}"
-        rd.init({stage: {"model": subject.name, "corpus": asdict(corpus), "coders": [asdict(c) for c in configs]}})
+    # the held-out tokens of the evaluation, taken (and checked) before anything of the run changes
+    heldout = take_contexts(corpus, subject.tokenizer, "heldout", cfg.eval_tokens)
     tokens = max(c.tokens for c in todo)
     key = CacheKey(model=subject.name, corpus=corpus, split="train", n_tokens=tokens, dtype=cfg.cache_dtype)
     hookpoints = sorted({c.hookpoint for c in todo})
@@ -141,24 +160,13 @@ def run_train_stage(run: str | Path, cfg: TrainStageConfig) -> list[str]:
         dist.barrier()
         if not d.is_main:
             caches = build_activation_caches(rd.root, subject, key, hookpoints)
-    trained: dict[str, dict] = {}
+    stage = "train" if parse_random_spec(subject.name) is None else f"train-{RANDOM_MODEL_CONTROL}"
+    record = {stage: {"model": subject.name, "corpus": asdict(corpus), "coders": [asdict(c) for c in configs]}}
     for c in todo:
-        cache = caches[c.hookpoint]
-        coder, rows, fires = train_coder(rd.root, c, cache, subject.name, dev, resume=cfg.resume, dist_info=d)
+        coder, rows, fires = train_coder(rd.root, c, caches[c.hookpoint], subject.name, dev, resume=cfg.resume, dist_info=d)
         if d.is_main:
-            n_tok = max(rows[-1]["tokens"], 1) if rows else 1
-            save_coder(coder, rd.coder_dir(c.coder_name), fires.double() / n_tok, {"train": asdict(c)})
-            rd.append(TRAIN_METRICS, rows, replace=["coder"])
-            remove_checkpoint(rd.root, c.coder_name)
-        trained[c.coder_name] = {"coder": coder, "config": c}
-    if d.is_main:
-        heldout = take_contexts(corpus, subject.tokenizer, "heldout", cfg.eval_tokens)
-        for hp in hookpoints:
-            group = {n: t["coder"].to(dev) for n, t in trained.items() if t["config"].hookpoint == hp}
-            rows = evaluate_reconstruction(subject, hp, group, heldout)
-            rd.append(RECON_EVAL, rows, replace=["coder"])
-        for name in trained:
-            rd.mark_complete(f"train:{name}", hashes[name], [f"coders/{name}", TRAIN_METRICS.name, RECON_EVAL.name])
+            _commit(rd, c, coder, rows, fires, evaluate_reconstruction(subject, c.hookpoint, {c.coder_name: coder}, heldout),
+                    hashes[c.coder_name], record)
     if d.world > 1:
         dist.barrier()
     return names

@@ -3,6 +3,8 @@
 contexts.parquet is written block by block of latents (about 64 MB of activations each), so the
 rows of a whole coder are never held at once; then the tokens of every window it references are
 read back from the token stream (windows.py) into windows.parquet; latents.parquet comes last.
+Each is stamped with the run id of `rd` (catalog.py, "Which run wrote a file"): the three files are
+one set, and a crash between their renames leaves a set that every reader refuses.
 """
 
 from __future__ import annotations

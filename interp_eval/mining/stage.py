@@ -11,8 +11,12 @@ batches r, r + world, ...; the states are merged exactly at the end and rank 0 w
 files (see catalog.py). Every `checkpoint_every` batches each rank saves its state atomically under
 RUN/checkpoints/; an interrupted run resumes from there (or from zero if the checkpoint is missing
 or was made with other settings). The stage is complete only once its manifest line is written,
-after the three files were renamed into place; starting a run with another config first marks an
-older completion invalid, so its files cannot pass for the new one's.
+after the three files were renamed into place, each stamped with the run's id (catalog.py, "Which
+run wrote a file"), so a set left mixed by a crash between them is refused by every reader. Nothing
+of the run directory changes until the inputs are checked (coders against the model, a non-empty
+held-out split): then a run replacing an earlier mining writes a `started` manifest line, so that
+mining's files cannot pass for the new config's; run.json records the config with the finished
+files.
 
 Memory: per coder about latents x 1.25 (n_top + reservoir) x window x 4 bytes of kept activations
 plus keys (the 1.25: room between compactions, see state.capacity; 4,608 latents at the defaults:
@@ -37,7 +41,7 @@ from typing import Callable, Iterator
 
 import torch
 
-from ..artifacts import RunDir, config_hash
+from ..artifacts import RunDir, config_hash, new_run_id
 from ..coders.discover import SubjectGroup, coder_folders, fingerprint, group_by_subject
 from ..coders.saelens import LoadedCoder, load_coder
 from ..distributed import DistInfo, init_distributed
@@ -115,6 +119,7 @@ class _Pass:
     cfg_hash: str  # its hash: the stage is complete for this hash only
     ckpt: Path  # this rank's checkpoint
     ckpt_hash: str  # the config hash plus what a checkpoint also depends on (batch size, ranks)
+    run_id: str  # this run's id: its manifest lines and its three files record it
 
     @property
     def n_contexts(self) -> int:
@@ -151,7 +156,17 @@ def _set_up(rd: RunDir, cfg: MineConfig, subject: SubjectModel | None) -> _Pass:
     }
     cfg_hash = config_hash(record)
     ckpt_hash = config_hash({**record, "batch_contexts": cfg.batch_contexts, "world": d.world, "rank": d.rank})
-    return _Pass(rd, cfg, d, subject, coders, groups, layout, record, cfg_hash, checkpoint_path(rd, d.rank), ckpt_hash)
+    return _Pass(rd, cfg, d, subject, coders, groups, layout, record, cfg_hash, checkpoint_path(rd, d.rank), ckpt_hash,
+                 new_run_id())
+
+
+def _check_corpus(p: _Pass) -> None:
+    """Stop on an empty held-out split before the run directory is touched (the pass would find out only at its end)."""
+    if next(iter_contexts(p.cfg.corpus, p.subject.tokenizer, "heldout", p.cfg.ctx_len), None) is None:
+        raise UserError(
+            f"--dataset {p.cfg.dataset}: the held-out split is empty (no documents with text, or fewer than "
+            f"{p.cfg.ctx_len} tokens in all)"
+        )
 
 
 def _start(p: _Pass) -> Progress:
@@ -229,21 +244,17 @@ def _finish(p: _Pass, progress: Progress) -> dict:
     if d.world > 1:
         states = {name: all_gather_state(s) for name, s in states.items()}
     n_tokens = int(next(iter(states.values())).n_tokens)
-    if n_tokens == 0:
-        raise UserError(
-            f"--dataset {cfg.dataset}: the held-out split is empty (no documents with text, or fewer than "
-            f"{cfg.ctx_len} tokens in all)"
-        )
     if n_tokens < p.n_contexts * cfg.ctx_len:
         log.warning("mine: the held-out split has only %d tokens; mined those (%d asked for)", n_tokens, cfg.tokens)
 
     per: dict[str, dict] = {}
     n_windows = 0
     if d.is_main:
-        per = write_outputs(rd, p.coders, states, cfg.sampling, cfg.corpus, p.subject.tokenizer, p.layout,
-                            p.n_contexts * cfg.ctx_len)
+        per = write_outputs(RunDir(rd.root, run_id=p.run_id), p.coders, states, cfg.sampling, cfg.corpus,
+                            p.subject.tokenizer, p.layout, p.n_contexts * cfg.ctx_len)
         n_windows = per.pop("_windows")["n"]
-        rd.mark_complete(STAGE, p.cfg_hash, OUTPUTS, tokens=n_tokens, coders=[c.name for c in p.coders])
+        rd.init({STAGE: p.record})
+        rd.mark_complete(STAGE, p.cfg_hash, OUTPUTS, run=p.run_id, tokens=n_tokens, coders=[c.name for c in p.coders])
         for name, c in per.items():
             log.info(
                 "mine: %s: %d latents: %d ok, %d too_rare (fewer than %d activating windows), %d dead; %d rows",
@@ -270,14 +281,13 @@ def run_mine_stage(run: str | Path, cfg: MineConfig | None = None, subject: Subj
     cfg = cfg or MineConfig()
     rd = RunDir(run)
     p = _set_up(rd, cfg, subject)
-    if not cfg.force and rd.is_complete(STAGE, p.cfg_hash) and all(rd.path(o).exists() for o in OUTPUTS):
+    if not cfg.force and rd.is_complete(STAGE, p.cfg_hash) and not any(rd.stale(o) for o in OUTPUTS):
         log.info("mine: already complete for this config (%s); skipped (pass --force to redo)", rd.root)
         per = summary_from_files(rd)
         return {"run": str(rd.root), "skipped": True, "tokens": next(iter(per.values()))["n_tokens"] if per else 0, "coders": per}
-    if p.dist.is_main:
-        if rd.stage_entry(STAGE) is not None and not rd.is_complete(STAGE, p.cfg_hash):
-            rd.invalidate(STAGE)  # files of an older mining config must not pass for this one
-        rd.init({STAGE: p.record})
+    _check_corpus(p)
+    if p.dist.is_main and rd.stage_entry(STAGE) is not None:
+        rd.mark_started(STAGE, p.cfg_hash, p.run_id)  # the earlier mining's files must not pass for this one's
 
     progress = _start(p)
     resumed_batches = progress.done

@@ -1,0 +1,200 @@
+"""The failure scenarios of issue 13, driven through the CLI where a user would meet them.
+
+Each section builds one kind of failure (a re-run stopped half-way, bad input, a crash between coders, ...)
+on the real packaged model and corpus at tiny size, then checks what a user sees (one line on stderr and
+exit code 2, naming what to re-run) and that nothing finished was lost or changed (file hashes).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from typer.testing import CliRunner
+
+from interp_eval.artifacts import RunDir
+from interp_eval.catalog import WINDOWS
+from interp_eval.cli import app
+from interp_eval.errors import UserError
+from interp_eval.explain.stage import ExplainConfig, run_explain_stage
+from interp_eval.mining import MineConfig, run_mine_stage
+from mining_helpers import MINE_KW, make_run_coders
+
+runner = CliRunner()
+EXPLAIN = ["explain", "--explainer", "token-table"]  # no LLM: the refusals come before any explainer runs
+SCORE = ["score", "--scorer", "detection"]
+
+
+def _cli(args: list, run: Path):
+    return runner.invoke(app, [str(a) for a in [args[0], "--run", run, *args[1:]]])
+
+
+def _ok(args: list, run: Path):
+    result = _cli(args, run)
+    assert result.exit_code == 0, (result.output, result.exception)
+    return result
+
+
+def _refused(args: list, run: Path, match: str) -> str:
+    """The command stops with exit code 2 and one line on stderr containing `match`."""
+    result = _cli(args, run)
+    err = result.stderr.strip()
+    assert result.exit_code == 2, (result.output, err)
+    assert err.startswith("error: ") and len(err.splitlines()) == 1, err
+    assert match in err, err
+    return err
+
+
+def _digest(folder: Path) -> dict[str, str]:
+    """sha256 of every file under `folder`, by relative path."""
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def _manifest(run: Path) -> list[dict]:
+    return [json.loads(line) for line in (run / "manifest.jsonl").read_text().splitlines()]
+
+
+def _stop_after(n: int):
+    def hook(done: int) -> None:
+        if done == n:
+            raise KeyboardInterrupt
+    return hook
+
+
+RE_MINE = {**MINE_KW, "seed": 4}  # another mining config of the same run
+
+
+@pytest.fixture(scope="module")
+def mined_src(tmp_path_factory, subject) -> Path:
+    """A run with two coders, mined once (tests copy it)."""
+    run = tmp_path_factory.mktemp("robust") / "run"
+    make_run_coders(run)
+    run_mine_stage(run, MineConfig(**MINE_KW), subject=subject)
+    return run
+
+
+@pytest.fixture
+def mined(tmp_path, mined_src) -> Path:
+    run = tmp_path / "run"
+    shutil.copytree(mined_src, run)  # copy2 keeps the coders' mtimes, so their fingerprints (and the config hash) hold
+    return run
+
+
+# -- stale or mixed artifacts: every reader checks which run wrote the mining files (defect 1) -------------------
+def test_an_unfinished_remine_makes_explain_and_score_refuse(mined, subject):
+    _ok(EXPLAIN, mined)
+    with pytest.raises(KeyboardInterrupt):
+        run_mine_stage(mined, MineConfig(**RE_MINE), subject=subject, on_batch=_stop_after(1))
+    for args in (EXPLAIN, SCORE):
+        _refused(args, mined, "re-run `interp-eval mine`")
+    assert not run_mine_stage(mined, MineConfig(**RE_MINE), subject=subject)["skipped"]
+    _ok(EXPLAIN, mined)
+
+
+def test_a_mixed_set_of_mining_files_is_refused(mined, subject):
+    """A crash between the renames of a re-mine: its new contexts.parquet beside the old windows and latents."""
+    old = {name: (mined / name).read_bytes() for name in ("windows.parquet", "latents.parquet")}
+    run_mine_stage(mined, MineConfig(**RE_MINE), subject=subject)
+    for name, blob in old.items():
+        (mined / name).write_bytes(blob)
+    lines = (mined / "manifest.jsonl").read_text().splitlines()
+    (mined / "manifest.jsonl").write_text("\n".join(lines[:-1]) + "\n")  # it crashed before its manifest line
+    for args in (EXPLAIN, SCORE):
+        _refused(args, mined, "re-run `interp-eval mine`")
+    assert not run_mine_stage(mined, MineConfig(**RE_MINE), subject=subject)["skipped"]
+    _ok(EXPLAIN, mined)
+
+
+def test_the_catalog_reads_a_one_run_table_only_from_the_last_finished_run(tmp_path):
+    """The rule of catalog.py's "Which run wrote a file", on windows.parquet."""
+    rows = pa.Table.from_pylist([{"window_id": 0, "context": 0, "position": 0, "token_ids": [1, 2], "tokens": ["a", "b"]}],
+                                schema=WINDOWS.schema)
+    hand = RunDir(tmp_path / "hand")
+    hand.root.mkdir()
+    pq.write_table(rows, hand.path(WINDOWS))
+    assert len(hand.read(WINDOWS)) == 1  # no stamp, no manifest line: a hand-made input
+
+    rd = RunDir(tmp_path / "run", run_id="r1")
+    rd.write(WINDOWS, rows)
+    with pytest.raises(UserError, match="did not finish"):
+        rd.read(WINDOWS)
+    rd.mark_complete("mine", "h1", [WINDOWS.name], run="r1")
+    assert len(rd.read(WINDOWS)) == 1
+    rd.mark_started("mine", "h2", "r2")
+    with pytest.raises(UserError, match="has not finished"):
+        rd.read(WINDOWS)
+    RunDir(rd.root, run_id="r2").write(WINDOWS, rows)
+    rd.mark_complete("mine", "h2", [WINDOWS.name], run="r2")
+    assert len(rd.read(WINDOWS)) == 1
+    pq.write_table(rows, rd.path(WINDOWS))  # replaced by a file without the run's stamp
+    with pytest.raises(UserError, match="not from the last finished"):
+        rd.read(WINDOWS)
+    with pytest.raises(ValueError, match="run_id"):
+        RunDir(rd.root).write(WINDOWS, rows)  # a stage that writes a one_run table must say which run it is
+
+
+# -- a failed stage keeps the last good one: inputs are checked before the run changes (defect 2) ---------------
+def _flags(kw: dict) -> list[str]:
+    return [x for k, v in kw.items() for x in (f"--{k.replace('_', '-')}", str(v))]
+
+
+def test_a_failed_mine_on_bad_input_changes_nothing(mined, subject, tmp_path):
+    first = run_explain_stage(mined, ExplainConfig(explainer="token-table"))
+    before = _digest(mined)
+    empty = tmp_path / "empty.txt"
+    empty.write_text("")
+    _refused(["mine", *_flags({**RE_MINE, "dataset": empty})], mined, "held-out split is empty")
+    assert _digest(mined) == before
+    assert run_mine_stage(mined, MineConfig(**MINE_KW), subject=subject)["skipped"]
+    again = run_explain_stage(mined, ExplainConfig(explainer="token-table"))
+    assert again["already_done"] == first["selected"] > 0
+
+
+TINY_TRAIN = ["train", "--coder", "sae", "--hookpoint", "layers.1.mlp", "--expansion", "1", "--tokens", "2048",
+              "--batch-size", "256", "--checkpoint-every", "4", "--ctx-len", "64", "--eval-tokens", "64", "--device", "cpu"]
+
+
+@pytest.fixture(scope="module")
+def trained_src(tmp_path_factory) -> Path:
+    """A run with one tiny coder trained (and its activation cache, which the coders below reuse)."""
+    run = tmp_path_factory.mktemp("robust") / "trained"
+    _ok([*TINY_TRAIN, "--k", "8"], run)
+    return run
+
+
+@pytest.fixture
+def trained(tmp_path, trained_src) -> Path:
+    run = tmp_path / "trained"
+    shutil.copytree(trained_src, run)
+    return run
+
+
+def test_a_failed_train_on_bad_input_changes_nothing(trained, tmp_path):
+    before = _digest(trained)
+    empty = tmp_path / "empty.txt"
+    empty.write_text("")
+    _refused([*TINY_TRAIN, "--k", "8", "--dataset", empty], trained, "split is empty")
+    assert _digest(trained) == before
+
+
+# -- train records each coder as it is saved: a crash in the next one keeps it (defect 3) ----------------------
+def test_a_crash_while_training_the_second_coder_keeps_the_first(trained):
+    args = [*TINY_TRAIN, "--k", "4", "--k", "6"]
+    first, second = trained / "coders" / "sae-layers.1.mlp-k4", trained / "coders" / "sae-layers.1.mlp-k6"
+    bad = trained / "checkpoints" / f"{second.name}.pt"
+    bad.parent.mkdir(exist_ok=True)
+    bad.write_bytes(b"not a checkpoint")  # the second coder's training stops on it, after the first was saved
+    _refused(args, trained, "unreadable")
+    assert first.is_dir() and not second.exists()
+    saved = {p.name: (p.read_bytes(), p.stat().st_mtime_ns) for p in first.iterdir()}
+    bad.unlink()
+    _ok(args, trained)
+    assert {p.name: (p.read_bytes(), p.stat().st_mtime_ns) for p in first.iterdir()} == saved  # not retrained
+    assert second.is_dir()
+    done = [e["stage"] for e in _manifest(trained) if e["status"] == "complete"]
+    assert done.count(f"train:{first.name}") == 1 and done.count(f"train:{second.name}") == 1
