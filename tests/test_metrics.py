@@ -72,14 +72,15 @@ def test_frequency_weighted_f1_two_hookpoints():
 
 def test_summary_frequency_weighted_matches_formula():
     scores = pd.DataFrame({
-        "coder": "c", "scorer": "detection", "latent": range(5), "model": "m",
+        "coder": "c", "scorer": "detection", "explainer": "llm", "control": "none", "latent": range(5), "model": "m",
         "f1": [1.0, 0.5, 0.0, 0.2, 0.8], "firing_count": [10, 30, 60, 100, 300],
         "hookpoint": ["h0", "h0", "h0", "h1", "h1"], "n": 10, "failures": 0,
         "accuracy": 0.5, "balanced_accuracy": 0.5, "precision": 0.5, "recall": 0.5, "auc": np.nan,
     })
     latents = pd.DataFrame({"coder": "c", "latent": range(7), "frequency": [0.2, 0.05, 0.001, 0.02, 0.0, 0.0, 0.3],
                             "status": ["ok"] * 4 + ["dead", "dead", "too_rare"]})
-    preds = pd.DataFrame({"coder": "c", "scorer": "detection", "label": [1, 0], "prediction": [1.0, 0.0],
+    preds = pd.DataFrame({"coder": "c", "scorer": "detection", "explainer": "llm", "control": "none", "label": [1, 0],
+                          "prediction": [1.0, 0.0],
                           "probability": np.nan, "similarity": np.nan})
     s = aggregate.summary(scores, preds, latents, None, freq_adjust=True).iloc[0]
     h0 = (1.0 * 10 + 0.5 * 30 + 0.0 * 60) / 100
