@@ -23,6 +23,7 @@ from interp_eval.cli import app
 from interp_eval.errors import UserError
 from interp_eval.explain.stage import ExplainConfig, run_explain_stage
 from interp_eval.mining import MineConfig, run_mine_stage
+from interp_eval.scoring.stage import read_explanations
 from mining_helpers import MINE_KW, make_run_coders
 
 runner = CliRunner()
@@ -108,6 +109,14 @@ def test_a_mixed_set_of_mining_files_is_refused(mined, subject):
         _refused(args, mined, "re-run `interp-eval mine`")
     assert not run_mine_stage(mined, MineConfig(**RE_MINE), subject=subject)["skipped"]
     _ok(EXPLAIN, mined)
+
+
+def test_score_leaves_out_explanations_of_an_earlier_mining(mined, subject):
+    _ok(EXPLAIN, mined)
+    assert len(read_explanations(RunDir(mined))) > 0
+    run_mine_stage(mined, MineConfig(**RE_MINE), subject=subject)
+    assert read_explanations(RunDir(mined)).empty  # explained from windows the new mining does not have
+    _refused(SCORE, mined, "run `interp-eval explain` first")
 
 
 def test_the_catalog_reads_a_one_run_table_only_from_the_last_finished_run(tmp_path):

@@ -174,8 +174,15 @@ def _first(df: pd.DataFrame, latents: Any, by: Sequence[str]) -> pd.DataFrame:
 
 
 def read_explanations(rd: RunDir) -> pd.DataFrame:
-    """explanations.parquet, one row per (coder, latent, explainer)."""
-    return rd.read(EXPLANATIONS).drop_duplicates(["coder", "latent", "explainer"], keep="last").reset_index(drop=True)
+    """explanations.parquet, one row per (coder, latent, explainer), without the rows explained from an earlier
+    mining run (another `mine_config`): their latents' test windows are not the ones their explainer saw."""
+    ex = rd.read(EXPLANATIONS).drop_duplicates(["coder", "latent", "explainer"], keep="last")
+    mined = rd.stage_entry("mine")
+    stale = ex["mine_config"].notna() & (ex["mine_config"] != (mined or {}).get("config_hash"))
+    if stale.any():
+        log.warning("%d explanations are of an earlier mining run and are not scored: re-run `interp-eval explain` "
+                    "to explain them anew", int(stale.sum()))
+    return ex[~stale].reset_index(drop=True)
 
 
 def _explained(ex: pd.DataFrame, cfg: ScoreConfig) -> pd.DataFrame:
