@@ -71,9 +71,12 @@ class TrainStageConfig:
     """Subject model: the packaged default, a HF id or a local folder (random:<model>[:seed] is its randomly
     initialised copy)."""
     dataset: str = CorpusConfig.dataset
-    """Corpus: the packaged BBC News, local .txt/.jsonl/.parquet files or folder, or a HF dataset name."""
+    """Corpus: the packaged BBC News, local .txt/.jsonl/.parquet files or folder (a .txt file holds one document
+    per blank-line-separated paragraph), or a HF dataset name."""
     ctx_len: int = CorpusConfig.ctx_len
     """Tokens per context."""
+    encoding: str = CorpusConfig.encoding
+    """Text encoding of local .txt/.jsonl files, e.g. latin-1."""
     device: str = "auto"
     """auto, cpu, cuda, cuda:N."""
     eval_tokens: int = 16384
@@ -90,7 +93,7 @@ class TrainStageConfig:
 
     @property
     def corpus(self) -> CorpusConfig:
-        return CorpusConfig(dataset=self.dataset, ctx_len=self.ctx_len)
+        return CorpusConfig(dataset=self.dataset, ctx_len=self.ctx_len, encoding=self.encoding)
 
 
 def _commit(rd: RunDir, c: TrainConfig, coder, rows: list[dict], fires: torch.Tensor, recon: list[dict], cfg_hash: str,
