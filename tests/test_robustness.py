@@ -207,3 +207,78 @@ def test_a_crash_while_training_the_second_coder_keeps_the_first(trained):
     assert second.is_dir()
     done = [e["stage"] for e in _manifest(trained) if e["status"] == "complete"]
     assert done.count(f"train:{first.name}") == 1 and done.count(f"train:{second.name}") == 1
+
+
+# -- the issue's list of bad inputs: one line, non-zero exit, the run directory unchanged -----------------------
+def _coder_copy(run: Path, name: str) -> Path:
+    """A copy of one of the run's coders outside the run, to be damaged."""
+    dst = run.parent / f"bad-{name}"
+    shutil.copytree(run / "coders" / "sae0", dst)
+    return dst
+
+
+def _wrong_width(run: Path) -> Path:
+    """A well-formed coder that reads 64-wide activations: the subject model's MLP is 576 wide."""
+    from interp_eval.coders.coder import CoderConfig, SparseCoder
+    from interp_eval.coders.saelens import save_coder
+    from mining_helpers import MODEL_NAME
+
+    dst = run.parent / "bad-width"
+    save_coder(SparseCoder(CoderConfig("sae", "topk", 64, 128, 8, hookpoint="layers.0.mlp", model_name=MODEL_NAME), seed=1), dst)
+    return dst
+
+
+def _not_a_coder(run: Path) -> Path:
+    dst = run.parent / "bad-notacoder"
+    dst.mkdir()
+    (dst / "notes.txt").write_text("not a coder")
+    return dst
+
+
+def _corrupt_weights(run: Path) -> Path:
+    dst = _coder_copy(run, "weights")
+    for f in dst.glob("*.safetensors"):
+        f.write_bytes(b"\x00garbage" * 10)
+    return dst
+
+
+def _truncated_latents(run: Path) -> Path:
+    path = run / "latents.parquet"
+    path.write_bytes(path.read_bytes()[: len(path.read_bytes()) // 2])
+    return run
+
+
+BAD_INPUTS = {
+    # name: (command builder (run, prepared path) -> args, preparation, text the one line must hold)
+    "missing run dir": (lambda run, p: ["explain", "--run", run / "nope", "--explainer", "token-table"], None, "not found"),
+    "truncated parquet": (lambda run, p: ["explain", "--run", run, "--explainer", "token-table"], _truncated_latents,
+                          "latents.parquet"),
+    "wrong hookpoint": (lambda run, p: ["train", "--run", run, "--hookpoint", "layers.99.mlp", "--tokens", "1024"], None,
+                        "layers.99.mlp"),
+    "d_in of coder vs model": (lambda run, p: ["mine", "--run", run, "--coder", p, "--tokens", "1024"], _wrong_width, "576"),
+    "not a coder": (lambda run, p: ["mine", "--run", run, "--coder", p, "--tokens", "1024"], _not_a_coder, "bad-notacoder"),
+    "corrupt safetensors": (lambda run, p: ["mine", "--run", run, "--coder", p, "--tokens", "1024"], _corrupt_weights,
+                            "bad-weights"),
+    "claude without a key": (lambda run, p: ["explain", "--run", run, "--model", "claude", "--latents", "1"], None,
+                             "ANTHROPIC_API_KEY"),
+    "unknown model": (lambda run, p: ["explain", "--run", run, "--model", "no-such-model-xyz", "--latents", "1"], None,
+                      "no-such-model-xyz"),
+    "k larger than latents": (lambda run, p: ["train", "--run", run, "--k", "10000", "--expansion", "1", "--tokens", "1024"],
+                              None, "larger than the number of latents"),
+    "negative tokens": (lambda run, p: ["train", "--run", run, "--tokens", "-5"], None, "--tokens"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_INPUTS))
+def test_each_bad_input_is_one_line_and_changes_nothing(case, mined, monkeypatch):
+    build, prepare, match = BAD_INPUTS[case]
+    for key in ("ANTHROPIC_API_KEY", "OPENAI_API_KEY", "OPENAI_BASE_URL"):
+        monkeypatch.delenv(key, raising=False)
+    path = prepare(mined) if prepare else None
+    before = _digest(mined)
+    result = runner.invoke(app, [str(a) for a in build(mined, path)])
+    err = result.stderr.strip()
+    assert result.exit_code != 0, (case, result.output)
+    assert err.startswith("error: ") and len(err.splitlines()) == 1 and "Traceback" not in result.output, (case, err)
+    assert match in err, (case, err)
+    assert _digest(mined) == before, case
