@@ -1,4 +1,4 @@
-"""Prompt templates (files under prompts/) and the one way windows are rendered as text.
+"""Prompt templates (files under interp_eval/prompts/, shipped in the wheel) and the one way windows are rendered as text.
 
 Templates are plain text with `$name` placeholders (string.Template). A template's version is
 `<name>@<first 8 hex of sha256(text)>`, recorded in every artifact that used it, so any edit to a
@@ -35,7 +35,7 @@ _SPECIAL = re.compile(r"^<\|[A-Za-z0-9_]{1,40}\|>$")
 
 def prompts_dir() -> Path:
     env = os.environ.get("INTERP_EVAL_PROMPTS")
-    return Path(env) if env else Path(__file__).resolve().parents[1] / "prompts"
+    return Path(env) if env else Path(__file__).resolve().parent / "prompts"
 
 
 @dataclass(frozen=True)

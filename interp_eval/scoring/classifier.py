@@ -1,6 +1,6 @@
 """Detection and fuzzing prompts: build a request for a group of windows, parse the 0/1 answer.
 
-Templates (prompts/): `<scorer>_system`, `<scorer>_fewshot` (`### user` / `### assistant` blocks),
+Templates (interp_eval/prompts/): `<scorer>_system`, `<scorer>_fewshot` (`### user` / `### assistant` blocks),
 `<scorer>_user` ($explanation, $windows, $n) and `score_retry` ($n, $example). System + few-shot (`<scorer>_fewshot_single`
 for one-window prompts) are the same bytes in every call and marked as a cacheable prefix (`cache_prefix`).
 
