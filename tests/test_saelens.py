@@ -8,11 +8,13 @@ import pytest
 import torch
 from oracles import dense_activations
 
-import interp_eval  # noqa: F401  (registers the architectures)
+import interp_eval
 from interp_eval.coders.coder import CODER_KINDS, CoderConfig, SparseCoder
 from interp_eval.coders.saelens import load_coder, save_coder
 from interp_eval.errors import UserError
 from sae_lens import SAE
+
+interp_eval.register_architectures()  # what a user calling SAE.load_from_disk on our folders does
 
 
 def _perturbed(short: str) -> SparseCoder:
@@ -57,7 +59,7 @@ def test_topk_sae_loads_in_stock_sae_lens_without_interp_eval(tmp_path):
         "import sys; from sae_lens import SAE\n"
         f"s = SAE.load_from_disk({str(tmp_path / 'sae')!r}); print(type(s).__name__)\n"
         f"try:\n    SAE.load_from_disk({str(tmp_path / 'bae')!r})\nexcept Exception:\n    print('binary-needs-interp_eval')\n"
-        f"import interp_eval; print(type(SAE.load_from_disk({str(tmp_path / 'bae')!r})).__name__)\n"
+        f"import interp_eval; interp_eval.register_architectures(); print(type(SAE.load_from_disk({str(tmp_path / 'bae')!r})).__name__)\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
@@ -91,3 +93,17 @@ def test_not_a_coder_folder_is_a_clear_error(tmp_path):
     (tmp_path / "cfg.json").write_text(json.dumps({"architecture": "topk", "d_in": 4, "d_sae": 8, "k": 2}))
     with pytest.raises(UserError, match="sae-lens cannot load"):
         load_coder(tmp_path)
+
+
+def test_import_is_light_and_registration_is_lazy():
+    """`import interp_eval` and the CLI's module import neither sae-lens nor transformer-lens (issue 14)."""
+    code = (
+        "import sys, interp_eval, interp_eval.cli\n"
+        "print('sae_lens' in sys.modules, 'transformer_lens' in sys.modules)\n"
+        "interp_eval.register_architectures()\n"
+        "from sae_lens.registry import SAE_CLASS_REGISTRY; print('binary_skip_transcoder' in SAE_CLASS_REGISTRY)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["False", "False", "True"]
+

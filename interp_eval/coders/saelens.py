@@ -1,17 +1,13 @@
 """SAELens compatibility: save coders as SAELens folders, load any SAELens folder as a coder.
 
-Continuous TopK SAEs are saved as sae-lens' own `topk` architecture and load in stock sae-lens.
-The variants stock sae-lens lacks are registered with its class registry on import of
-`interp_eval` (architecture names below), then load with `SAE.load_from_disk` and encode
-identically to `SparseCoder`:
+Continuous TopK SAEs are saved as sae-lens' own `topk` architecture and load in stock sae-lens. The
+variants stock sae-lens lacks (binary_topk, topk/binary[_skip]_transcoder) have sae-lens classes in
+`saelens_classes.py`, registered lazily: when a folder is loaded through sae-lens here, or by
+`interp_eval.register_architectures()` for code that calls `sae_lens.SAE.load_from_disk` itself.
 
-| ours | architecture           | sae-lens base class |
-| bae  | binary_topk            | SAE                 |
-| tc   | topk_skip_transcoder   | SkipTranscoder      |
-| btc  | binary_skip_transcoder | SkipTranscoder      |
-| (tc/btc without skip: topk_transcoder, binary_transcoder on Transcoder)
-
-Binary coders store `threshold` (theta, not its log) like sae-lens' JumpReLU.
+Our own folders (cfg.json's metadata carries `interp_eval.coder`) load straight from the
+safetensors file into a `SparseCoder`, without importing sae-lens; any other SAELens folder is
+loaded by sae-lens. Binary coders store `threshold` (theta, not its log) like sae-lens' JumpReLU.
 """
 
 from __future__ import annotations
@@ -21,21 +17,12 @@ import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from safetensors import safe_open
-from safetensors.torch import save_file
-from sae_lens import SAE
-from sae_lens.registry import SAE_CLASS_REGISTRY, register_sae_class
-from sae_lens.saes.sae import SAEConfig
-from sae_lens.saes.topk_sae import TopK, TopKSAE, TopKSAEConfig
-from sae_lens.saes.transcoder import (
-    SkipTranscoder,
-    SkipTranscoderConfig,
-    Transcoder,
-    TranscoderConfig,
-)
+from safetensors.torch import load_file, save_file
+
 from torch import nn
 
 from ..errors import UserError
@@ -44,118 +31,6 @@ from .coder import CoderConfig, Encoded, SparseCoder
 SAE_CFG = "cfg.json"
 SAE_WEIGHTS = "sae_weights.safetensors"
 SPARSITY = "sparsity.safetensors"
-
-
-# --------------------------------------------------------------------------- registered classes
-def _binary_acts(pre: torch.Tensor, threshold: torch.Tensor, k: int) -> torch.Tensor:
-    v, idx = torch.topk(pre - threshold, k, dim=-1, sorted=False)
-    return torch.zeros_like(pre).scatter_(-1, idx, (v > 0).to(pre.dtype))
-
-
-class _BinaryEncodeMixin:
-    """encode() = top k of (pre - threshold), then a hard 0/1 (no ReLU before the top-k)."""
-
-    threshold: nn.Parameter
-
-    def _add_threshold(self) -> None:
-        self.threshold = nn.Parameter(torch.full((self.cfg.d_sae,), 0.004, dtype=self.dtype, device=self.device))
-
-    def encode(self, x: torch.Tensor) -> torch.Tensor:
-        sae_in = self.process_sae_in(x)
-        hidden_pre = self.hook_sae_acts_pre(sae_in @ self.W_enc + self.b_enc)
-        return self.hook_sae_acts_post(_binary_acts(hidden_pre, self.threshold, self.cfg.k))
-
-
-@dataclass
-class BinarySAEConfig(TopKSAEConfig):
-    @classmethod
-    def architecture(cls) -> str:
-        return "binary_topk"
-
-
-class BinarySAE(_BinaryEncodeMixin, TopKSAE):
-    def initialize_weights(self) -> None:
-        super().initialize_weights()
-        self._add_threshold()
-
-
-@dataclass
-class TopKTranscoderConfig(TranscoderConfig):
-    k: int = 32
-
-    @classmethod
-    def architecture(cls) -> str:
-        return "topk_transcoder"
-
-
-class TopKTranscoder(Transcoder):
-    def get_activation_fn(self):
-        return TopK(self.cfg.k)
-
-
-@dataclass
-class TopKSkipTranscoderConfig(SkipTranscoderConfig):
-    k: int = 32
-
-    @classmethod
-    def architecture(cls) -> str:
-        return "topk_skip_transcoder"
-
-
-class TopKSkipTranscoder(SkipTranscoder):
-    def get_activation_fn(self):
-        return TopK(self.cfg.k)
-
-
-@dataclass
-class BinaryTranscoderConfig(TopKTranscoderConfig):
-    @classmethod
-    def architecture(cls) -> str:
-        return "binary_transcoder"
-
-
-class BinaryTranscoder(_BinaryEncodeMixin, Transcoder):
-    def initialize_weights(self) -> None:
-        super().initialize_weights()
-        self._add_threshold()
-
-
-@dataclass
-class BinarySkipTranscoderConfig(TopKSkipTranscoderConfig):
-    @classmethod
-    def architecture(cls) -> str:
-        return "binary_skip_transcoder"
-
-
-class BinarySkipTranscoder(_BinaryEncodeMixin, SkipTranscoder):
-    def initialize_weights(self) -> None:
-        super().initialize_weights()
-        self._add_threshold()
-
-
-# the classes from_dict must build: sae-lens' Transcoder.from_dict hard-codes its own config class
-for _cls, _cfg_cls in (
-    (TopKTranscoder, TopKTranscoderConfig),
-    (TopKSkipTranscoder, TopKSkipTranscoderConfig),
-    (BinaryTranscoder, BinaryTranscoderConfig),
-    (BinarySkipTranscoder, BinarySkipTranscoderConfig),
-):
-    _cls.from_dict = classmethod(lambda cls, d, _c=_cfg_cls: cls(_c.from_dict(d)))  # type: ignore[assignment]
-
-_REGISTERED: dict[str, tuple[type, type]] = {
-    "binary_topk": (BinarySAE, BinarySAEConfig),
-    "topk_transcoder": (TopKTranscoder, TopKTranscoderConfig),
-    "topk_skip_transcoder": (TopKSkipTranscoder, TopKSkipTranscoderConfig),
-    "binary_transcoder": (BinaryTranscoder, BinaryTranscoderConfig),
-    "binary_skip_transcoder": (BinarySkipTranscoder, BinarySkipTranscoderConfig),
-}
-
-
-def register_architectures() -> None:
-    """Register our architectures with sae-lens (idempotent)."""
-    for arch, (cls, cfg_cls) in _REGISTERED.items():
-        if arch not in SAE_CLASS_REGISTRY:
-            register_sae_class(arch, cls, cfg_cls)
 
 
 def architecture_of(cfg: CoderConfig) -> str:
@@ -233,7 +108,7 @@ def hook_site(metadata: dict) -> tuple[str, str]:
 
 @dataclass
 class LoadedCoder:
-    """A coder ready for the later stages: ours or any SAELens folder."""
+    """A coder ready for the later stages: ours, any SAELens folder, or a sparsify folder."""
 
     name: str
     folder: Path
@@ -243,8 +118,10 @@ class LoadedCoder:
     d_in: int
     d_sae: int
     model_name: str | None
-    sae: SAE
-    ours: SparseCoder | None
+    ours: SparseCoder | None  # our k-sparse encoder, when the coder is one (the fast path)
+    dense: Callable[[torch.Tensor], torch.Tensor] | None = None  # else: x [N, d_in] -> dense code [N, d_sae]
+    module: nn.Module | None = None  # what `dense` runs (a sae-lens SAE, a sparsify coder), for .to()/.eval()
+    source: str = "saelens"  # the folder's format: saelens | sparsify
 
     @torch.no_grad()
     def encode_sparse(self, x: torch.Tensor) -> Encoded:
@@ -252,15 +129,22 @@ class LoadedCoder:
         if self.ours is not None:
             code = self.ours.encode(x)
             return Encoded(code.values.detach(), code.indices)
-        dense = self.sae.encode(x.to(self.sae.W_enc.dtype)).float()
+        assert self.dense is not None
+        dense = self.dense(x).float()
         width = max(1, int((dense != 0).sum(-1).max().item()))
         values, indices = torch.topk(dense, width, dim=-1)
         return Encoded(values, indices)
 
     def to(self, device) -> "LoadedCoder":
-        self.sae.to(device)
-        if self.ours is not None:
-            self.ours.to(device)
+        for m in (self.module, self.ours):
+            if m is not None:
+                m.to(device)
+        return self
+
+    def eval(self) -> "LoadedCoder":
+        for m in (self.module, self.ours):
+            if m is not None:
+                m.eval()
         return self
 
 
@@ -296,28 +180,43 @@ def _check_shapes(folder: Path, cfg: dict) -> None:
             )
 
 
+def register_architectures() -> None:
+    """Register our architectures with sae-lens (idempotent); imports sae-lens."""
+    from .saelens_classes import register_architectures as register
+
+    register()
+
+
+def _load_ours(folder: Path, coder_cfg: CoderConfig, device) -> SparseCoder:
+    state = load_file(str(folder / SAE_WEIGHTS), device=str(device))
+    keep = {k: v for k, v in state.items() if k in ("W_enc", "b_enc", "W_dec", "b_dec", "W_skip")}
+    if coder_cfg.activation == "binary":
+        keep["log_threshold"] = state["threshold"].log()
+    ours = SparseCoder(coder_cfg, device=device)
+    ours.load_state_dict(keep)
+    return ours.requires_grad_(False)
+
+
 def load_coder(folder: str | Path, name: str | None = None, device: str | torch.device = "cpu") -> LoadedCoder:
     """Load a SAELens folder (ours or saved by sae-lens itself) for encoding."""
-    register_architectures()
     folder = Path(folder)
     cfg = _read_cfg(folder)
     _check_shapes(folder, cfg)
-    try:
-        sae = SAE.load_from_disk(folder, device=str(device))
-    except Exception as exc:
-        raise UserError(f"{folder}: sae-lens cannot load this coder ({type(exc).__name__}: {str(exc).splitlines()[0]})") from exc
     metadata = cfg.get("metadata") or {}
-    hookpoint, site = hook_site(metadata)
-    ours = None
     ours_cfg = (metadata.get("interp_eval") or {}).get("coder")
-    if ours_cfg:
-        coder_cfg = CoderConfig(**ours_cfg)
-        ours = SparseCoder(coder_cfg, device=device)
-        state = {k: v for k, v in sae.state_dict().items() if k in ("W_enc", "b_enc", "W_dec", "b_dec", "W_skip")}
-        if coder_cfg.activation == "binary":
-            state["log_threshold"] = sae.threshold.detach().log()
-        ours.load_state_dict(state)
-        ours.requires_grad_(False)
+    ours = module = None
+    who = "interp-eval" if ours_cfg else "sae-lens"
+    try:
+        if ours_cfg:
+            ours = _load_ours(folder, CoderConfig(**ours_cfg), device)
+        else:
+            register_architectures()
+            from sae_lens import SAE
+
+            module = SAE.load_from_disk(folder, device=str(device))
+    except Exception as exc:
+        raise UserError(f"{folder}: {who} cannot load this coder ({type(exc).__name__}: {str(exc).splitlines()[0]})") from exc
+    hookpoint, site = hook_site(metadata)
     arch = cfg.get("architecture", "")
     return LoadedCoder(
         name=name or folder.name,
@@ -328,8 +227,9 @@ def load_coder(folder: str | Path, name: str | None = None, device: str | torch.
         d_in=int(cfg["d_in"]),
         d_sae=int(cfg["d_sae"]),
         model_name=metadata.get("model_name"),
-        sae=sae,
         ours=ours,
+        dense=None if module is None else (lambda x, m=module: m.encode(x.to(m.W_enc.dtype))),
+        module=module,
     )
 
 
@@ -337,4 +237,4 @@ def is_saelens_folder(folder: Path) -> bool:
     return (Path(folder) / SAE_CFG).exists() and (Path(folder) / SAE_WEIGHTS).exists()
 
 
-__all__ = ["SAEConfig", "load_coder", "save_coder", "register_architectures", "LoadedCoder", "is_saelens_folder"]
+__all__ = ["load_coder", "save_coder", "register_architectures", "LoadedCoder", "is_saelens_folder"]

@@ -143,8 +143,7 @@ def _set_up(rd: RunDir, cfg: MineConfig, subject: SubjectModel | None) -> _Pass:
     subject = subject if subject is not None else load_subject_model(cfg.model, cfg.device)
     coders = [load_coder(folder, name, device=subject.device) for name, folder in folders]
     for c in coders:
-        if c.ours is None:
-            c.sae.eval()
+        c.eval()
     groups = group_by_subject(coders, subject)
     record = {
         "model": subject.name,
