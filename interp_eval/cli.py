@@ -63,6 +63,7 @@ def main_options(verbose: bool = typer.Option(False, "--verbose", "-v", help="De
 
 from .coders.command import train  # noqa: E402
 from .explain.command import explain  # noqa: E402
+from .export.command import export  # noqa: E402
 from .mining.command import mine  # noqa: E402
 from .report.command import report  # noqa: E402
 from .scoring.command import score  # noqa: E402
@@ -72,6 +73,7 @@ app.command()(stage(mine))
 app.command()(stage(explain))
 app.command()(stage(score))
 app.command()(stage(report))
+app.command()(stage(export))
 
 
 @app.command()

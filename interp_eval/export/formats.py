@@ -1,0 +1,40 @@
+"""The export formats and the one entry point that runs one."""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..artifacts import RunDir
+from ..errors import UserError
+
+# format name -> module under interp_eval.export (imported only when that format is asked for)
+FORMATS: dict[str, str] = {
+    "sparsify": "sparsify",
+    "neuronpedia": "neuronpedia",
+    "delphi": "delphi",
+}
+
+
+@dataclass
+class ExportSummary:
+    """What an export wrote: the files (relative to its folder) and one line per thing left out, with why."""
+
+    out: Path
+    files: list[Path] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+
+    def line(self, fmt: str) -> str:
+        left = f"; left out {len(self.skipped)}: {'; '.join(self.skipped[:3])}{' ...' if len(self.skipped) > 3 else ''}" if self.skipped else ""
+        return f"exported {len(self.files)} files in {fmt} layout to {self.out}{left}"
+
+
+def run_export(run: Path, fmt: str, out: Path) -> ExportSummary:
+    if fmt not in FORMATS:
+        raise UserError(f"--format {fmt!r}: choose one of {', '.join(FORMATS)}")
+    rd = RunDir(run)
+    if not rd.root.is_dir():
+        raise UserError(f"--run {run}: no such run directory")
+    module = importlib.import_module(f".{FORMATS[fmt]}", __package__)
+    return module.export(rd, Path(out))
