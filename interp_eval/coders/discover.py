@@ -18,10 +18,31 @@ from ..errors import UserError
 from ..subject.hookpoints import valid_hookpoints
 from ..subject.model import RandomModelSpec, SubjectModel, parse_random_spec, random_subject_model
 from .saelens import SAE_CFG, SAE_WEIGHTS, LoadedCoder, is_saelens_folder
+from .sparsify import SPARSIFY_WEIGHTS, is_sparsify_folder, sparsify_coder_name, sparsify_hookpoint_folders
+
+
+def _extra_coders(path: str | Path) -> list[tuple[str, Path]]:
+    """(name, folder) of the coders one --coder PATH names: a SAELens folder (named after it), a sparsify
+    hookpoint folder, or a sparsify root (one coder per hookpoint folder; each named `<root>.<hookpoint>`)."""
+    folder = Path(path).expanduser()
+    if not folder.exists():
+        raise UserError(f"--coder {path}: no such folder")
+    if is_saelens_folder(folder):
+        return [(folder.name, folder)]
+    if is_sparsify_folder(folder):
+        return [(sparsify_coder_name(folder), folder)]
+    hookpoints = sparsify_hookpoint_folders(folder)
+    if not hookpoints:
+        raise UserError(
+            f"--coder {path}: not a coder folder (a SAELens folder holds {SAE_CFG} and {SAE_WEIGHTS}, a sparsify folder "
+            f"{SAE_CFG} and {SPARSIFY_WEIGHTS}, a sparsify root one sparsify folder per hookpoint)"
+        )
+    return [(sparsify_coder_name(sub), sub) for sub in hookpoints]
 
 
 def coder_folders(rd: RunDir, extra: Iterable[str | Path]) -> list[tuple[str, Path]]:
-    """(name, folder) of every coder of the run plus the `extra` SAELens folders; names must be unique."""
+    """(name, folder) of every coder of the run plus those of the `extra` paths (SAELens folders, sparsify
+    folders or roots, see `_extra_coders`); names must be unique."""
     found: list[tuple[str, Path]] = []
     if rd.coders_dir.is_dir():
         for folder in sorted(p for p in rd.coders_dir.iterdir() if p.is_dir() and not p.name.startswith(".")):
@@ -32,21 +53,19 @@ def coder_folders(rd: RunDir, extra: Iterable[str | Path]) -> list[tuple[str, Pa
                 )
             found.append((folder.name, folder))
     for path in extra:
-        folder = Path(path).expanduser()
-        if not folder.exists():
-            raise UserError(f"--coder {path}: no such folder")
-        if not is_saelens_folder(folder):
-            raise UserError(f"--coder {path}: not a SAELens coder folder (needs {SAE_CFG} and {SAE_WEIGHTS})")
-        found.append((folder.name, folder))
+        found.extend(_extra_coders(path))
     if not found:
         raise UserError(
             f"no coders to mine: {rd.coders_dir} holds none and no --coder PATH was given "
-            "(run `interp-eval train` first or pass a SAELens folder with --coder)"
+            "(run `interp-eval train` first or pass a SAELens or sparsify folder with --coder)"
         )
     names = [n for n, _ in found]
     dup = sorted({n for n in names if names.count(n) > 1})
     if dup:
-        raise UserError(f"two coders are both named {dup[0]!r} (coder names are folder names): rename one folder")
+        raise UserError(
+            f"two coders are both named {dup[0]!r} (a coder's name is its folder's, a sparsify coder's "
+            "<root>.<hookpoint>): rename one folder"
+        )
     return found
 
 
@@ -123,7 +142,8 @@ def _check_coder(coder: LoadedCoder, subject: SubjectModel, hookpoints: list[str
 def fingerprint(folder: Path) -> str:
     """A short hash of a coder folder's config and weight file (size and time): it changes when the coder is retrained."""
     h = hashlib.sha256((folder / SAE_CFG).read_bytes())
-    st = (folder / SAE_WEIGHTS).stat()
+    weights = folder / SAE_WEIGHTS
+    st = (weights if weights.exists() else folder / SPARSIFY_WEIGHTS).stat()  # a sparsify folder's: sae.safetensors
     h.update(f"{st.st_size}:{st.st_mtime_ns}".encode())
     return h.hexdigest()[:16]
 

@@ -43,7 +43,8 @@ import torch
 
 from ..artifacts import RunDir, config_hash, new_run_id
 from ..coders.discover import SubjectGroup, coder_folders, fingerprint, group_by_subject
-from ..coders.saelens import LoadedCoder, load_coder
+from ..coders.load import load_any_coder
+from ..coders.saelens import LoadedCoder
 from ..distributed import DistInfo, init_distributed
 from ..errors import UserError
 from ..progress import progress_bar
@@ -141,7 +142,7 @@ def _set_up(rd: RunDir, cfg: MineConfig, subject: SubjectModel | None) -> _Pass:
     folders = coder_folders(rd, cfg.coders)
     d = init_distributed()
     subject = subject if subject is not None else load_subject_model(cfg.model, cfg.device)
-    coders = [load_coder(folder, name, device=subject.device) for name, folder in folders]
+    coders = [load_any_coder(folder, name, device=subject.device) for name, folder in folders]
     for c in coders:
         c.eval()
     groups = group_by_subject(coders, subject)
