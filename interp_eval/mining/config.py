@@ -64,7 +64,8 @@ class MineConfig(Sampling):
     tokens: int = 200_000
     """Held-out tokens to mine (paper: 10M; the packaged corpus holds ~311k)."""
     coders: tuple[Path, ...] = field(default=(), metadata=flags("--coder"))
-    """Extra SAELens coder folder to mine too (repeatable), e.g. one saved by sae-lens."""
+    """Extra coder to mine too (repeatable): a SAELens folder (e.g. one saved by sae-lens), a sparsify folder, or a
+    sparsify root (one coder per hookpoint folder, named <root>.<hookpoint>)."""
     model: str | None = None
     """Subject model: the packaged default, a HF id or a local folder; coders of its random-model control
     (random:<model>:<seed>) are mined in the same pass."""

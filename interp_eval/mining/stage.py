@@ -271,7 +271,7 @@ def _finish(p: _Pass, progress: Progress) -> dict:
 
 def run_mine_stage(run: str | Path, cfg: MineConfig | None = None, subject: SubjectModel | None = None,
                    on_batch: Callable[[int], None] | None = None) -> dict:
-    """Mine every coder of the run (plus the `cfg.coders` SAELens folders) over `cfg.tokens` held-out tokens.
+    """Mine every coder of the run (plus the `cfg.coders` SAELens or sparsify folders) over `cfg.tokens` held-out tokens.
 
     `subject` is an already loaded subject model (else `cfg.model` is loaded). `on_batch(batches_done)`
     is called after each batch (and after its checkpoint), e.g. to interrupt a test run.
