@@ -175,7 +175,9 @@ Example (pandas): the explanation windows of latent 7 with their tokens::
 LATENTS = Table(
     "latents.parquet", "mine", "one row per (coder, latent), every latent of every coder, none dropped: firing counts and status",
     _schema(("coder", _str), ("latent", _i64), ("hookpoint", _str), ("binary", _bool), ("firing_count", _i64), ("n_tokens", _i64),
-            ("frequency", _f64), ("max_activation", _f32), ("n_windows", _i64), ("status", _str)),
+            ("frequency", _f64), ("max_activation", _f32), ("n_windows", _i64), ("status", _str),
+            ("trained_on", _str), ("mined_on", _str), ("model_mismatch", _bool)),
+    defaults={"trained_on": None, "mined_on": None, "model_mismatch": False},  # files from before --allow-model-mismatch
     doc="""\
 | column         | type    | meaning                                                             |
 |----------------|---------|---------------------------------------------------------------------|
@@ -189,6 +191,9 @@ LATENTS = Table(
 | max_activation | float32 | largest activation over all tokens (0 when dead)                    |
 | n_windows      | int64   | windows in which the latent fires at least once                     |
 | status         | string  | `ok`; `too_rare` (n_windows < min_examples, default 200: not to be explained, still sampled); `dead` (never fired) |
+| trained_on     | string, null | the model the coder's folder says it was trained on (`metadata.model_name`; null when it names none) |
+| mined_on       | string  | the model whose activations were mined: the subject model, or its random-model control `random:<model>:<seed>` |
+| model_mismatch | bool    | trained_on names another model than mined_on: mined with `--allow-model-mismatch` (e.g. a base-model coder on the instruct subject); its results describe the coder on a model it was not trained on |
 """ + "\n" + _MINE_DOC,
     one_run=True,
 )

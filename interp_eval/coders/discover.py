@@ -3,12 +3,15 @@
 A run's coders are the SAELens folders under RUN/coders/ plus any extra folders given; each must
 encode the subject model, or its random-model control `random:<model>:<seed>` (rebuilt from the
 subject's config, see subject/model.py), at a hookpoint the model has, with the model's width.
-`group_by_subject` groups them by that model so one pass over the tokens feeds them all.
+`group_by_subject` groups them by that model so one pass over the tokens feeds them all. With
+`--allow-model-mismatch` a coder of another trained model (a base-model coder on the instruct subject)
+encodes the subject's activations instead, with a warning; `coder_models` says which, for the records.
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
@@ -19,6 +22,8 @@ from ..subject.hookpoints import valid_hookpoints
 from ..subject.model import RandomModelSpec, SubjectModel, parse_random_spec, random_subject_model
 from .saelens import SAE_CFG, SAE_WEIGHTS, LoadedCoder, is_saelens_folder
 from .sparsify import SPARSIFY_WEIGHTS, is_sparsify_folder, sparsify_coder_name, sparsify_hookpoint_folders
+
+log = logging.getLogger(__name__)
 
 
 def _extra_coders(path: str | Path) -> list[tuple[str, Path]]:
@@ -81,12 +86,27 @@ class SubjectGroup:
     seed: int | None  # None: the --model subject itself; else its random-model control with this seed
     coders: list[LoadedCoder]
     hookpoints: list[str]  # in execution order; the forward pass stops after the last
+    mismatched: frozenset[str] = frozenset()  # coders trained on another model, run on this one (--allow-model-mismatch)
 
     def model_name(self, subject: SubjectModel) -> str:
         return subject.name if self.seed is None else RandomModelSpec(base=subject.name, seed=self.seed).name
 
     def model(self, subject: SubjectModel) -> SubjectModel:
         return subject if self.seed is None else random_subject_model(subject, self.seed)
+
+
+@dataclass(frozen=True)
+class CoderModel:
+    """The model a coder records it was trained on, the model a pass encodes with it, and whether they differ."""
+
+    trained_on: str | None  # the coder's metadata.model_name (None: it records none)
+    mined_on: str  # the subject model, or its random-model control
+    model_mismatch: bool  # trained_on names another model, allowed by --allow-model-mismatch
+
+
+def coder_models(groups: list[SubjectGroup], subject: SubjectModel) -> dict[str, CoderModel]:
+    """{coder name: CoderModel} of every coder of `groups` (from `group_by_subject`)."""
+    return {c.name: CoderModel(c.model_name, g.model_name(subject), c.name in g.mismatched) for g in groups for c in g.coders}
 
 
 def _random_spec(model_name: str) -> RandomModelSpec | None:
@@ -96,31 +116,44 @@ def _random_spec(model_name: str) -> RandomModelSpec | None:
         return None
 
 
-def group_by_subject(coders: list[LoadedCoder], subject: SubjectModel) -> list[SubjectGroup]:
+def group_by_subject(coders: list[LoadedCoder], subject: SubjectModel, allow_model_mismatch: bool = False) -> list[SubjectGroup]:
     """Coders grouped by the model they encode: `subject` first, then its random-model controls by seed.
 
     A coder's model must be `subject` or `random:<subject>:<seed>`; any other is refused, since its
-    activations cannot come from this pass.
+    activations cannot come from this pass. With `allow_model_mismatch`, a coder of another trained model
+    (e.g. the base model of an instruct subject) encodes the subject's activations instead, with a warning,
+    and is listed in its group's `mismatched`; its width and hookpoint must still fit, and a random-model
+    control's coder still matches only its own base.
     """
     hookpoints = valid_hookpoints(subject)
     subject_is_random = parse_random_spec(subject.name) is not None
     by_seed: dict[int | None, list[LoadedCoder]] = {}  # None: the subject itself
+    mismatched: set[str] = set()
     for c in coders:
         name = str(c.model_name or "")
         spec = _random_spec(name)
+        mismatch = False
         if not name or _same_model(name, subject.name):
             seed = None
         elif spec is not None and not subject_is_random and _same_model(spec.base, subject.name):
             seed = spec.seed
+        elif spec is None and allow_model_mismatch:
+            seed, mismatch = None, True
         else:
+            hint = "" if spec else ", or --allow-model-mismatch to run it on the subject model anyway,"
             raise UserError(
                 f"coder {c.folder} was trained on model {name!r} but the subject model is {subject.name!r}: "
-                f"pass --model {spec.base if spec else name} or leave this coder out"
+                f"pass --model {spec.base if spec else name}{hint} or leave this coder out"
             )
         _check_coder(c, subject, hookpoints)  # a random copy has the subject's architecture
+        if mismatch:
+            log.warning("coder %s was trained on %s but runs on the subject model %s (--allow-model-mismatch)",
+                        c.name, name, subject.name)
+            mismatched.add(c.name)
         by_seed.setdefault(seed, []).append(c)
     return [
-        SubjectGroup(seed, by_seed[seed], sorted({c.hookpoint for c in by_seed[seed]}, key=hookpoints.index))
+        SubjectGroup(seed, by_seed[seed], sorted({c.hookpoint for c in by_seed[seed]}, key=hookpoints.index),
+                     frozenset(c.name for c in by_seed[seed] if c.name in mismatched))
         for seed in sorted(by_seed, key=lambda s: -1 if s is None else s)
     ]
 
@@ -148,4 +181,4 @@ def fingerprint(folder: Path) -> str:
     return h.hexdigest()[:16]
 
 
-__all__ = ["SubjectGroup", "coder_folders", "fingerprint", "group_by_subject"]
+__all__ = ["CoderModel", "SubjectGroup", "coder_folders", "coder_models", "fingerprint", "group_by_subject"]

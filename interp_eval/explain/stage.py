@@ -36,6 +36,7 @@ from ..llm.ask import Question, ask_each
 from ..llm.client import dry_run as llm_dry_run
 from ..catalog import CONTEXTS, EXPLAIN_PARTS, EXPLAINERS, EXPLANATIONS, LATENTS, LLM_USAGE, SPLIT_EXPLAIN, STATUS_OK, WINDOWS
 from ..catalog import EXPLAINER_LLM as LLM, EXPLAINER_TOKEN_TABLE as TOKEN_TABLE
+from ..mining.outputs import mismatch_lines
 from ..llm.usage import CallTag, ledger_rows
 from ..parts import PartedTable, PartWriter
 from ..progress import progress_bar
@@ -148,6 +149,8 @@ def run_explain_stage(run: str | Path, cfg: ExplainConfig | None = None, llm_cfg
     rd = RunDir(run)
     latents = rd.read(LATENTS)
     chosen = select_latents(latents, cfg)
+    for line in mismatch_lines(latents[latents["coder"].isin(chosen["coder"])]):
+        log.warning("explain: %s", line)
     explain_rows, windows = load_explain_windows(rd)
     if cfg.explainer == LLM:
         backend, model = llm_cfg.resolved()

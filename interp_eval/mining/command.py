@@ -27,6 +27,9 @@ def mine(run: Path = run_option("Run directory; every coder in RUN/coders/ is mi
     typer.echo(f"{'coder':<{width}}  {'latents':>7}  {'ok':>6}  {'too_rare':>8}  {'dead':>6}")
     for name, c in summary["coders"].items():
         typer.echo(f"{name:<{width}}  {c['latents']:>7}  {c['ok']:>6}  {c['too_rare']:>8}  {c['dead']:>6}")
+    for name, c in summary["coders"].items():
+        if c.get("model_mismatch"):
+            typer.echo(f"model mismatch: {name} was trained on {c['trained_on']}, mined on {c['mined_on']} (--allow-model-mismatch)")
     if not summary["skipped"] and summary.get("forward_s"):
         typer.echo(
             f"forward {summary['forward_s']:.1f}s, encoding {summary['encode_s']:.1f}s, bookkeeping "

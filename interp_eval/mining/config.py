@@ -69,6 +69,10 @@ class MineConfig(Sampling):
     model: str | None = None
     """Subject model: the packaged default, a HF id or a local folder; coders of its random-model control
     (random:<model>:<seed>) are mined in the same pass."""
+    allow_model_mismatch: bool = field(default=False, metadata=flags("--allow-model-mismatch"))
+    """Run a coder trained on another model than the subject (e.g. a base-model coder on the instruct subject) on
+    the subject model, with a warning; latents.parquet and the report record the mismatch. Width and hookpoint must
+    still fit."""
     dataset: str = CorpusConfig.dataset
     """Corpus (its held-out split is mined): packaged BBC News, local files or folder (a .txt file holds one
     document per blank-line-separated paragraph), or a HF dataset."""

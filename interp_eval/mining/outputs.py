@@ -10,11 +10,14 @@ one set, and a crash between their renames leaves a set that every reader refuse
 from __future__ import annotations
 
 import logging
+from dataclasses import asdict
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pyarrow as pa
 
 from ..artifacts import RunDir
+from ..coders.discover import CoderModel
 from ..coders.saelens import LoadedCoder
 from ..subject.corpus import CorpusConfig
 from .config import Sampling
@@ -22,6 +25,9 @@ from ..catalog import CONTEXTS, KINDS, LATENTS, SPLITS, STATUSES, WINDOWS
 from .selection import Rows, latent_status, select_rows
 from .state import CoderState
 from .windows import WindowLayout, fetch_windows, windows_table
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +55,7 @@ def _rows_table(coder: str, rows: Rows) -> pa.Table:
     )
 
 
-def _latents_table(coder: LoadedCoder, state: CoderState, status: np.ndarray) -> pa.Table:
+def _latents_table(coder: LoadedCoder, state: CoderState, status: np.ndarray, model: CoderModel) -> pa.Table:
     L = state.d_sae
     n_tok = int(state.n_tokens)
     fc = state.firing_count.cpu().numpy().astype(np.int64)
@@ -65,6 +71,9 @@ def _latents_table(coder: LoadedCoder, state: CoderState, status: np.ndarray) ->
             pa.array(state.max_act.cpu().numpy().astype(np.float32)),
             pa.array(state.n_windows.cpu().numpy().astype(np.int64)),
             _strings(STATUSES, status),
+            pa.array([model.trained_on] * L, pa.string()),
+            _strings([model.mined_on], np.zeros(L, np.int32)),
+            pa.array(np.full(L, model.model_mismatch, dtype=bool)),
         ],
         schema=LATENTS.schema,
     )
@@ -76,9 +85,10 @@ def _chunk_latents(sampling: Sampling) -> int:
 
 
 def write_outputs(
-    rd: RunDir, coders: list[LoadedCoder], states: dict[str, CoderState], sampling: Sampling,
+    rd: RunDir, coders: list[LoadedCoder], models: dict[str, CoderModel], states: dict[str, CoderState], sampling: Sampling,
     corpus: CorpusConfig, tokenizer, layout: WindowLayout, tokens: int,
 ) -> dict[str, dict]:
+    """Write the three files; `models`: each coder's trained-on and mined-on model (coders/discover.py `coder_models`)."""
     per_coder: dict[str, dict] = {}
     window_ids: list[np.ndarray] = []
     chunk = _chunk_latents(sampling)
@@ -101,10 +111,10 @@ def write_outputs(
     for coder in coders:
         state = states[coder.name]
         status = latent_status(state, sampling.min_examples)
-        tables.append(_latents_table(coder, state, status))
+        tables.append(_latents_table(coder, state, status, models[coder.name]))
         counts = np.bincount(status, minlength=len(STATUSES))
         per_coder[coder.name].update(
-            hookpoint=coder.hookpoint, binary=coder.binary, latents=state.d_sae,
+            hookpoint=coder.hookpoint, binary=coder.binary, latents=state.d_sae, **asdict(models[coder.name]),
             **{label: int(counts[code]) for code, label in enumerate(STATUSES)},
         )
     rd.write(LATENTS, pa.concat_tables(tables))
@@ -121,8 +131,16 @@ def summary_from_files(rd: RunDir) -> dict[str, dict]:
             "hookpoint": str(g["hookpoint"].iloc[0]), "binary": bool(g["binary"].iloc[0]), "latents": int(len(g)),
             **{label: int(counts.get(label, 0)) for label in STATUSES},
             "n_tokens": int(g["n_tokens"].iloc[0]),
+            "trained_on": g["trained_on"].iloc[0], "mined_on": g["mined_on"].iloc[0], "model_mismatch": bool(g["model_mismatch"].iloc[0]),
         }
     return out
 
 
-__all__ = ["summary_from_files", "write_outputs"]
+def mismatch_lines(latents: pd.DataFrame) -> list[str]:
+    """One line per coder of latents.parquet that was mined on a model it was not trained on (--allow-model-mismatch)."""
+    rows = latents[latents["model_mismatch"].eq(True)].drop_duplicates("coder")  # null (a hand-made file): no
+    return [f"coder {r.coder} was trained on {r.trained_on} but mined on {r.mined_on} (--allow-model-mismatch): its results "
+            "describe the coder on a model it was not trained on" for r in rows.itertuples()]
+
+
+__all__ = ["mismatch_lines", "summary_from_files", "write_outputs"]

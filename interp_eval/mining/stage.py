@@ -6,7 +6,10 @@ tensors: memory depends on latents x kept windows, never on the number of tokens
 grouped by the model they were trained on: the subject model, or its random-model control
 `random:<model>:<seed>` (rebuilt from the subject's config, see subject/model.py). Each batch goes
 through every group's model, so trained and control coders see the same held-out tokens in one
-pass and share one windows table (same tokenizer, same tokens). Under torchrun, rank r mines
+pass and share one windows table (same tokenizer, same tokens). With `--allow-model-mismatch` a coder
+trained on another model (a base-model coder on the instruct subject) joins the subject's group; the
+config record (run.json, the config hash), the manifest line and latents.parquet (`trained_on`,
+`mined_on`, `model_mismatch`) record it. Under torchrun, rank r mines
 batches r, r + world, ...; the states are merged exactly at the end and rank 0 writes the Parquet
 files (see catalog.py). Every `checkpoint_every` batches each rank saves its state atomically under
 RUN/checkpoints/; an interrupted run resumes from there (or from zero if the checkpoint is missing
@@ -42,7 +45,7 @@ from typing import Callable, Iterator
 import torch
 
 from ..artifacts import RunDir, config_hash, new_run_id
-from ..coders.discover import SubjectGroup, coder_folders, fingerprint, group_by_subject
+from ..coders.discover import SubjectGroup, coder_folders, coder_models, fingerprint, group_by_subject
 from ..coders.load import load_any_coder
 from ..coders.saelens import LoadedCoder
 from ..distributed import DistInfo, init_distributed
@@ -145,7 +148,7 @@ def _set_up(rd: RunDir, cfg: MineConfig, subject: SubjectModel | None) -> _Pass:
     coders = [load_any_coder(folder, name, device=subject.device) for name, folder in folders]
     for c in coders:
         c.eval()
-    groups = group_by_subject(coders, subject)
+    groups = group_by_subject(coders, subject, cfg.allow_model_mismatch)
     record = {
         "model": subject.name,
         "models": [g.model_name(subject) for g in groups],
@@ -154,6 +157,9 @@ def _set_up(rd: RunDir, cfg: MineConfig, subject: SubjectModel | None) -> _Pass:
         "sampling": asdict(cfg.sampling),
         "coders": [{"name": c.name, "fingerprint": fingerprint(c.folder)} for c in coders],
     }
+    if cfg.allow_model_mismatch:  # recorded, so hashed, only when given: earlier runs' hashes stay valid
+        record["allow_model_mismatch"] = True
+        record["model_mismatch"] = {n: m.trained_on for n, m in coder_models(groups, subject).items() if m.model_mismatch}
     cfg_hash = config_hash(record)
     ckpt_hash = config_hash({**record, "batch_contexts": cfg.batch_contexts, "world": d.world, "rank": d.rank})
     return _Pass(rd, cfg, d, subject, coders, groups, layout, record, cfg_hash, checkpoint_path(rd, d.rank), ckpt_hash,
@@ -250,11 +256,12 @@ def _finish(p: _Pass, progress: Progress) -> dict:
     per: dict[str, dict] = {}
     n_windows = 0
     if d.is_main:
-        per = write_outputs(RunDir(rd.root, run_id=p.run_id), p.coders, states, cfg.sampling, cfg.corpus,
-                            p.subject.tokenizer, p.layout, p.n_contexts * cfg.ctx_len)
+        per = write_outputs(RunDir(rd.root, run_id=p.run_id), p.coders, coder_models(p.groups, p.subject), states,
+                            cfg.sampling, cfg.corpus, p.subject.tokenizer, p.layout, p.n_contexts * cfg.ctx_len)
         n_windows = per.pop("_windows")["n"]
         rd.init({STAGE: p.record})
-        rd.mark_complete(STAGE, p.cfg_hash, OUTPUTS, run=p.run_id, tokens=n_tokens, coders=[c.name for c in p.coders])
+        mismatch = {"model_mismatch": p.record["model_mismatch"]} if p.record.get("model_mismatch") else {}
+        rd.mark_complete(STAGE, p.cfg_hash, OUTPUTS, run=p.run_id, tokens=n_tokens, coders=[c.name for c in p.coders], **mismatch)
         for name, c in per.items():
             log.info(
                 "mine: %s: %d latents: %d ok, %d too_rare (fewer than %d activating windows), %d dead; %d rows",

@@ -53,7 +53,7 @@ class RunData:
     by_quantile: pd.DataFrame | None = None
     by_frequency: pd.DataFrame | None = None
     notes: list[str] = field(default_factory=list)
-    coders: pd.DataFrame = field(default_factory=pd.DataFrame)  # index coder: type, family, binary, hookpoint, k, d_sae
+    coders: pd.DataFrame = field(default_factory=pd.DataFrame)  # index coder: type ... d_sae, MODEL_COLUMNS
 
     def has(self, name: str) -> bool:
         return getattr(self, name) is not None and len(getattr(self, name)) > 0
@@ -97,6 +97,7 @@ def load_run(run: str | Path) -> RunData:
     return data
 
 
+MODEL_COLUMNS = ("trained_on", "mined_on", "model_mismatch")  # latents.parquet's per-coder models (--allow-model-mismatch)
 SHOWN_EXPLAINERS = (EXPLAINER_LLM, NO_EXPLAINER)  # the coder table: LLM explanations and explanation-free scorers
 
 
@@ -112,7 +113,8 @@ def headline_rows(df: pd.DataFrame | None, scores: bool = False) -> pd.DataFrame
 
 
 def coder_info(data: RunData) -> pd.DataFrame:
-    """One row per coder (index: coder): type, family (sae|transcoder), binary, hookpoint, k, d_sae."""
+    """One row per coder (index: coder): type, family (sae|transcoder), binary, hookpoint, k, d_sae and, from the
+    mining pass, the model it was trained on, the model it was mined on and whether they differ (MODEL_COLUMNS)."""
     rows: dict[str, dict] = {}
     if data.has("recon"):
         for r in data.recon.drop_duplicates("coder", keep="last").to_dict("records"):
@@ -130,6 +132,7 @@ def coder_info(data: RunData) -> pd.DataFrame:
                 row["binary"] = bool(g["binary"].iloc[0])
             if row.get("d_sae") is None:
                 row["d_sae"] = len(g)
+            row.update({c: g[c].iloc[0] for c in MODEL_COLUMNS if c in g})  # (a RunData made by hand may lack them)
     for source in ("scores", "explanations", "train"):
         if data.has(source):
             for coder in getattr(data, source)["coder"].unique():
@@ -148,8 +151,10 @@ def coder_info(data: RunData) -> pd.DataFrame:
             "coder": coder, "type": t or "?", "family": _FAMILY.get(t or "", None), "binary": binary,
             "hookpoint": row.get("hookpoint"), "k": None if k is None or pd.isna(k) else int(k),
             "d_sae": None if row.get("d_sae") is None or pd.isna(row.get("d_sae")) else int(row["d_sae"]),
+            "trained_on": row.get("trained_on"), "mined_on": row.get("mined_on"),
+            "model_mismatch": row.get("model_mismatch") == True,  # noqa: E712 (None or NaN: no mismatch)
         })
-    df = pd.DataFrame(out, columns=["coder", "type", "family", "binary", "hookpoint", "k", "d_sae"])
+    df = pd.DataFrame(out, columns=["coder", "type", "family", "binary", "hookpoint", "k", "d_sae", *MODEL_COLUMNS])
     order = {t: i for i, t in enumerate(TYPES)}
     df["_t"] = df["type"].map(lambda t: order.get(t, 9))
     df["_k"] = df["k"].fillna(-1)

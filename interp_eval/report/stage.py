@@ -27,6 +27,7 @@ from ..artifacts import atomic_path, config_hash
 from ..catalog import RESULTS_DIR
 from ..config_fields import NOT_AN_OPTION
 from ..errors import UserError
+from ..mining.outputs import mismatch_lines
 from .browser import BrowserConfig, build_browser
 from .claims import claims_markdown, evaluate_claims, pairs_note
 from .html import png_data_uri, write_html
@@ -89,8 +90,10 @@ def run_report_stage(run: str | Path, cfg: ReportConfig | None = None, out_dir: 
 
     table = coder_table(data)
     shown = display_table(table)
+    warnings = mismatch_lines(data.latents) if data.has("latents") else []  # coders mined on a model they were not trained on
     written["coders_csv"] = _write_csv(out / "coders.csv", table)
-    md = [f"# Coders: {rd.root.name}", "", f"Made by `{command}` on {generated}.", "", CODER_TABLE_NOTE, "", to_markdown(shown)]
+    md = [f"# Coders: {rd.root.name}", "", f"Made by `{command}` on {generated}.", "", *[f"**Warning:** {w}.\n" for w in warnings],
+          CODER_TABLE_NOTE, "", to_markdown(shown)]
     if data.notes:
         md += ["", "Left out:", *[f"- {n}" for n in data.notes]]
     written["coders_md"] = _write_text(out / "coders.md", "\n".join(md) + "\n")
@@ -131,6 +134,7 @@ def run_report_stage(run: str | Path, cfg: ReportConfig | None = None, out_dir: 
     payload = {
         "meta": {"run": str(rd.root.resolve()), "run_name": rd.root.name, "generated": generated, "command": command},
         "notes": [*data.notes, *browser_notes],
+        "warnings": warnings,
         "pairs_note": note,
         "claims": [c.to_dict() for c in claims],
         "tables": [

@@ -17,7 +17,7 @@ from ..catalog import LATENT_SCORES, LLM_USAGE, STATUS_DEAD, STATUS_TOO_RARE, UH
 from ..llm.usage import spend
 from ..scoring.aggregate import auc_only
 from ..scoring.metrics import frequency_weighted
-from .inputs import RunData
+from .inputs import MODEL_COLUMNS, RunData
 
 LLM_SCORERS = ("detection", "fuzzing")
 CI_METRICS = ("f1", "balanced_accuracy")
@@ -149,7 +149,7 @@ def coder_table(data: RunData) -> pd.DataFrame:
                 df[col] = s[f"{m}_{suffix}"] if len(s) else np.nan
         if scorer != "embedding":
             df[f"{scorer}_freq_weighted_f1"] = s["freq_weighted_f1"] if len(s) else np.nan
-    df = df.join(coverage(data)).join(llm_spend(data))
+    df = df.join(coverage(data)).join(llm_spend(data)).join(info[list(MODEL_COLUMNS)])
     return df.reset_index()
 
 
@@ -297,8 +297,16 @@ def _int(v) -> str:
     return "-" if v is None or pd.isna(v) else f"{int(v):,}"
 
 
+def _model(r) -> str:
+    if r["model_mismatch"]:
+        return f"{r['trained_on']} -> {r['mined_on']} (mismatch)"
+    return next((v for v in (r["mined_on"], r["trained_on"]) if isinstance(v, str) and v), "-")
+
+
 def display_table(df: pd.DataFrame) -> pd.DataFrame:
-    """The per-coder table as the strings shown in Markdown and HTML."""
+    """The per-coder table as the strings shown in Markdown and HTML; with a model column (trained on -> mined on)
+    when a coder was mined on a model it was not trained on (--allow-model-mismatch)."""
+    mismatch = bool(df["model_mismatch"].any()) if len(df) else False
     rows = []
     for r in df.to_dict("records"):
         cov = "-" if pd.isna(r["latents"]) else (
@@ -308,7 +316,8 @@ def display_table(df: pd.DataFrame) -> pd.DataFrame:
         )
         cost = r["cost_usd"]
         rows.append({
-            "coder": r["coder"], "type": r["type"], "hookpoint": r["hookpoint"] or "-", "k": _int(r["k"]),
+            "coder": r["coder"], "type": r["type"], "hookpoint": r["hookpoint"] or "-",
+            **({"model (trained on -> mined on)": _model(r)} if mismatch else {}), "k": _int(r["k"]),
             "FVU": _num(r["fvu"]), "CE loss +nats": _num(r["ce_loss_increase"]), "L0": _num(r["l0"], 1),
             "dead": _pct(r["dead_fraction"]), "UHF >1%": _pct(r["uhf_fraction_0.01"]), "UHF >10%": _pct(r["uhf_fraction_0.1"]),
             "detection F1 [95% CI]": _ci(r, "detection_f1"), "detection bal.acc [95% CI]": _ci(r, "detection_balanced_accuracy"),

@@ -57,6 +57,7 @@ from ..parts import PartedTable, PartWriter
 from ..progress import progress_bar
 from ..llm.client import dry_run as llm_dry_run
 from ..llm.usage import CallTag, ledger_rows, spend
+from ..mining.outputs import mismatch_lines
 from ..prompting import render
 from . import aggregate
 from .classifier import wants_logprobs
@@ -441,6 +442,8 @@ def run_score_stage(run: str | Path, cfg: ScoreConfig | None = None, llm_cfg: LL
         missing = set(cfg.coders) - set(lat["coder"])
         if missing:
             raise UserError(f"--coder {', '.join(sorted(missing))}: not in {LATENTS} (coders: {', '.join(sorted(set(lat['coder'])))})")
+    for line in mismatch_lines(lat[lat["coder"].isin(cfg.coders)] if cfg.coders else lat):
+        log.warning("score: %s", line)
     chosen = [get_scorer(s) for s in cfg.scorers]
     uses_llm = any(s.uses_llm for s in chosen)
     llm_cfg = llm_cfg if llm_cfg is not None else LLMConfig(model=None)
