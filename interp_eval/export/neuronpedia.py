@@ -120,12 +120,15 @@ FIELDS: dict[str, tuple[str, ...]] = {
 }
 
 
+_EMPTY = {kind: dict.fromkeys(fields) for kind, fields in FIELDS.items()}
+
+
 def _row(kind: str, **values: Any) -> dict[str, Any]:
     """One row of `kind`: every field of FIELDS[kind], in order; a field not given is null."""
-    unknown = set(values) - set(FIELDS[kind])
-    if unknown:
-        raise ValueError(f"{kind}: no field(s) {sorted(unknown)} in Neuronpedia's {kind} rows")
-    return {f: values.get(f) for f in FIELDS[kind]}
+    row = {**_EMPTY[kind], **values}  # the template's keys keep their order; a key it lacks would be appended
+    if len(row) != len(_EMPTY[kind]):
+        raise ValueError(f"{kind}: no field(s) {sorted(set(values) - set(FIELDS[kind]))} in Neuronpedia's {kind} rows")
+    return row
 
 
 def _id(*parts: Any) -> str:
@@ -289,7 +292,7 @@ def export(rd: RunDir, out: Path) -> ExportSummary:
         if ctx is not None:
             rows = []
             for r in ctx[ctx["coder"] == coder].itertuples():
-                values = [float(v) for v in r.activations]
+                values = [float(v) for v in r.activations.tolist()]
                 if not values:
                     continue
                 top = max(values)
