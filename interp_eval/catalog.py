@@ -118,6 +118,7 @@ def _schema(*fields: tuple[str, pa.DataType]) -> pa.Schema:
 
 _str, _i8, _i32, _i64, _f32, _f64, _bool = pa.string(), pa.int8(), pa.int32(), pa.int64(), pa.float32(), pa.float64(), pa.bool_()
 _TOKENS = (("input_tokens", _i64), ("output_tokens", _i64), ("cache_read_tokens", _i64), ("cache_write_tokens", _i64))
+_COST_PARTS = (("input_cost_usd", _f64), ("cache_read_cost_usd", _f64), ("cache_write_cost_usd", _f64), ("output_cost_usd", _f64))
 
 # -- the run itself --------------------------------------------------------------------------------------------
 
@@ -369,11 +370,15 @@ LLM_USAGE = Table(
         ("stage", _str),              # what asked: explain, or the scorer (detection, fuzzing, intruder ...)
         ("backend", _str), ("model", _str), ("ok", _bool), ("error", _str),
         ("cached", _bool),            # served from the response cache: no network call, cost 0
-        ("batch", _bool), ("attempts", _i64), ("latency_s", _f64), *_TOKENS,
+        ("batch", _bool), ("attempts", _i64), ("latency_s", _f64),
+        *_TOKENS,                     # input_tokens: uncached input only; prompt-cache reads and writes are apart
         ("cost_usd", _f64),           # null when the model's price is unknown
+        *_COST_PARTS,                 # cost_usd per kind of token (llm/pricing.py Bill); 0 for a free call
         *_SCORE_KEY,                  # who asked: explain rows have no scorer or control
     ),
-    defaults={"coder": None, "latent": None, "scorer": None, "explainer": None, "control": None},  # untagged rows of older runs
+    # untagged rows of older runs; rows from before the cost parts: unknown parts (the report shows "-")
+    defaults={"coder": None, "latent": None, "scorer": None, "explainer": None, "control": None,
+              **{name: None for name, _ in _COST_PARTS}},
 )
 
 # -- report ----------------------------------------------------------------------------------------------------

@@ -67,23 +67,36 @@ def _scoring_requests(p: Preset, window, backend: str) -> list:
 def plan(p: Preset, llm_cfg: LLMConfig) -> dict:
     """What a run of preset `p` would do and cost, computed without running or sending anything."""
     from .explain.prompt import Window, build_request
-    from .llm.client import estimate_input_tokens
+    from .llm.client import chars_tokens, price_rates
     from .llm.pricing import PriceTable
+    from .llm.prompt_cache import estimate_usage
     from .llm.types import Usage
 
     n_controls = len(control_configs(p))
     n_coders = len(train_configs(p)) + n_controls
     latents = n_coders * p.explain.latents
-    # a stand-in window of 32 ordinary tokens (~4 characters each), with one marked token
-    window = Window([" word"] * 32, [1.0] + [0.0] * 31)
-    per_latent = [build_request([window] * p.mine.n_explain)] + _scoring_requests(p, window, llm_cfg.resolved()[0])
-    input_tokens = latents * sum(estimate_input_tokens(r) for r in per_latent)
-    output_tokens = latents * sum(r.expected_output_tokens or r.max_tokens for r in per_latent)
     backend, model = llm_cfg.resolved()
+
+    def one_latent(word: str) -> list:  # stand-in windows of 32 ordinary tokens (~4 characters each), one marked
+        window = Window([word] * 32, [1.0] + [0.0] * 31)
+        return [build_request([window] * p.mine.n_explain)] + _scoring_requests(p, window, backend)
+
+    # the provider's prompt cache: the first latent writes the fixed prefixes, the others read them
+    prices = PriceTable.load(llm_cfg.prices_path)
+    first, later = one_latent(" word"), one_latent(" text")
+    used = estimate_usage(backend, model, first + later, chars_tokens, prices)
+    steady = sum(used[len(first):], Usage())
+    usage = sum(used[: len(first)], Usage()) + Usage(
+        steady.input_tokens * (latents - 1), 0, steady.cache_read_tokens * (latents - 1), steady.cache_write_tokens * (latents - 1))
+    if latents == 0:
+        usage = Usage()
+    usage.output_tokens = latents * sum(r.expected_output_tokens or r.max_tokens for r in first)
     batch = llm_cfg.batch and backend != "local"
-    cost = PriceTable.load(llm_cfg.prices_path).cost(
-        backend, model, Usage(input_tokens=input_tokens, output_tokens=output_tokens), batch=batch
-    )
+    bill = prices.bill(backend, model, usage, batch=batch)
+    per_latent = first
+    input_tokens = usage.input_tokens + usage.cache_read_tokens + usage.cache_write_tokens
+    output_tokens = usage.output_tokens
+    cost = None if bill is None else bill.total
     return {
         "preset": p.name,
         "coders": n_coders,
@@ -101,10 +114,16 @@ def plan(p: Preset, llm_cfg: LLMConfig) -> dict:
         "input_tokens": input_tokens,
         "output_tokens": output_tokens,
         "cost_usd": cost,
+        "uncached_input_tokens": usage.input_tokens,
+        "cache_read_tokens": usage.cache_read_tokens,
+        "cache_write_tokens": usage.cache_write_tokens,
+        "cost_parts": None if bill is None else bill.parts(),
+        "prices": price_rates(prices, backend, model, batch),
         "batch": batch,
         "assumptions": list(p.assumptions),
-        "note": "LLM figures assume every selected latent is live and nothing is cached yet, and include the shuffled "
-                "control (every scored latent scored twice); prompt-cache discounts are not applied",
+        "note": "LLM figures assume every selected latent is live and nothing is in the response cache yet, and include "
+                "the shuffled control (every scored latent scored twice); prompt-cache reads and writes follow the "
+                "provider's rules for the model (llm/prompt_cache.py)",
     }
 
 
@@ -169,6 +188,10 @@ def _publish(src: Path, dst: Path) -> None:
 
 def format_plan(info: dict) -> str:
     cost = "unknown (no price for this model)" if info["cost_usd"] is None else f"${info['cost_usd']:,.2f}"
+    parts, rates = info.get("cost_parts"), info.get("prices")
+    if parts and rates and info["cost_usd"]:
+        names = {"input": "uncached input", "cache_read": "cache reads", "cache_write": "cache writes", "output": "output"}
+        cost += " (" + ", ".join(f"{names[k]} ${parts[k]:,.2f} at ${rates[k]:g}/M" for k in names) + ")"
     lines = [
         f"preset {info['preset']}: {info['coders']} coders (SAE, BAE, TC, BTC x hookpoints {', '.join(info['hookpoints'])} "
         f"x k {info['ks']} x seeds {info['seeds']}"
@@ -178,8 +201,9 @@ def format_plan(info: dict) -> str:
         f"  mine: {info['mine_tokens']:,} held-out tokens, every coder in one pass",
         f"  explain + score: {info['latents_explained']:,} latents, {info['llm_calls']:,} LLM calls on "
         f"{info['llm_model']} ({info['llm_backend']})",
-        f"  tokens: ~{info['input_tokens']:,} input, ~{info['output_tokens']:,} output; estimated cost {cost}"
-        + (" (batch API: half price)" if info["batch"] else ""),
+        f"  tokens: ~{info['input_tokens']:,} input (~{info['uncached_input_tokens']:,} uncached, "
+        f"~{info['cache_read_tokens']:,} prompt-cache reads, ~{info['cache_write_tokens']:,} prompt-cache writes), "
+        f"~{info['output_tokens']:,} output; estimated cost {cost}" + (" (batch API: half price)" if info["batch"] else ""),
         f"  note: {info['note']}",
     ]
     lines += [f"  assumption: {a}" for a in info["assumptions"]]

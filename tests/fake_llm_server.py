@@ -14,6 +14,14 @@ It binds to 127.0.0.1 only, on a free port, and serves from a thread.
 - `server.latency` seconds per completion call; `server.max_inflight` shows overlap.
 - Batches: Anthropic Message Batches and OpenAI Files + Batch; a batch ends `batch_ready_after` s after
   it was created.
+- Prompt caching, counted as chars/4 tokens a text block: Anthropic caches the prefix up to each block
+  marked `cache_control` once it has `cache_min_tokens` (default 0: any marked prefix); a request reads
+  the longest marked prefix an earlier request wrote and writes the rest up to its last breakpoint
+  (`cache_read_input_tokens`, `cache_creation_input_tokens`; `input_tokens` is the remainder). OpenAI
+  caches automatically when `openai_cache_min_tokens` is set (default None: never): the longest
+  leading run of messages an earlier request began with, from that many tokens on, in
+  `openai_cache_step` steps, reported as `prompt_tokens_details.cached_tokens` (within `prompt_tokens`).
+  `usage_log` keeps every usage object returned, in order.
 """
 
 from __future__ import annotations
@@ -122,7 +130,11 @@ class FakeLLMServer:
         self.max_inflight = 0
         self.batches: dict[str, dict[str, Any]] = {}
         self.files: dict[str, dict[str, Any]] = {}
-        self._prefixes: set[str] = set()
+        self._prefixes: dict[str, float] = {}  # cached prefix -> when it was written
+        self.cache_min_tokens = 0
+        self.openai_cache_min_tokens: int | None = None
+        self.openai_cache_step = 1
+        self.usage_log: list[dict[str, Any]] = []
         self._httpd: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
 
@@ -170,6 +182,7 @@ class FakeLLMServer:
             self.answered.clear()
             self.faults.clear()
             self.log.clear()
+            self.usage_log.clear()
             self.max_inflight = 0
 
     # -- behaviour -----------------------------------------------------------------------------------------
@@ -189,7 +202,7 @@ class FakeLLMServer:
         got = self.answer(req)
         return got if isinstance(got, FakeAnswer) else FakeAnswer(str(got))
 
-    def _anthropic_message(self, body: dict[str, Any]) -> dict[str, Any]:
+    def _anthropic_message(self, body: dict[str, Any], arrived: float | None = None) -> dict[str, Any]:
         system = body.get("system")
         req = {
             "api": "anthropic",
@@ -199,7 +212,7 @@ class FakeLLMServer:
             "body": body,
         }
         ans = self._answer(req)
-        # prompt caching: the prefix runs up to the last block marked with cache_control
+        # prompt caching: a prefix ends at each block marked with cache_control
         blocks: list[tuple[str, bool]] = []
         if isinstance(system, list):
             blocks += [(b.get("text", ""), "cache_control" in b) for b in system]
@@ -208,15 +221,17 @@ class FakeLLMServer:
         for m in body.get("messages", []):
             c = m["content"]
             blocks += [(c, False)] if isinstance(c, str) else [(b.get("text", ""), "cache_control" in b) for b in c]
-        marked = [i for i, (_, mark) in enumerate(blocks) if mark]
-        prefix_blocks = blocks[: marked[-1] + 1] if marked else []
-        prefix = sum(len(t) for t, _ in prefix_blocks) // 4
-        key = json.dumps([body.get("model"), prefix_blocks])
-        total = _chars(req) // 4 + 3
+        total = sum(len(t) // 4 for t, _ in blocks) + 3
+        points, tokens = [], 0
+        for i, (text, mark) in enumerate(blocks):
+            tokens += len(text) // 4
+            if mark and tokens and tokens >= self.cache_min_tokens:
+                points.append((json.dumps([body.get("model"), blocks[: i + 1]]), tokens))
         with self._lock:
-            hit = bool(prefix) and key in self._prefixes
-            if prefix:
-                self._prefixes.add(key)
+            read = max((n for k, n in points if self._written_before(k, arrived)), default=0)
+            write = max(0, points[-1][1] - read) if points else 0
+            self._remember(k for k, _ in points)
+        usage = {"input_tokens": total - read - write, "cache_read_input_tokens": read, "cache_creation_input_tokens": write}
         out_tokens = len(tokenize(ans.text))
         return {
             "id": f"msg_{uuid.uuid4().hex[:12]}",
@@ -226,15 +241,43 @@ class FakeLLMServer:
             "content": [{"type": "text", "text": ans.text}],
             "stop_reason": "end_turn",
             "stop_sequence": None,
-            "usage": {
-                "input_tokens": total - prefix,
-                "output_tokens": out_tokens,
-                "cache_read_input_tokens": prefix if hit else 0,
-                "cache_creation_input_tokens": 0 if hit else prefix,
-            },
+            "usage": self._log_usage({**usage, "output_tokens": out_tokens}),
         }
 
-    def _openai_completion(self, body: dict[str, Any]) -> dict[str, Any]:
+    def _log_usage(self, usage: dict[str, Any]) -> dict[str, Any]:
+        with self._lock:
+            self.usage_log.append(usage)
+        return usage
+
+    def _written_before(self, key: str, arrived: float | None) -> bool:
+        """A prefix is read only by a request that arrived after an earlier answer wrote it (caller holds the lock)."""
+        written = self._prefixes.get(key)
+        return written is not None and (arrived is None or written <= arrived)
+
+    def _remember(self, keys) -> None:
+        now = time.monotonic()
+        for k in keys:
+            self._prefixes.setdefault(k, now)
+
+    def _openai_cached(self, body: dict[str, Any], arrived: float | None = None) -> int:
+        """Tokens of the longest leading run of messages an earlier request began with (automatic caching)."""
+        if self.openai_cache_min_tokens is None:
+            return 0
+        lead, tokens, keys = [], 0, []
+        for m in body.get("messages", []):
+            lead.append([m["role"], _text_of(m["content"])])
+            tokens += len(_text_of(m["content"])) // 4
+            if tokens >= self.openai_cache_min_tokens:
+                keys.append((json.dumps([body.get("model"), lead]), tokens))
+        with self._lock:
+            hit = max((n for k, n in keys if self._written_before(k, arrived)), default=0)
+            self._remember(k for k, _ in keys)
+        if not hit:
+            return 0
+        m = self.openai_cache_min_tokens
+        return m + (hit - m) // self.openai_cache_step * self.openai_cache_step
+
+    def _openai_completion(self, body: dict[str, Any], arrived: float | None = None) -> dict[str, Any]:
         msgs = body.get("messages", [])
         system = next((m["content"] for m in msgs if m["role"] == "system"), None)
         req = {
@@ -258,7 +301,8 @@ class FakeLLMServer:
                 ],
                 "refusal": None,
             }
-        prompt = _chars(req) // 4 + 3
+        prompt = sum(len(_text_of(m["content"])) // 4 for m in msgs) + 3
+        cached = self._openai_cached(body, arrived)
         return {
             "id": f"chatcmpl-{uuid.uuid4().hex[:12]}",
             "object": "chat.completion",
@@ -270,12 +314,12 @@ class FakeLLMServer:
                 "logprobs": logprobs,
                 "finish_reason": "stop",
             }],
-            "usage": {
+            "usage": self._log_usage({
                 "prompt_tokens": prompt,
                 "completion_tokens": len(tokens),
                 "total_tokens": prompt + len(tokens),
-                "prompt_tokens_details": {"cached_tokens": 0},
-            },
+                "prompt_tokens_details": {"cached_tokens": cached},
+            }),
         }
 
     # -- batches ---------------------------------------------------------------------------------------------
@@ -443,6 +487,7 @@ class _Handler(BaseHTTPRequestHandler):
             f.inflight += 1
             f.max_inflight = max(f.max_inflight, f.inflight)
         try:
+            arrived = time.monotonic()
             f._sleep(f.latency)
             fault = f._next_fault()
             if fault is not None:
@@ -460,7 +505,7 @@ class _Handler(BaseHTTPRequestHandler):
             if fault == "slow":
                 f._sleep(f.slow_seconds)
             try:
-                payload = f._anthropic_message(body) if api == "anthropic" else f._openai_completion(body)
+                payload = f._anthropic_message(body, arrived) if api == "anthropic" else f._openai_completion(body, arrived)
             except FakeItemError as e:
                 return self._error(400, api, "invalid_request_error", str(e))
             with f._lock:

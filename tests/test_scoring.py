@@ -355,7 +355,7 @@ def test_one_window_per_prompt_and_dry_run(llm_env, fast_config, run, capsys):
     text = capsys.readouterr().out
     assert llm_env.completion_calls() == 0 and not (run / "predictions.parquet").exists()
     assert est["dry_run"]["detection"]["calls"] == 2 * 3 * 20 and est["dry_run_total"]["input_tokens"] > 0
-    assert re.search(r"total: 240 calls, ~[\d,]+ input", text) and "$" in text
+    assert re.search(r"total: 240 calls to send .*; input ~[\d,]+ uncached input at \$3/M = \$[\d.]+", text) and "about $" in text
     run_score_stage(run, ScoreConfig(scorers=("detection",), windows_per_prompt=1, latents=1), fast_config("claude"))
     assert llm_env.completion_calls() == 2 * 20
     assert all(len(read_prompt({"messages": r.body["messages"]})[1]) == 1 for r in _scoring_requests(llm_env))

@@ -25,11 +25,9 @@ def explain(run: Path = run_option("Run directory with mined latents."), *, cfg:
         if est is None:
             typer.echo(f"{head}; the {explainer} explainer calls no LLM")
             return
-        cost = "unknown" if est["cost_usd"] is None else f"${est['cost_usd']:.2f}"
-        typer.echo(
-            f"{head}; {est['to_send']} calls to send ({est['cached']} cached), ~{est['input_tokens']:,} input and "
-            f"~{est['output_tokens']:,} output tokens, about {cost} on {est['model']}"
-        )
+        from ..llm import DryRunEstimate
+
+        typer.echo(f"{head}; {DryRunEstimate(**est).describe()}")
         return
     typer.echo(
         f"{explainer}: explained {out['explained']} latents, {out['failed']} failed, {out['already_done']} already done; "

@@ -163,7 +163,8 @@ async def _finish(client: "LLMClient", state: dict[str, Any], progress: bool, de
                 resp = LLMResponse(text=None, backend=backend.name, model=backend.model, failure=item)
             else:
                 resp = item
-                resp.cost_usd = client.prices.cost(backend.name, backend.model, resp.usage, batch=True)
+                bill = client.prices.bill(backend.name, backend.model, resp.usage, batch=True)
+                resp.cost_usd, resp.cost_parts = (None, None) if bill is None else (bill.total, bill.parts())
             resp.batch, resp.stage, resp.attempts = True, stage, 1
             fresh[k] = resp
     if client.cache is not None:

@@ -5,13 +5,21 @@
         answers = await llm.complete_many(requests)     # in request order; failures carry .failure
     llm.usage.summary()                                 # per stage: calls, cache hits, tokens, dollars
 
-Each request: response cache -> (one at a time per identical request) -> concurrency / rate limits
--> backend call with retries -> cost -> cache (successes only) -> usage tracker.
+Each request: response cache -> (one at a time per identical request) -> (the first request of a new
+cacheable prefix alone) -> concurrency / rate limits -> backend call with retries -> cost -> cache
+(successes only) -> usage tracker.
+
+Provider prompt caching (llm/prompt_cache.py): the fixed prefix of a request (`LLMRequest.cache_prefix`)
+is marked for Anthropic and sent first for OpenAI. A provider can only read a prefix back once a
+request has written it, so when many requests share a prefix long enough to be cached, the first one
+is sent alone and the others wait for its answer: one cache write instead of one per request in
+flight. The dry run prices requests the same way.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import hashlib
 import logging
@@ -30,6 +38,7 @@ from .cache import ResponseCache, request_key
 from .limiter import Limiter
 from .models import cache_model_name, resolve_model
 from .pricing import PriceTable
+from .prompt_cache import cache_rule, estimate_usage, split_body, wire_body
 from .retry import CallFailed, RetryPolicy
 from .types import DryRunEstimate, LLMRequest, LLMResponse, Usage
 from .usage import UsageTracker
@@ -96,6 +105,22 @@ def estimate_input_tokens(request: LLMRequest) -> int:
     return chars // CHARS_PER_TOKEN + MESSAGE_OVERHEAD_TOKENS * (len(request.messages) + (request.system is not None))
 
 
+def chars_tokens(text: str) -> int:
+    """The dry run's token count of one text: chars/4."""
+    return len(text) // CHARS_PER_TOKEN
+
+
+def price_rates(prices: PriceTable, backend: str, model: str, batch: bool) -> dict[str, float] | None:
+    """Dollars per million tokens of each kind (types.COST_PARTS) for the model, batch discount applied."""
+    if backend == "local":
+        return None
+    p = prices.price(model)
+    if p is None:
+        return None
+    f = prices.batch_discount if batch else 1.0
+    return {"input": p.input * f, "cache_read": p.cache_read * f, "cache_write": p.cache_write * f, "output": p.output * f}
+
+
 def dry_run(
     cfg: LLMConfig, requests: Sequence[LLMRequest], *, expected_output_tokens: int | None = None, cache: ResponseCache | None = None
 ) -> DryRunEstimate:
@@ -114,13 +139,18 @@ def dry_run(
         if own_cache and cache is not None:
             cache.close()
     to_send = [r for k, r in unique.items() if k not in cached]
-    tokens_in = sum(estimate_input_tokens(r) for r in to_send)
-    tokens_out = sum(expected_output_tokens or r.expected_output_tokens or r.max_tokens for r in to_send)
+    prices = PriceTable.load(cfg.prices_path)
+    usage = sum(estimate_usage(backend, model, to_send, chars_tokens, prices), Usage())
+    usage.output_tokens = sum(expected_output_tokens or r.expected_output_tokens or r.max_tokens for r in to_send)
     batch = cfg.batch and backend != "local"
-    cost = PriceTable.load(cfg.prices_path).cost(backend, model, Usage(input_tokens=tokens_in, output_tokens=tokens_out), batch=batch)
+    bill = prices.bill(backend, model, usage, batch=batch)
     return DryRunEstimate(
         backend=backend, model=model, calls=len(requests), unique_calls=len(unique), cached=len(unique) - len(to_send),
-        to_send=len(to_send), input_tokens=tokens_in, output_tokens=tokens_out, cost_usd=cost, batch=batch,
+        to_send=len(to_send), input_tokens=usage.input_tokens + usage.cache_read_tokens + usage.cache_write_tokens,
+        output_tokens=usage.output_tokens, cost_usd=None if bill is None else bill.total, batch=batch,
+        uncached_input_tokens=usage.input_tokens, cache_read_tokens=usage.cache_read_tokens,
+        cache_write_tokens=usage.cache_write_tokens, cost_parts=None if bill is None else bill.parts(),
+        prices=price_rates(prices, backend, model, batch),
     )
 
 
@@ -137,6 +167,8 @@ class LLMClient:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._limiter: Limiter | None = None
         self._key_locks: dict[str, tuple[asyncio.Lock, int]] = {}
+        self._cache_rule = cache_rule(backend.name, backend.model, self.prices)
+        self._warming: dict[str, asyncio.Event] = {}  # cacheable prefix -> set once its first request has answered
 
     def __repr__(self) -> str:
         return f"LLMClient(backend={self.backend.name!r}, model={self.backend.model!r})"
@@ -173,6 +205,7 @@ class LLMClient:
             self._loop = loop
             self._limiter = Limiter(self.concurrency, self.cfg.rpm, self.cfg.tpm)
             self._key_locks = {}
+            self._warming = {}
 
     # -- one request ---------------------------------------------------------------------------------
     async def complete(self, request: LLMRequest) -> LLMResponse:
@@ -194,7 +227,8 @@ class LLMClient:
                 hit = self.cached_response(request, key)
                 if hit is not None:
                     return hit
-                response = await self._call(request)
+                async with self._warm(request):
+                    response = await self._call(request)
                 if response.ok and self.cache is not None:
                     self.cache.put(key, self.backend.name, self.backend.cache_model, response.to_cache())
                 self.usage.add(response)
@@ -205,6 +239,36 @@ class LLMClient:
                 del self._key_locks[key]
             else:
                 self._key_locks[key] = (lock, users - 1)
+
+    def cacheable_prefix(self, request: LLMRequest) -> str | None:
+        """The key of the shortest prefix of `request` the provider would cache (chars/4 tokens), or None."""
+        rule = self._cache_rule
+        if rule is None or request.cache_prefix is None:
+            return None
+        split = split_body(wire_body(self.backend.name, self.backend.model, request), rule.provider, chars_tokens)
+        return next((k for k, n in split.points if n >= rule.min_tokens), None)
+
+    @contextlib.asynccontextmanager
+    async def _warm(self, request: LLMRequest):
+        """Send the first request of a cacheable prefix alone; the others with that prefix wait for its answer
+        (however it ends), so that they read the provider's cache instead of each writing it."""
+        prefix = self.cacheable_prefix(request)
+        if prefix is None:
+            yield
+            return
+        ready = self._warming.get(prefix)
+        if ready is not None:
+            try:  # a first request stuck in retries holds the others back for one timeout at most
+                await asyncio.wait_for(ready.wait(), self.backend.timeout)
+            except asyncio.TimeoutError:
+                pass
+            yield
+            return
+        self._warming[prefix] = ready = asyncio.Event()
+        try:
+            yield
+        finally:
+            ready.set()
 
     def cached_response(self, request: LLMRequest, key: str | None = None) -> LLMResponse | None:
         """The cached answer to `request` (None if there is none, or no cache), counted in usage as a
@@ -248,7 +312,8 @@ class LLMClient:
         response.attempts = attempts
         response.latency_s = time.perf_counter() - t0
         response.stage = request.stage
-        response.cost_usd = self.prices.cost(self.backend.name, self.backend.model, response.usage)
+        bill = self.prices.bill(self.backend.name, self.backend.model, response.usage)
+        response.cost_usd, response.cost_parts = (None, None) if bill is None else (bill.total, bill.parts())
         return response
 
     # -- many requests -------------------------------------------------------------------------------

@@ -2,6 +2,12 @@
 
 The user can point INTERP_EVAL_PRICES (or LLMConfig.prices_path) at a JSON file of the same shape;
 its entries are merged over the packaged ones. An unknown model costs None (not 0), with one warning.
+
+A call's bill has four parts, one per kind of token: uncached input, prompt-cache reads, prompt-cache
+writes and output (`Bill`); the ledger keeps each part. `cache_min` is the shortest prefix the
+provider caches for that model (Anthropic: 1,024 tokens for Sonnet 4.x and Opus 4/4.1, 2,048 for
+Haiku 3.x, 4,096 for Opus 4.5 and Haiku 4.5; OpenAI: 1,024); a shorter prefix is billed as uncached
+input however it is marked.
 """
 
 from __future__ import annotations
@@ -16,7 +22,7 @@ from pathlib import Path
 
 from interp_eval.errors import UserError
 
-from .types import Usage
+from .types import COST_PARTS, Usage
 
 log = logging.getLogger("interp_eval.llm.pricing")
 
@@ -27,12 +33,31 @@ _warned: set[str] = set()
 
 @dataclass(frozen=True)
 class Price:
-    """US dollars per million tokens."""
+    """US dollars per million tokens; cache_min: the shortest prefix the provider caches (None: not known)."""
 
     input: float
     output: float
     cache_read: float
     cache_write: float
+    cache_min: int | None = None
+
+
+@dataclass(frozen=True)
+class Bill:
+    """Dollars of one call (or many), per kind of token; batch discounts already applied."""
+
+    input: float = 0.0  # uncached input tokens
+    cache_read: float = 0.0
+    cache_write: float = 0.0
+    output: float = 0.0
+
+    @property
+    def total(self) -> float:
+        return self.input + self.cache_read + self.cache_write + self.output
+
+    def parts(self) -> dict[str, float]:
+        """{part: dollars} over types.COST_PARTS (what LLMResponse.cost_parts holds)."""
+        return {k: getattr(self, k) for k in COST_PARTS}
 
 
 class PriceTable:
@@ -70,6 +95,7 @@ class PriceTable:
                     output=float(p["output"]),
                     cache_read=float(p.get("cache_read", p["input"])),
                     cache_write=float(p.get("cache_write", p["input"])),
+                    cache_min=int(p["cache_min"]) if p.get("cache_min") is not None else None,
                 )
             return PriceTable(models, float(raw.get("batch_discount", 0.5)))
         except (KeyError, TypeError, ValueError, AttributeError) as e:
@@ -86,19 +112,24 @@ class PriceTable:
                     return self.models[known]
         return None
 
-    def cost(self, backend: str, model: str, usage: Usage, *, batch: bool = False) -> float | None:
+    def bill(self, backend: str, model: str, usage: Usage, *, batch: bool = False) -> Bill | None:
+        """What `usage` costs on `model`, per kind of token (None when the model's price is unknown)."""
         if backend == "local":
-            return 0.0
+            return Bill()
         p = self.price(model)
         if p is None:
             if model not in _warned:
                 _warned.add(model)
                 log.warning("no price known for model %r: its cost is recorded as unknown (add it to a file named by %s)", model, PRICES_ENV)
             return None
-        dollars = (
-            usage.input_tokens * p.input
-            + usage.output_tokens * p.output
-            + usage.cache_read_tokens * p.cache_read
-            + usage.cache_write_tokens * p.cache_write
-        ) / 1e6
-        return dollars * (self.batch_discount if batch else 1.0)
+        f = (self.batch_discount if batch else 1.0) / 1e6
+        return Bill(
+            input=usage.input_tokens * p.input * f,
+            cache_read=usage.cache_read_tokens * p.cache_read * f,
+            cache_write=usage.cache_write_tokens * p.cache_write * f,
+            output=usage.output_tokens * p.output * f,
+        )
+
+    def cost(self, backend: str, model: str, usage: Usage, *, batch: bool = False) -> float | None:
+        bill = self.bill(backend, model, usage, batch=batch)
+        return None if bill is None else bill.total

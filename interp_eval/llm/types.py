@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+COST_PARTS = ("input", "cache_read", "cache_write", "output")  # uncached input, prompt-cache reads and writes, output
+
 
 @dataclass(frozen=True)
 class LLMRequest:
@@ -126,7 +128,9 @@ class LLMResponse:
     """The outcome of one request. ok is False when `failure` is set; then `text` is None.
 
     cost_usd: dollars paid for this call; 0.0 for a cache hit or the local backend; None when the
-      model's price is unknown. cached: served from the response cache (no network call).
+      model's price is unknown. cost_parts: the same dollars per kind of token (COST_PARTS:
+      input, cache_read, cache_write, output), None where cost_usd is None or 0 without parts.
+      cached: served from the response cache (no network call).
     logprobs: per generated token, or None when not asked for or the backend cannot give them.
     """
 
@@ -137,6 +141,7 @@ class LLMResponse:
     logprobs: list[TokenLogprob] | None = None
     finish_reason: str | None = None
     cost_usd: float | None = 0.0
+    cost_parts: dict[str, float] | None = None
     cached: bool = False
     batch: bool = False
     attempts: int = 1
@@ -192,12 +197,28 @@ class LLMResponse:
             "latency_s": self.latency_s,
             **self.usage.to_dict(),
             "cost_usd": self.cost_usd,
+            **self.cost_columns(),
         }
+
+    def cost_columns(self) -> dict[str, float | None]:
+        """The ledger's dollars per kind of token (`<part>_cost_usd`): the bill's parts, zeros for a free
+        call (a response-cache hit, a failure, the local model), None when the price is unknown."""
+        parts = self.cost_parts
+        if parts is None:
+            parts = dict.fromkeys(COST_PARTS, 0.0 if self.cost_usd == 0.0 else None)
+        return {f"{k}_cost_usd": parts.get(k) for k in COST_PARTS}
 
 
 @dataclass
 class DryRunEstimate:
-    """What a run would cost, computed without sending anything."""
+    """What a run would cost, computed without sending anything.
+
+    input_tokens is every input token of the requests to send; the provider bills it in three parts
+    (llm/prompt_cache.py): uncached_input_tokens, cache_read_tokens (the fixed prefix read back from the
+    provider's prompt cache) and cache_write_tokens (the prefix written the first time). cost_parts:
+    the dollars of each part and of the output (COST_PARTS), None when the model's price is unknown;
+    prices: the model's dollars per million tokens of each part (batch discount applied).
+    """
 
     backend: str
     model: str
@@ -210,6 +231,44 @@ class DryRunEstimate:
     cost_usd: float | None  # None when the model's price is unknown
     batch: bool
     tokenizer: str = "chars/4"
+    uncached_input_tokens: int = 0
+    cache_read_tokens: int = 0
+    cache_write_tokens: int = 0
+    cost_parts: dict[str, float] | None = None
+    prices: dict[str, float] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    def __add__(self, other: "DryRunEstimate") -> "DryRunEstimate":
+        """Two estimates of the same backend and model together (e.g. two scorers)."""
+        def plus(a, b):
+            return None if a is None or b is None else a + b
+        parts = None if self.cost_parts is None or other.cost_parts is None else {
+            k: self.cost_parts[k] + other.cost_parts[k] for k in COST_PARTS}
+        return DryRunEstimate(
+            self.backend, self.model, self.calls + other.calls, self.unique_calls + other.unique_calls, self.cached + other.cached,
+            self.to_send + other.to_send, self.input_tokens + other.input_tokens, self.output_tokens + other.output_tokens,
+            plus(self.cost_usd, other.cost_usd), self.batch, self.tokenizer, self.uncached_input_tokens + other.uncached_input_tokens,
+            self.cache_read_tokens + other.cache_read_tokens, self.cache_write_tokens + other.cache_write_tokens, parts,
+            self.prices)
+
+    def describe(self) -> str:
+        """One line: calls, tokens by kind with their price, dollars (what --dry-run prints)."""
+        money = (lambda d: "?" if d is None else f"${d:,.2f}")
+        parts = self.cost_parts or {}
+        price = self.prices or {}
+
+        def part(tokens: int, name: str, key: str) -> str:
+            rate = f" at ${price[key]:g}/M" if key in price else ""
+            dollars = f" = {money(parts.get(key))}" if self.cost_parts is not None else ""
+            return f"~{tokens:,} {name}{rate}{dollars}"
+
+        inputs = [part(self.uncached_input_tokens, "uncached input", "input")]
+        if self.cache_read_tokens or self.cache_write_tokens:
+            inputs += [part(self.cache_read_tokens, "prompt-cache reads", "cache_read"),
+                       part(self.cache_write_tokens, "prompt-cache writes", "cache_write")]
+        cost = "cost unknown (no price for this model)" if self.cost_usd is None else f"about {money(self.cost_usd)}"
+        return (f"{self.to_send:,} calls to send ({self.cached:,} answered from the response cache); input "
+                + ", ".join(inputs) + f"; {part(self.output_tokens, 'output', 'output')}; {cost} on {self.model}"
+                + (" (batch: half price; prompt-cache hits are the provider's best effort)" if self.batch else ""))

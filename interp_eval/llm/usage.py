@@ -113,3 +113,46 @@ class UsageTracker:
 
     def to_dict(self) -> dict[str, Any]:
         return {"stages": self.summary(), "total": self.total()}
+
+
+_COSTS = ("input_cost_usd", "cache_read_cost_usd", "cache_write_cost_usd", "output_cost_usd")
+BILLING_COLUMNS = ("calls", "failed", "response_cache", "batch", "input_tokens", "cache_read_tokens", "cache_write_tokens",
+                   "output_tokens", *_COSTS, "cost_usd", "latency_s_mean")
+
+
+def billing(ledger: "pd.DataFrame", by: Sequence[str]) -> "pd.DataFrame":
+    """What the provider billed, per group of `by` (the report's llm_usage table).
+
+    calls (every answer and failure), failed, response_cache (answers replayed from the response cache: no
+    call, $0), batch; then, over the calls actually sent: input_tokens (uncached input), cache_read_tokens and
+    cache_write_tokens (the provider's prompt cache), output_tokens, the dollars of each kind of token
+    (`<part>_cost_usd`) and in all (cost_usd). A dollar figure is NaN as soon as one of its calls had an unknown
+    price (or, for the parts, came from a ledger written before they were recorded); latency_s_mean is over the
+    calls sent.
+    """
+    import numpy as np
+    import pandas as pd
+
+    cols = [*by, *BILLING_COLUMNS]
+    if ledger.empty:
+        return pd.DataFrame(columns=cols)
+    df = ledger.assign(**{c: ledger[c].fillna(False).astype(bool) for c in ("ok", "cached", "batch")})
+    for c in _COSTS:  # rows from before the parts were recorded: a free call's parts are known to be 0
+        if c not in df:
+            df[c] = np.nan
+        df[c] = df[c].where(df[c].notna() | (df["cost_usd"] != 0), 0.0)
+    sent = ~df["cached"]
+    for t in _TOKENS:
+        df[t] = df[t].where(sent, 0)
+    df["latency_sent"] = df["latency_s"].where(sent)
+
+    def total(c: "pd.Series") -> float:
+        return np.nan if c.isna().any() else float(c.sum())
+
+    out = df.groupby(list(by), sort=True).agg(
+        calls=("ok", "size"), failed=("ok", lambda ok: int((~ok).sum())), response_cache=("cached", "sum"), batch=("batch", "sum"),
+        input_tokens=("input_tokens", "sum"), cache_read_tokens=("cache_read_tokens", "sum"),
+        cache_write_tokens=("cache_write_tokens", "sum"), output_tokens=("output_tokens", "sum"),
+        **{c: (c, total) for c in (*_COSTS, "cost_usd")}, latency_s_mean=("latency_sent", "mean"),
+    ).reset_index()
+    return out[cols]

@@ -33,7 +33,7 @@ from .claims import claims_markdown, evaluate_claims, pairs_note
 from .html import png_data_uri, write_html
 from .inputs import load_run
 from .plots import make_plots
-from .tables import EXPLANATION_NOTE, POWER_NOTE, RANDOM_MODEL_NOTE, explanation_table, random_model_display, random_model_table, coder_table, display_table, scorer_display, scorer_table, to_markdown, usage_display, usage_table
+from .tables import EXPLANATION_NOTE, POWER_NOTE, USAGE_NOTE, RANDOM_MODEL_NOTE, explanation_table, random_model_display, random_model_table, coder_table, display_table, scorer_display, scorer_table, to_markdown, usage_display, usage_table
 
 
 @dataclass
@@ -119,7 +119,7 @@ def run_report_stage(run: str | Path, cfg: ReportConfig | None = None, out_dir: 
     usage = usage_table(data)
     if len(usage):
         written["llm_usage_csv"] = _write_csv(out / "llm_usage.csv", usage)
-        written["llm_usage_md"] = _write_text(out / "llm_usage.md", f"# LLM usage: {rd.root.name}\n\n{to_markdown(usage_display(usage))}")
+        written["llm_usage_md"] = _write_text(out / "llm_usage.md", f"# LLM usage: {rd.root.name}\n\n{USAGE_NOTE}\n\n{to_markdown(usage_display(usage))}")
 
     claims = evaluate_claims(data, table, uhf_threshold=cfg.uhf_threshold, top_quantiles=cfg.top_quantiles, seed=cfg.seed)
     note = pairs_note(data)
@@ -145,8 +145,8 @@ def run_report_stage(run: str | Path, cfg: ReportConfig | None = None, out_dir: 
                 "columns": list(randoms_shown.columns), "rows": randoms_shown.astype(str).values.tolist()}] if len(randoms) else []),
             *([{"id": "explanations", "title": "Explanations: diversity per coder and explainer", "note": EXPLANATION_NOTE,
                 "columns": list(expl.columns), "rows": expl.astype(str).values.tolist()}] if len(expl) else []),
-            *([{"id": "llm_usage", "title": "LLM usage by stage and model", "note": None,
-                "columns": list(usage.columns), "rows": usage_display(usage).values.tolist()}] if len(usage) else []),
+            *([{"id": "llm_usage", "title": "LLM usage by stage and model", "note": USAGE_NOTE,
+                "columns": list(usage_display(usage).columns), "rows": usage_display(usage).values.tolist()}] if len(usage) else []),
         ],
         "plots": [{"name": p.name, "title": p.title, "note": p.note, "src": png_data_uri(p.path) if p.path else None} for p in plots],
         "browser": browser,

@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from ..catalog import LATENT_SCORES, LLM_USAGE, STATUS_DEAD, STATUS_TOO_RARE, UHF_THRESHOLDS
-from ..llm.usage import spend
+from ..llm.usage import billing, spend
 from ..scoring.aggregate import auc_only
 from ..scoring.metrics import frequency_weighted
 from .inputs import MODEL_COLUMNS, RunData
@@ -258,10 +258,16 @@ def explanation_table(data: RunData) -> pd.DataFrame:
     return out
 
 
+USAGE_NOTE = ("Tokens and dollars of the calls sent (answers replayed from the response cache cost nothing and are "
+              "counted apart). Input is billed in three parts: uncached input, prompt-cache reads of the fixed "
+              "prefix (Anthropic: 0.1x the input price) and prompt-cache writes (1.25x); the dollar columns are "
+              "the price each part implies for the model (batch calls at the batch discount).")
+
+
 def usage_table(data: RunData) -> pd.DataFrame:
-    """The LLM ledger summed per stage, backend and model (token counts as floats, as the table has always shown them)."""
+    """The LLM ledger's bill per stage, backend and model (llm/usage.py billing; token counts as floats)."""
     ledger = data.usage if data.usage is not None else LLM_USAGE.empty().to_pandas()
-    return spend(ledger, ["stage", "backend", "model"]).astype({t: float for t in TOKEN_COLUMNS})
+    return billing(ledger, ["stage", "backend", "model"]).astype({t: float for t in TOKEN_COLUMNS})
 
 
 # -- scores by activation quantile -------------------------------------------------------------------------
@@ -331,13 +337,24 @@ def display_table(df: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+_USAGE_SHOWN = {
+    "stage": "stage", "backend": "backend", "model": "model", "calls": "calls", "failed": "failed",
+    "response_cache": "from response cache", "batch": "batch", "input_tokens": "uncached input tok",
+    "cache_read_tokens": "cache read tok", "cache_write_tokens": "cache write tok", "output_tokens": "output tok",
+    "input_cost_usd": "uncached input $", "cache_read_cost_usd": "cache read $", "cache_write_cost_usd": "cache write $",
+    "output_cost_usd": "output $", "cost_usd": "total $", "latency_s_mean": "s a call",
+}
+
+
 def usage_display(df: pd.DataFrame) -> pd.DataFrame:
+    """The usage table as shown in Markdown and HTML: tokens by kind, each kind's dollars, the total."""
     out = df.copy()
-    for c in ("calls", "ok", "cached", "batch", "input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens"):
+    for c in ("calls", "failed", "response_cache", "batch", "input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens"):
         out[c] = out[c].map(_int)
-    out["cost_usd"] = out["cost_usd"].map(lambda v: "-" if pd.isna(v) else f"{v:.4f}")
+    for c in ("input_cost_usd", "cache_read_cost_usd", "cache_write_cost_usd", "output_cost_usd", "cost_usd"):
+        out[c] = out[c].map(lambda v: "-" if pd.isna(v) else f"{v:.4f}")
     out["latency_s_mean"] = out["latency_s_mean"].map(lambda v: _num(v, 2))
-    return out.astype(str)
+    return out[list(_USAGE_SHOWN)].rename(columns=_USAGE_SHOWN).astype(str)
 
 
 def to_markdown(df: pd.DataFrame) -> str:

@@ -527,9 +527,14 @@ def run_score_stage(run: str | Path, cfg: ScoreConfig | None = None, llm_cfg: LL
 
 
 def _dry_run(llm_cfg: LLMConfig, todo: dict[str, list[Job]], cfg: ScoreConfig, counts: dict) -> dict[str, Any]:
+    """Print and return what scoring would send and cost: per scorer and in all, input split into uncached
+    tokens and the provider's prompt-cache reads and writes, each with its price (llm/prompt_cache.py)."""
+    from ..llm import DryRunEstimate
+
     out: dict[str, Any] = {**counts, "dry_run": {}}
     lines = []
     logprobs = wants_logprobs(*llm_cfg.resolved())
+    total: DryRunEstimate | None = None
     for name, jobs in todo.items():
         scorer = get_scorer(name)
         if not scorer.uses_llm:
@@ -537,21 +542,20 @@ def _dry_run(llm_cfg: LLMConfig, todo: dict[str, list[Job]], cfg: ScoreConfig, c
             lines.append(f"{name}: {len(jobs)} jobs, {n} windows, no LLM calls")
             continue
         reqs = [p.request for j in jobs for p in scorer.prompts(j, cfg, logprobs)]
-        est = llm_dry_run(llm_cfg, reqs).to_dict()
-        out["dry_run"][name] = est
-        cost = "unknown" if est["cost_usd"] is None else f"${est['cost_usd']:.2f}"
+        est = llm_dry_run(llm_cfg, reqs)
+        out["dry_run"][name] = est.to_dict()
+        total = est if total is None else total + est
         controls = sum(j.control != CONTROL_NONE for j in jobs)
-        lines.append(f"{name}: {len(jobs)} jobs ({controls} control), {est['calls']} calls ({est['cached']} cached, {est['to_send']} to send), "
-                     f"~{est['input_tokens']:,} input + ~{est['output_tokens']:,} output tokens, about {cost} on {est['model']}"
-                     f"{' (batch)' if est['batch'] else ''}")
-    calls = sum(e["to_send"] for e in out["dry_run"].values())
-    tin = sum(e["input_tokens"] for e in out["dry_run"].values())
-    tout = sum(e["output_tokens"] for e in out["dry_run"].values())
-    costs = [e["cost_usd"] for e in out["dry_run"].values()]
-    total_cost = None if any(c is None for c in costs) else float(sum(costs))
-    out["dry_run_total"] = {"calls": calls, "input_tokens": tin, "output_tokens": tout, "cost_usd": total_cost}
-    lines.append(f"total: {calls} calls, ~{tin:,} input + ~{tout:,} output tokens, "
-                 f"{'cost unknown' if total_cost is None else f'about ${total_cost:.2f}'} (first answers only; retries not included); nothing sent")
+        lines.append(f"{name}: {len(jobs)} jobs ({controls} control), {est.calls} calls; {est.describe()}")
+    if total is None:
+        out["dry_run_total"] = {"calls": 0, "input_tokens": 0, "output_tokens": 0, "cost_usd": 0.0}
+        lines.append("total: no LLM calls; nothing sent")
+    else:
+        out["dry_run_total"] = {"calls": total.to_send, "input_tokens": total.input_tokens, "output_tokens": total.output_tokens,
+                                "cost_usd": total.cost_usd, "uncached_input_tokens": total.uncached_input_tokens,
+                                "cache_read_tokens": total.cache_read_tokens, "cache_write_tokens": total.cache_write_tokens,
+                                "cost_parts": total.cost_parts}
+        lines.append(f"total: {total.describe()} (first answers only; retries not included); nothing sent")
     for line in lines:
         print(line)
     out["lines"] = lines

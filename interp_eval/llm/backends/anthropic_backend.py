@@ -24,6 +24,37 @@ _SDK_KWARGS = ("model", "max_tokens", "messages", "system", "stop_sequences")
 _CACHE_MARK = {"type": "ephemeral"}
 
 
+def message_params(request: LLMRequest, model: str) -> dict[str, Any]:
+    """The Messages API body of `request` (online and in Message Batches alike); needs no key.
+
+    The fixed prefix (`request.cache_prefix`: the system prompt and the first N messages) ends in one
+    `cache_control` breakpoint, on the system prompt (N = 0) or on the N-th message; everything after
+    it varies from call to call. The breakpoint is sent whatever the prefix's length: the API caches
+    a marked prefix only from the model's minimum length on (prices.json `cache_min`) and bills a
+    shorter one as ordinary input, without an error.
+    """
+    mark_at = request.cache_prefix
+    messages: list[dict[str, Any]] = []
+    for i, m in enumerate(request.messages):
+        if mark_at is not None and mark_at > 0 and i == mark_at - 1:
+            messages.append({"role": m["role"], "content": [{"type": "text", "text": m["content"], "cache_control": dict(_CACHE_MARK)}]})
+        else:
+            messages.append({"role": m["role"], "content": m["content"]})
+    params: dict[str, Any] = {"model": model, "max_tokens": request.max_tokens, "messages": messages}
+    if request.system is not None:
+        if mark_at == 0:
+            params["system"] = [{"type": "text", "text": request.system, "cache_control": dict(_CACHE_MARK)}]
+        else:
+            params["system"] = request.system
+    if request.temperature is not None:
+        params["temperature"] = request.temperature
+    if request.top_p is not None:
+        params["top_p"] = request.top_p
+    if request.stop:
+        params["stop_sequences"] = list(request.stop)
+    return params
+
+
 class AnthropicBackend(BatchBackend):
     name = "anthropic"
     key_env = KEY_ENV
@@ -44,26 +75,7 @@ class AnthropicBackend(BatchBackend):
 
     def build_params(self, request: LLMRequest) -> dict[str, Any]:
         """The Messages API body (also a Message Batches `params` entry)."""
-        mark_at = request.cache_prefix  # system + first N messages are the fixed prefix
-        messages: list[dict[str, Any]] = []
-        for i, m in enumerate(request.messages):
-            if mark_at is not None and mark_at > 0 and i == mark_at - 1:
-                messages.append({"role": m["role"], "content": [{"type": "text", "text": m["content"], "cache_control": dict(_CACHE_MARK)}]})
-            else:
-                messages.append({"role": m["role"], "content": m["content"]})
-        params: dict[str, Any] = {"model": self.model, "max_tokens": request.max_tokens, "messages": messages}
-        if request.system is not None:
-            if mark_at == 0:
-                params["system"] = [{"type": "text", "text": request.system, "cache_control": dict(_CACHE_MARK)}]
-            else:
-                params["system"] = request.system
-        if request.temperature is not None:
-            params["temperature"] = request.temperature
-        if request.top_p is not None:
-            params["top_p"] = request.top_p
-        if request.stop:
-            params["stop_sequences"] = list(request.stop)
-        return params
+        return message_params(request, self.model)
 
     async def complete(self, request: LLMRequest) -> LLMResponse:
         params = self.build_params(request)

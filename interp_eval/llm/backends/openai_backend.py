@@ -40,6 +40,33 @@ def is_local_url(url: str) -> bool:
     return ip.is_loopback or ip.is_private or ip.is_unspecified
 
 
+def chat_body(request: LLMRequest, model: str, *, official: bool = True) -> dict[str, Any]:
+    """The /v1/chat/completions body of `request` (online and in the Batch API alike); needs no key.
+
+    A cached prefix needs nothing marked here: the system prompt and the first messages go first,
+    byte for byte as given, which is what OpenAI's automatic prompt cache (prompts from 1,024 tokens,
+    matched in 128-token steps) and other OpenAI-compatible prefix caches key on.
+    `official`: api.openai.com, whose newer models only accept max_completion_tokens.
+    """
+    messages: list[dict[str, str]] = []
+    if request.system is not None:
+        messages.append({"role": "system", "content": request.system})
+    messages.extend(dict(m) for m in request.messages)
+    body: dict[str, Any] = {"model": model, "messages": messages}
+    body["max_completion_tokens" if official else "max_tokens"] = request.max_tokens
+    if request.temperature is not None:
+        body["temperature"] = request.temperature
+    if request.top_p is not None:
+        body["top_p"] = request.top_p
+    if request.stop:
+        body["stop"] = list(request.stop)
+    if request.logprobs:
+        body["logprobs"] = True
+        if request.top_logprobs:
+            body["top_logprobs"] = min(request.top_logprobs, MAX_TOP_LOGPROBS)
+    return body
+
+
 class OpenAIBackend(BatchBackend):
     name = "openai"
     key_env = KEY_ENV
@@ -64,29 +91,8 @@ class OpenAIBackend(BatchBackend):
         return openai.AsyncOpenAI(api_key=self._key, base_url=self.base_url, timeout=self.timeout, max_retries=0)
 
     def build_body(self, request: LLMRequest) -> dict[str, Any]:
-        """The /v1/chat/completions body (also the `body` of a Batch API line).
-
-        A cached prefix needs nothing marked here: the system prompt and the first messages go first,
-        byte for byte as given, which is what OpenAI-compatible prefix caches key on.
-        """
-        messages: list[dict[str, str]] = []
-        if request.system is not None:
-            messages.append({"role": "system", "content": request.system})
-        messages.extend(dict(m) for m in request.messages)
-        body: dict[str, Any] = {"model": self.model, "messages": messages}
-        # api.openai.com's newer models only accept max_completion_tokens; compatible servers know max_tokens.
-        body["max_completion_tokens" if self.official else "max_tokens"] = request.max_tokens
-        if request.temperature is not None:
-            body["temperature"] = request.temperature
-        if request.top_p is not None:
-            body["top_p"] = request.top_p
-        if request.stop:
-            body["stop"] = list(request.stop)
-        if request.logprobs:
-            body["logprobs"] = True
-            if request.top_logprobs:
-                body["top_logprobs"] = min(request.top_logprobs, MAX_TOP_LOGPROBS)
-        return body
+        """The /v1/chat/completions body (also the `body` of a Batch API line)."""
+        return chat_body(request, self.model, official=self.official)
 
     async def complete(self, request: LLMRequest) -> LLMResponse:
         completion = await self.sdk.chat.completions.create(**self.build_body(request), timeout=self.timeout)
