@@ -162,13 +162,9 @@ def _layer_and_set(coder: str, hookpoint: str) -> tuple[str, str]:
 @lru_cache(maxsize=None)
 def _score_metric(scorer: str) -> str:
     """The metric an ExplanationScore's value holds: balanced accuracy where the scorer has it, else its first metric."""
-    try:
-        from ..scoring.registry import get_scorer
+    from ..scoring.registry import preferred_metric
 
-        metrics = get_scorer(scorer).metrics
-    except Exception:  # a plugin scorer that is not loaded now
-        return "balanced_accuracy"
-    return "balanced_accuracy" if "balanced_accuracy" in metrics else metrics[0]
+    return preferred_metric(scorer, "balanced_accuracy")
 
 
 class _Writer:

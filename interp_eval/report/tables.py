@@ -41,13 +41,9 @@ def scored_latents(data: RunData, scorer: str) -> pd.DataFrame:
 
 def scorer_metric(scorer: str) -> str:
     """The per-latent metric shown and compared for a scorer: F1 where it makes 0/1 calls on windows, else AUC or accuracy."""
-    from ..scoring.registry import get_scorer
+    from ..scoring.registry import preferred_metric
 
-    try:
-        metrics = get_scorer(scorer).metrics
-    except Exception:  # a plugin scorer that is not loaded now
-        return "f1"
-    return "f1" if "f1" in metrics else metrics[0]
+    return preferred_metric(scorer, "f1")
 
 
 def interpretability_scorers(data: RunData) -> list[str]:

@@ -167,3 +167,12 @@ def get_scorer(name: str) -> Scorer:
     if name not in found:
         raise UserError(f"--scorer {name}: unknown scorer (use one of {', '.join(found)})")
     return found[name]
+
+
+def preferred_metric(scorer: str, prefer: str) -> str:
+    """`prefer` if the scorer reports it, else its first metric (`prefer` for a plugin scorer not loaded now)."""
+    try:
+        metrics = get_scorer(scorer).metrics
+    except Exception:
+        return prefer
+    return prefer if prefer in metrics else metrics[0]
