@@ -96,8 +96,37 @@ def child(args) -> None:
     if not args.no_bare:
         out["bare_s"] = min(out["bare_s"], bare()[0])
     out.update({k: summary[k] for k in ("tokens", "forward_s", "encode_s", "bookkeeping_s", "windows")})
+    from interp_eval.coders import topk as topk_mod
+
+    st = topk_mod.CANDIDATE_STATS
+    out["selection"] = "bf16 candidates" if st["rows"] else "dense fp32"
+    out["fallback"] = st["fallback_rows"] / st["rows"] if st["rows"] else None
+    out["auto"] = [c.summary() for c in topk_mod.AUTO_CHOICES.values()]
     out["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print("RESULT " + json.dumps(out), flush=True)
+
+
+def cpu_line() -> str:
+    """The CPU's model name and its bf16 features (what the encoders' "auto" selection looks at)."""
+    name, flags = "unknown CPU", set()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() == "model name":
+                name = value.strip()
+            elif key.strip() == "flags":
+                flags = set(value.split())
+    except OSError:
+        pass
+    bf16 = [f for f in ("avx512_bf16", "amx_bf16", "amx_tile") if f in flags]
+    return f"{name} ({', '.join(bf16) if bf16 else 'no avx512_bf16, no AMX'}), {os.cpu_count()} CPUs"
+
+
+def load() -> str:
+    try:
+        return " ".join(f"{v:.2f}" for v in os.getloadavg()) + " (1, 5, 15 min)"
+    except OSError:
+        return "unknown"
 
 
 def main() -> None:
@@ -133,7 +162,8 @@ def main() -> None:
             make_coders(Path(tmp), args.kinds, args.hookpoint, args.expansion, args.k, PACKAGED)
             what = f"random, {', '.join(args.kinds)} at {args.hookpoint}, {576 * args.expansion} latents, k={args.k}"
         print(f"coders: {what}; batches of {args.batch_contexts} x 256 tokens; device {args.device}, "
-              f"{args.threads} threads")
+              f"{args.threads} threads; {cpu_line()}")
+        print(f"load average at start: {load()}")
         results = []
         for n in args.tokens:
             frac = args.heldout_fraction if args.heldout_fraction is not None else (1.0 if n > 300_000 else 0.3)
@@ -156,6 +186,14 @@ def main() -> None:
                        f"encode + bookkeeping = +{100 * extra / r['bare_s']:.1f}% of it, " \
                        f"mining loop / bare = {loop / r['bare_s']:.3f} (+{100 * (loop / r['bare_s'] - 1):.1f}%)"
             msg += f"; peak RSS {r['peak_rss_mib']:,.0f} MiB"
+            sel = r.get("selection", "")
+            if r.get("fallback") is not None:
+                sel += f", {r['fallback']:.1%} of rows recomputed"
+            for au in r.get("auto") or []:
+                if au.get("dense_s_per_row"):
+                    sel += (f"; auto chose {'candidates' if au['candidates'] else 'dense'} (dense "
+                            f"{au['dense_s_per_row'] * 1e6:.1f} vs candidates {au['candidates_s_per_row'] * 1e6:.1f} us/row)")
+            msg += f"; encoder selection: {sel}; load average after: {load()}"
             print(msg, flush=True)
         if len(results) >= 2:
             a, b = results[0], results[-1]

@@ -8,11 +8,16 @@ from the median step (and the mean) and peak RSS. sparsify runs from a separate 
 
 Per latent count it also times the dense fp32 encoder product `x @ W_enc` for one batch alone: a
 training step that forms that product cannot be faster, so batch / that time is the bound (tokens/s)
-and each trainer's fraction of it says how much the step costs beyond the product. interp-eval's
-default selection (INTERP_EVAL_ENCODE=auto) on CPUs with AMX forms the product in bf16 only to pick
-candidates, proves the fp32 top-k among them and rescores them in fp32 (interp_eval/coders/topk.py),
-so it can pass the fp32 bound; the SAE and BAE are run a second time with the selection forced to
-dense fp32 (`--fp32-select`) to show both.
+and each trainer's fraction of it says how much the step costs beyond the product. Beside it, the
+bf16 product the candidate selection forms instead (x^ @ W^ with the bias and two slack columns,
+d_in + 3 padded to 32, in bf16), timed the same way. interp-eval's default selection
+(INTERP_EVAL_ENCODE=auto) on CPUs with AVX512-BF16 or AMX tries both selections on its first calls
+and keeps the faster (interp_eval/coders/topk.py); the bf16 one forms the product in bf16 only to
+pick candidates, proves the fp32 top-k among them and rescores them in fp32, so it can pass the fp32
+bound. The interp-eval workers warm up until that choice is made, then time their steps; the SAE and
+BAE are run a second time with the selection forced to dense fp32 (`--fp32-select`) to show both.
+interp-eval's workers keep freed memory for reuse (interp_eval/subject/allocator.py) as its trainer
+does (`train_coder`); `--no-reuse` runs them with glibc's defaults.
 
     python bench/train_throughput.py                          # d=576, k=32, batch 4096, M = 4608 and 36864
     python bench/train_throughput.py --latents 4608 --steps 10
@@ -45,21 +50,29 @@ def batches():
         i += 1
 if args["impl"] == "bound":
     # the dense encoder product alone, in both weight layouts ([d, M] and the transpose of [M, d],
-    # nn.Linear's); the faster one sets the bound
+    # nn.Linear's); the faster one sets the bound. Then the bf16 product of the candidate selection
+    # ([M, d + 3] padded to 32 columns, as interp_eval/coders/topk.py forms it), for comparison.
     times = {}
-    for layout in ("d_by_m", "m_by_d_t"):
-        w = torch.randn(d, m) / d**0.5 if layout == "d_by_m" else (torch.randn(m, d) / d**0.5).T
-        xb = x[:b]
+    d_pad = -(-(d + 3) // 32) * 32
+    for layout in ("d_by_m", "m_by_d_t", "bf16"):
+        if layout == "bf16":
+            w = (torch.randn(m, d_pad) / d**0.5).bfloat16().T
+            xs = torch.nn.functional.pad(x, (0, d_pad - d)).bfloat16()
+        else:
+            w = torch.randn(d, m) / d**0.5 if layout == "d_by_m" else (torch.randn(m, d) / d**0.5).T
+            xs = x
+        xb = xs[:b]
         for _ in range(args["warmup"]):
             xb @ w
         ts = []
         for i in range(args["reps"]):
-            xb = x[(i % 4) * b:(i % 4 + 1) * b]
+            xb = xs[(i % 4) * b:(i % 4 + 1) * b]
             t = time.perf_counter(); xb @ w; ts.append(time.perf_counter() - t)
         times[layout] = sorted(ts)[len(ts) // 2]
+    bf16 = times.pop("bf16")
     best = min(times.values())
     print(json.dumps({"tokens_per_s": b / best, "seconds": best, "layouts": {k: b / v for k, v in times.items()},
-                      "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+                      "bf16_seconds": bf16, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
     sys.exit(0)
 if args["impl"] == "sparsify":
     from sparsify import SparseCoder, SparseCoderConfig
@@ -78,6 +91,9 @@ if args["impl"] == "sparsify":
         model.set_decoder_norm_to_unit_norm()
 else:
     sys.path.insert(0, args["root"])
+    if args["reuse"]:  # as train_coder does
+        from interp_eval.subject.allocator import reuse_freed_memory
+        reuse_freed_memory()
     from interp_eval.coders.coder import CODER_KINDS, CoderConfig, SparseCoder, fvu
     from interp_eval.coders.optim import Optimizer
     kind, act = CODER_KINDS[args["impl"]]
@@ -95,6 +111,14 @@ else:
 it = batches()
 for _ in range(args["warmup"]):
     step(next(it))
+warm_extra = 0
+if args["impl"] != "sparsify":
+    from interp_eval.coders import topk as topk_mod
+    # "auto" tries both selections on its first calls: warm up until it has chosen (at most 8 more steps)
+    while topk_mod.auto_pending() and warm_extra < 8:
+        step(next(it)); warm_extra += 1
+    for key in topk_mod.CANDIDATE_STATS:
+        topk_mod.CANDIDATE_STATS[key] = 0  # count the timed steps' rows only
 ts = []
 for _ in range(args["steps"]):
     xb = next(it)
@@ -104,8 +128,10 @@ extra = {}
 if args["impl"] != "sparsify":
     from interp_eval.coders import topk as topk_mod
     st = topk_mod.CANDIDATE_STATS
+    auto = [c.summary() for c in topk_mod.AUTO_CHOICES.values()]
     extra = {"selection": "bf16 candidates" if st["rows"] else "dense fp32",
-             "fallback": st["fallback_rows"] / st["rows"] if st["rows"] else None}
+             "fallback": st["fallback_rows"] / st["rows"] if st["rows"] else None,
+             "auto": auto[0] if auto else None, "warmup_extra": warm_extra}
 print(json.dumps({"tokens_per_s": b / median, "mean_tokens_per_s": len(ts) * b / sum(ts),
                   "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, **extra}))
 """
@@ -121,7 +147,7 @@ TRAINERS = (
 def run(impl: str, python: str, a: argparse.Namespace, latents: int, steps: int, warmup: int,
         encode: str = "auto") -> dict:
     args = dict(impl=impl, d=a.d, latents=latents, k=a.k, batch=a.batch, steps=steps, warmup=warmup, reps=a.bound_reps,
-                optimizer=a.optimizer, threads=a.threads, root=str(ROOT))
+                optimizer=a.optimizer, threads=a.threads, root=str(ROOT), reuse=not a.no_reuse)
     out = subprocess.run([python, "-c", WORKER, json.dumps(args)], capture_output=True, text=True,
                          env={**os.environ, "SPARSIFY_DISABLE_TRITON": "1", "INTERP_EVAL_ENCODE": encode})
     if out.returncode != 0:
@@ -143,6 +169,29 @@ BOUND_TARGET = 0.60
 BOUND_TRAINERS = ("sae", "bae")
 
 
+def cpu_line() -> str:
+    """The CPU's model name and its bf16 features (what interp-eval's "auto" selection looks at)."""
+    name, flags = "unknown CPU", set()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() == "model name":
+                name = value.strip()
+            elif key.strip() == "flags":
+                flags = set(value.split())
+    except OSError:
+        pass
+    bf16 = [f for f in ("avx512_bf16", "amx_bf16", "amx_tile") if f in flags]
+    return f"{name} ({', '.join(bf16) if bf16 else 'no avx512_bf16, no AMX'}), {os.cpu_count()} CPUs"
+
+
+def load() -> str:
+    try:
+        return " ".join(f"{v:.2f}" for v in os.getloadavg()) + " (1, 5, 15 min)"
+    except OSError:
+        return "unknown"
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--d", type=int, default=576)
@@ -159,9 +208,12 @@ def main() -> None:
     p.add_argument("--fp32-select", nargs="*", default=list(BOUND_TRAINERS), choices=[t for t, _ in TRAINERS],
                    help="also run these trainers with the encoder's selection forced to dense fp32 "
                         "(INTERP_EVAL_ENCODE=fp32), for comparison with the default (auto) selection")
+    p.add_argument("--no-reuse", action="store_true",
+                   help="run interp-eval's workers with glibc's allocator defaults (train_coder keeps freed memory)")
     p.add_argument("--sparsify-python", default=str(ROOT / ".venv-bench" / "bin" / "python"))
     a = p.parse_args()
-    print(f"d={a.d} k={a.k} batch={a.batch} optimizer={a.optimizer} threads={a.threads}, fp32 CPU")
+    print(f"d={a.d} k={a.k} batch={a.batch} optimizer={a.optimizer} threads={a.threads}, fp32 CPU; {cpu_line()}")
+    print(f"load average at start: {load()}")
     results: dict[int, dict[str, dict]] = {}
     for m in a.latents:
         steps, warmup = schedule(m, a)
@@ -178,7 +230,9 @@ def main() -> None:
         layouts = ", ".join(f"{k} {v:,.0f}" for k, v in bound["layouts"].items())
         print(f"\nlatents={m}  ({steps} timed steps after {warmup} warm-up)")
         print(f"encoder product x @ W_enc alone: {bound['seconds'] * 1e3:.0f} ms a batch -> bound {b:,.0f} tokens/s "
-              f"(layouts: {layouts})")
+              f"(layouts: {layouts}); the candidates' bf16 product {bound['bf16_seconds'] * 1e3:.0f} ms "
+              f"({bound['seconds'] / bound['bf16_seconds']:.2f}x faster)")
+        print(f"load average after this size: {load()}")
         print(f"{'trainer':<34}{'tokens/s':>10}{'vs sparsify':>13}{'of bound':>10}{'mean tok/s':>12}"
               f"{'peak RSS MB':>13}  selection")
         rows = [("sparsify", "sparsify TopK SAE")] + [t for t in TRAINERS if t[0] in res]
@@ -189,6 +243,10 @@ def main() -> None:
             sel = r.get("selection") or ""
             if r.get("fallback") is not None:
                 sel += f" ({r['fallback']:.1%} of rows recomputed)"
+            if r.get("auto") and r["auto"].get("dense_s_per_row"):
+                au = r["auto"]
+                sel += (f" [auto: dense {au['dense_s_per_row'] * 1e6:.0f} vs candidates "
+                        f"{au['candidates_s_per_row'] * 1e6:.0f} us/row]")
             print(f"{label:<34}{tps:>10,.0f}{tps / base:>12.2f}x{tps / b:>9.0%}{r['mean_tokens_per_s']:>12,.0f}"
                   f"{r['peak_rss_mb']:>13,.0f}  {sel}")
     print("\ntargets:")

@@ -146,12 +146,133 @@ def test_coder_encode_same_code_either_way(short, monkeypatch):
 def test_auto_mode_and_small_problems(monkeypatch):
     x, W_t, bias = _problem(n=100, m=256)
     monkeypatch.setattr(topk_mod, "ENCODE_PRECISION", "auto")
+    monkeypatch.setattr(topk_mod, "AUTO_CHOICES", {})
+    monkeypatch.setattr(topk_mod, "bf16_hardware", lambda device: True)
     assert not topk_mod.use_candidates(x, W_t, 8)  # too few rows to pay for converting W
     assert not topk_mod.use_candidates(x.double(), W_t.double(), 8)
+    assert not topk_mod.AUTO_CHOICES  # nothing to choose: no trial started
     monkeypatch.setattr(topk_mod, "ENCODE_PRECISION", "fp32")
     assert not topk_mod.use_candidates(torch.randn(4096, 48), W_t, 8)
     monkeypatch.setattr(topk_mod, "ENCODE_PRECISION", "bf16")
     assert topk_mod.use_candidates(x, W_t, 8) and not topk_mod.use_candidates(x, W_t, 64)  # M < 8k
+
+
+def test_bf16_hardware_is_a_cpu_question():
+    assert not topk_mod.bf16_hardware(torch.device("cuda"))
+    assert not topk_mod.bf16_hardware(torch.device("meta"))
+    assert isinstance(topk_mod.bf16_hardware(torch.device("cpu")), bool)
+
+
+class _Clock:
+    """A fake perf_counter for topk.py: each selection advances it by its set cost per row."""
+
+    def __init__(self):
+        self.now = 0.0
+
+    def perf_counter(self):
+        return self.now
+
+
+def _timed_paths(monkeypatch, dense_cost: float, cand_cost: float) -> list[str]:
+    """Make the two selections take dense_cost / cand_cost seconds a row on the fake clock (the
+    first call of each 10x as long, as a first call can be); returns the log of paths taken."""
+    clock, taken, inside = _Clock(), [], []
+    real_dense, real_cand = topk_mod.dense_topk, topk_mod.candidate_topk
+
+    def dense(x, W_t, bias, k):
+        if not inside:  # not the candidates' own recomputation of unproved rows
+            clock.now += dense_cost * x.shape[0] * (10 if "dense" not in taken else 1)
+            taken.append("dense")
+        return real_dense(x, W_t, bias, k)
+
+    def cand(x, W_t, bias, k, n_cand=None):
+        clock.now += cand_cost * x.shape[0] * (10 if "candidates" not in taken else 1)
+        taken.append("candidates")
+        inside.append(1)
+        try:
+            return real_cand(x, W_t, bias, k, n_cand)
+        finally:
+            inside.pop()
+
+    monkeypatch.setattr(topk_mod, "time", clock)
+    monkeypatch.setattr(topk_mod, "dense_topk", dense)
+    monkeypatch.setattr(topk_mod, "candidate_topk", cand)
+    monkeypatch.setattr(topk_mod, "ENCODE_PRECISION", "auto")
+    monkeypatch.setattr(topk_mod, "AUTO_CHOICES", {})
+    monkeypatch.setattr(topk_mod, "bf16_hardware", lambda device: True)
+    return taken
+
+
+@pytest.mark.parametrize("dense_cost,cand_cost,chosen", [
+    (2e-6, 1e-6, "candidates"),  # candidates twice as fast: kept
+    (1e-6, 2e-6, "dense"),  # slower: dense
+    (1.02e-6, 1e-6, "dense"),  # within AUTO_MARGIN: the plain path
+])
+def test_auto_tries_both_on_real_calls_then_keeps_the_faster(dense_cost, cand_cost, chosen, monkeypatch):
+    """"auto" on bf16 hardware alternates the selections (one untimed call of each, then AUTO_TRIALS
+    timed calls each), keeps the one with the lower time per row for every later call of that shape,
+    and every call returns the same code bit for bit (both paths canonical)."""
+    taken = _timed_paths(monkeypatch, dense_cost, cand_cost)
+    x, W_t, bias = _problem(n=300, m=1024)
+    k = 8
+    trial = 2 * (topk_mod.AUTO_TRIALS + 1)
+    outs = [topk_mod.encoder_topk(x, W_t, bias, k) for _ in range(trial + 3)]
+    assert taken[:trial] == ["candidates", "dense"] * (trial // 2)
+    assert taken[trial:] == [chosen] * 3
+    assert not topk_mod.auto_pending()
+    (choice,) = topk_mod.AUTO_CHOICES.values()
+    assert choice.candidates == (chosen == "candidates")
+    assert choice.summary()["dense_s_per_row"] == pytest.approx(dense_cost)
+    for v, i in outs[1:]:
+        assert torch.equal(i, outs[0][1]) and torch.equal(v, outs[0][0])
+    ref_v, ref_i = torch.topk(x @ W_t.T + bias, k, dim=-1)
+    _assert_same_up_to_fp32_ties(outs[0][1], ref_i, x.double() @ W_t.double().T + bias.double(), k)
+    # a second shape has its own trial; a batch below CANDIDATE_MIN_ROWS takes dense without one
+    topk_mod.encoder_topk(x, W_t[:512], bias[:512], k)
+    assert len(topk_mod.AUTO_CHOICES) == 2 and topk_mod.auto_pending()
+    taken.clear()
+    topk_mod.encoder_topk(x[:100], W_t, bias, k)
+    assert taken == ["dense"]
+
+
+def test_auto_without_bf16_hardware_is_dense_without_a_trial(monkeypatch):
+    taken = _timed_paths(monkeypatch, 2e-6, 1e-6)
+    monkeypatch.setattr(topk_mod, "bf16_hardware", lambda device: False)
+    x, W_t, bias = _problem(n=300, m=1024)
+    v, i = topk_mod.encoder_topk(x, W_t, bias, 8)
+    assert taken == ["dense"] and not topk_mod.AUTO_CHOICES
+    ref_v, ref_i = dense_topk(x, W_t, bias, 8)  # the module's own, not the timed wrapper
+    assert torch.equal(i, ref_i) and torch.equal(v, ref_v)
+
+
+def test_canonical_dense_is_the_candidates_code_bit_for_bit():
+    """The dense selection made canonical gives the same (values, indices) as the candidates, so
+    "auto" may pick either without changing a code."""
+    x, W_t, bias = _problem(n=500, m=2048, seed=3)
+    k = 16
+    cv, ci = candidate_topk(x, W_t, bias, k)
+    dv, di = topk_mod.canonical(dense_topk(x, W_t, bias, k)[1], x, W_t, bias)
+    same = (ci == di).all(1)
+    assert same.float().mean() > 0.99  # the rest: latents tied at the k-th value within fp32 rounding
+    _assert_same_up_to_fp32_ties(ci, di, x.double() @ W_t.double().T + bias.double(), k)
+    assert torch.equal(cv[same], dv[same])
+    assert (di.diff(dim=1) > 0).all()
+
+
+def test_flushed_denormals_stay_exact():
+    """Inputs so small that their products are denormal: bf16 dot-product units (AVX512-BF16, AMX)
+    flush them to zero, so the bf16 scores say nothing there. The bound's absolute terms fail those
+    rows' proofs and the dense fp32 path decides, so the selection is still the exact one."""
+    x, W_t, bias = _problem(n=300, m=1024, seed=4)
+    x[:100] *= 2.0**-128  # products ~1e-39: below the smallest normal
+    bias[:] = 0.0
+    k = 8
+    before = topk_mod.CANDIDATE_STATS["fallback_rows"]
+    v, i = candidate_topk(x, W_t, bias, k, n_cand=12)
+    assert topk_mod.CANDIDATE_STATS["fallback_rows"] - before >= 100
+    exact = x.double() @ W_t.double().T
+    _assert_same_up_to_fp32_ties(i, torch.topk(exact, k, dim=-1).indices, exact, k)
+    assert torch.equal(v, topk_mod.gather_dots(i, W_t, x)) and v[:100].abs().max() > 0
 
 
 def test_state_dict_is_in_saelens_layout():
@@ -206,3 +327,23 @@ def test_code_does_not_depend_on_candidate_count_or_fallbacks(monkeypatch):
     for v, i in runs[1:]:
         assert torch.equal(i, runs[0][1]) and torch.equal(v, runs[0][0])
     assert (runs[0][1].diff(dim=1) > 0).all()  # latents in ascending order
+
+
+def test_sampled_dots_are_per_pair_dot_products():
+    """gather_dots on CPU takes each (row, latent) entry as one dot product (torch's sampled_addmm):
+    the fp32 products to rounding, the same bits whatever else the row selects (the canonical codes
+    depend on that), and the embedding-bag kernel where the table is not contiguous."""
+    from interp_eval.coders.kernels import gather_dots, sampled_dots
+
+    x, W_t, _ = _problem(n=200, d=96, m=3000, seed=6)
+    g = torch.Generator().manual_seed(1)
+    idx = torch.stack([torch.randperm(3000, generator=g)[:40] for _ in range(200)])
+    got = sampled_dots(idx, W_t, x)
+    exact = (W_t.double()[idx] * x.double()[:, None, :]).sum(-1)
+    assert torch.allclose(got.double(), exact, rtol=1e-5, atol=1e-5)
+    assert torch.equal(gather_dots(idx, W_t, x), got)
+    assert torch.equal(sampled_dots(idx[:, 7:19].contiguous(), W_t, x), got[:, 7:19])  # subsets: same bits
+    assert torch.equal(sampled_dots(idx.flip(1), W_t, x), got.flip(1))  # order: same bits
+    strided = torch.cat([W_t, W_t], dim=1)[:, :96]  # not contiguous: the embedding-bag kernel
+    assert torch.allclose(gather_dots(idx, strided, x), got, rtol=1e-5, atol=1e-5)
+    assert gather_dots(idx[:0], W_t, x[:0]).shape == (0, 40)

@@ -42,8 +42,16 @@ def scatter_rows(indices: torch.Tensor, weights: torch.Tensor, rows: torch.Tenso
 
 def gather_dots(indices: torch.Tensor, table: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
     """[N, k] with out[n, j] = table[indices[n, j]] . rows[n]: the [N, M] product rows @ table^T read
-    only at the k selected columns of each row (an embedding bag's per-sample-weight gradient)."""
+    only at the k selected columns of each row. On CPU (fp32, fp64) a sampled product (`sampled_dots`),
+    elsewhere an embedding bag's per-sample-weight gradient. Either way each entry is one dot product
+    computed the same way whatever else the row selects (topk.py's canonical codes rely on it)."""
     n, k = indices.shape
+    if (rows.device.type == "cpu" and rows.dtype in (torch.float32, torch.float64) and table.dtype == rows.dtype
+            and table.is_contiguous()):
+        try:
+            return sampled_dots(indices, table, rows)
+        except (AttributeError, RuntimeError, NotImplementedError):  # sampled_addmm gone or changed
+            pass
     flat = indices.reshape(-1)
     try:
         offsets = torch.arange(0, n * k, k, device=flat.device)
@@ -52,6 +60,20 @@ def gather_dots(indices: torch.Tensor, table: torch.Tensor, rows: torch.Tensor) 
         return op(rows.contiguous(), table, flat, offsets, bag_of, 0, -1).view(n, k)
     except (AttributeError, RuntimeError, NotImplementedError):  # that private kernel gone
         return gather_dots_chunked(indices, table, rows)
+
+
+def sampled_dots(indices: torch.Tensor, table: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+    """gather_dots as torch.sparse.sampled_addmm: the product rows @ table^T sampled at a CSR pattern
+    holding the k indices of each row. Its CPU kernel takes each entry as one vectorised dot product of
+    two contiguous rows (table^T's transpose is table itself: no copy), 1.3-3x faster here than the
+    embedding-bag kernel, which calls BLAS once per entry (README, "Tuned constants (measured)")."""
+    n, k = indices.shape
+    crow = torch.arange(0, n * k + 1, k, device=indices.device)
+    with warnings.catch_warnings():  # "sparse CSR support is in beta"
+        warnings.simplefilter("ignore", UserWarning)
+        pattern = torch.sparse_csr_tensor(crow, indices.reshape(-1), torch.zeros(n * k, dtype=rows.dtype),
+                                          (n, table.shape[0]), check_invariants=False)
+        return torch.sparse.sampled_addmm(pattern, rows.contiguous(), table.T, beta=0.0).values().view(n, k)
 
 
 def gather_dots_chunked(indices: torch.Tensor, table: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:

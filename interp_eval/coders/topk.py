@@ -29,15 +29,38 @@ Candidates are the n_cand largest o_j; every other latent has o_j <= m (the smal
 A row is proved when its k-th fp32-rescored value, less the rescoring's own error (gamma |x'| max r),
 exceeds U.
 
-`ENCODE_PRECISION` (env INTERP_EVAL_ENCODE): "auto" uses bf16 candidates on CPUs with AMX for fp32
-coders and large enough batches, "bf16" forces them (any device), "fp32" never uses them.
+Flushed denormals. bf16 dot-product instructions (AVX512-BF16's vdpbf16ps, AMX's tdpbf16ps) treat
+denormal inputs as zero and flush denormal results: each of the d + 3 terms can lose up to 2^-126
+that way, and the inputs' flushed parts (|x_i| or |w_ij| below 2^-126) cost at most
+2^-126 sqrt(d + 3) (|x^| + r_j); the fp32 rescoring's underflow is smaller still. That absolute slack
+joins the bound (it is ~1e-35: it never decides a row, but the proof does not assume normal numbers).
+
+`ENCODE_PRECISION` (env INTERP_EVAL_ENCODE): "bf16" forces the candidates (any device), "fp32" never
+uses them, "auto" (the default) uses them for fp32 coders on CPU where they are measured to be faster.
+"auto" first asks whether the CPU runs bf16 products natively (x86: AVX512-BF16 or AMX; other
+architectures are not ruled out); if so, the first calls of each encoder shape alternate the two
+selections on their real batches (`AutoChoice`: one untimed call of each, then `AUTO_TRIALS` timed
+calls of each) and every later call takes the one with the lower time per row. While a shape can go
+either way its codes are made canonical on both paths (latents in ascending order, values the
+per-pair fp32 dot products `gather_dots` gives), so the choice, which depends on the machine's load
+while it is timed, changes nothing but the speed: the same codes bit for bit (but for latents tied
+at the k-th value within fp32 rounding, where either is a right answer).
+Why real calls rather than CPU flags alone: the flags say what the hardware has, not what torch's
+kernels do with it at this shape, nor what the path's own costs (converting W, selecting and
+rescoring candidates) add. Why real calls rather than a separate probe: a probe on a slice of rows
+overweights the path's per-call costs, and on a busy machine each of its parallel ops can wait for a
+descheduled thread; real calls measure what is kept, at no extra work. On the AMD EPYC (AVX512-BF16,
+no AMX) of this project's machines the bf16 product is 4x faster than the fp32 one (README, "Tuned
+constants (measured)").
 """
 
 from __future__ import annotations
 
 import math
 import os
+import platform
 import threading
+import time
 
 import torch
 
@@ -47,8 +70,11 @@ ENCODE_PRECISION = os.environ.get("INTERP_EVAL_ENCODE", "auto")
 ENCODE_CHUNK_ROWS = 512  # rows of the product computed at a time into the scratch block; 0: all at once
 CANDIDATE_CHUNK_ROWS = 1024  # the same for the bf16 scores (chosen by timing, as the other sizes here)
 CANDIDATE_MIN_ROWS = 256  # fewer rows than this: converting W to bf16 would cost more than it saves
+AUTO_TRIALS = 2  # "auto": timed calls of each selection (after one untimed) before choosing, per shape
+AUTO_MARGIN = 1.05  # "auto" keeps the candidates only if their time per row is this much below dense's
 _U = 2.0**-8  # bf16 unit roundoff
 _U32 = 2.0**-24  # fp32 unit roundoff
+_TINY = 2.0**-126  # smallest normal fp32 (and bf16): below it, bf16 dot-product units flush to zero
 
 _scratch = threading.local()  # per thread: reused buffers, keyed by role
 # rows handled by candidate_topk and how many of them needed the dense recomputation (for benches)
@@ -143,33 +169,110 @@ def dense_topk(x: torch.Tensor, W_t: torch.Tensor, bias: torch.Tensor, k: int) -
     return values, indices
 
 
-def fast_bf16(device: torch.device) -> bool:
-    """Whether bf16 products are much faster than fp32 here: CPUs with AMX tiles. (CUDA tensor cores
-    would be too, but torch may reduce bf16 partial sums in bf16 there, which the bound does not cover.)"""
+def bf16_hardware(device: torch.device) -> bool:
+    """Whether bf16 products can be faster than fp32 here: on x86, CPUs with AVX512-BF16 or AMX (without
+    either, torch converts bf16 to fp32 and the path only adds work); other CPUs are left to the timing.
+    Not CUDA: torch may reduce bf16 partial sums in bf16 there, which the bound does not cover."""
     if device.type != "cpu":
         return False
+    if platform.machine().lower() not in ("x86_64", "amd64", "i386", "i686", "x86"):
+        return True
     try:
-        return bool(torch.cpu._is_amx_tile_supported())
+        return bool(torch.cpu._is_amx_tile_supported() or torch.cpu._is_avx512_bf16_supported())
     except (AttributeError, RuntimeError):
         return False
 
 
-def use_candidates(x: torch.Tensor, W_t: torch.Tensor, k: int) -> bool:
+class AutoChoice:
+    """"auto"'s choice for one encoder shape: alternate the selections on the first calls, then keep
+    the faster. The first call of each path is not timed (scratch buffers, the product kernels' set-up,
+    the candidate count's first adaptation); then AUTO_TRIALS timed calls each, the fastest time per
+    row of each counting (a call slowed by the machine's other work does not)."""
+
+    def __init__(self) -> None:
+        self.calls = {False: 0, True: 0}
+        self.per_row: dict[bool, list[float]] = {False: [], True: []}
+        self.candidates: bool | None = None
+
+    def next(self) -> bool:
+        if self.candidates is not None:
+            return self.candidates
+        return self.calls[True] <= self.calls[False]  # candidates first, then alternate
+
+    def record(self, candidates: bool, seconds: float, rows: int) -> None:
+        if self.candidates is not None:
+            return
+        self.calls[candidates] += 1
+        if self.calls[candidates] > 1:
+            self.per_row[candidates].append(seconds / rows)
+        if min(len(t) for t in self.per_row.values()) >= AUTO_TRIALS:
+            self.candidates = min(self.per_row[False]) >= AUTO_MARGIN * min(self.per_row[True])
+
+    def summary(self) -> dict:
+        best = {("candidates" if c else "dense") + "_s_per_row": min(t) if t else None for c, t in self.per_row.items()}
+        return {"candidates": self.candidates, **best}
+
+
+# "auto": (device type, d, latents, k, threads) -> its AutoChoice
+AUTO_CHOICES: dict[tuple, AutoChoice] = {}
+
+
+def auto_pending() -> bool:
+    """Whether some encoder shape is still alternating its selections (benches warm up until not)."""
+    return any(c.candidates is None for c in AUTO_CHOICES.values())
+
+
+def _eligible(x: torch.Tensor, W_t: torch.Tensor, k: int) -> bool:
+    """Whether the candidates can run here at all (fp32, no autocast, at least 8k latents)."""
     if ENCODE_PRECISION == "fp32" or x.dtype != torch.float32 or W_t.dtype != torch.float32:
         return False
-    if torch.is_autocast_enabled(x.device.type) or W_t.shape[0] < 8 * k:
+    return not torch.is_autocast_enabled(x.device.type) and W_t.shape[0] >= 8 * k
+
+
+def _auto(x: torch.Tensor, W_t: torch.Tensor, k: int) -> AutoChoice | None:
+    """This call's AutoChoice under "auto" (None: dense, no choice to make)."""
+    if ENCODE_PRECISION != "auto" or x.shape[0] < CANDIDATE_MIN_ROWS or not bf16_hardware(x.device):
+        return None
+    key = (x.device.type, x.shape[1], W_t.shape[0], k, torch.get_num_threads())
+    return AUTO_CHOICES.setdefault(key, AutoChoice())
+
+
+def use_candidates(x: torch.Tensor, W_t: torch.Tensor, k: int) -> bool:
+    """Whether the next call at this shape takes the candidates (under "auto": the choice made, or the
+    path whose turn it is while both are tried)."""
+    if not _eligible(x, W_t, k):
         return False
     if ENCODE_PRECISION == "bf16":
         return True
-    return x.shape[0] >= CANDIDATE_MIN_ROWS and fast_bf16(x.device)
+    auto = _auto(x, W_t, k)
+    return auto is not None and auto.next()
+
+
+def canonical(indices: torch.Tensor, x: torch.Tensor, W_t: torch.Tensor, bias: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(values, indices) of the selected latents as candidate_topk returns them: latents in ascending
+    order, values the per-pair fp32 dot products of gather_dots plus the bias."""
+    indices = indices.sort(dim=1).values
+    return gather_dots(indices, W_t, x).add_(bias[indices]), indices
 
 
 def encoder_topk(x: torch.Tensor, W_t: torch.Tensor, bias: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
     """(values, indices) of the k largest entries of each row of x @ W_t^T + bias, unsorted: the
     verified bf16-candidate path where it pays (see the module doc), the dense fp32 path otherwise."""
-    if use_candidates(x, W_t, k):
+    if not _eligible(x, W_t, k):
+        return dense_topk(x, W_t, bias, k)
+    if ENCODE_PRECISION == "bf16":
         return candidate_topk(x, W_t, bias, k)
-    return dense_topk(x, W_t, bias, k)
+    auto = _auto(x, W_t, k)
+    if auto is None:
+        return dense_topk(x, W_t, bias, k)
+    candidates = auto.next()
+    t = time.perf_counter()
+    if candidates:
+        out = candidate_topk(x, W_t, bias, k)
+    else:  # canonical, so that the codes do not depend on the choice (module doc)
+        out = canonical(dense_topk(x, W_t, bias, k)[1], x, W_t, bias)
+    auto.record(candidates, time.perf_counter() - t, x.shape[0])
+    return out
 
 
 def _rounding_norms(Wb: torch.Tensor, W: torch.Tensor, rows: int = 4096) -> torch.Tensor:
@@ -185,6 +288,11 @@ def _rounding_norms(Wb: torch.Tensor, W: torch.Tensor, rows: int = 4096) -> torc
     return out
 
 
+def _first_count(k: int, m: int) -> int:
+    """An encoder's first candidate count (see _n_cand)."""
+    return k + k // 4 if m <= 16_384 else 2 * k
+
+
 def candidate_topk(
     x: torch.Tensor, W_t: torch.Tensor, bias: torch.Tensor, k: int, n_cand: int | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -192,7 +300,7 @@ def candidate_topk(
     n, d = x.shape
     m = W_t.shape[0]
     key = (W_t.data_ptr(), m, k)
-    kc = min(m, n_cand or _n_cand.get(key, k + k // 4 if m <= 16_384 else 2 * k))
+    kc = min(m, n_cand or _n_cand.get(key, _first_count(k, m)))
     dev = x.device
     d_pad = -(-(d + 3) // 32) * 32  # bias and two slack columns, then zeros to whole AMX tiles of 32
     gamma = (d + 3) * _U32 / (1 - (d + 3) * _U32)
@@ -229,7 +337,9 @@ def candidate_topk(
             v, j = topk_rows(o, kc, block=select_block(m))
             cand[i : i + c] = j
             bound[i : i + c] = v.amin(1).float()
-        bound += bound.abs() * (_U / (1 - _U)) + rescore_err
+        # flushed denormals (module doc): per-term flushes, and the inputs' flushed parts
+        flushed = _TINY * ((d + 4) + math.sqrt(d + 3) * (xb_norm + r.max()))
+        bound += bound.abs() * (_U / (1 - _U)) + rescore_err + flushed
 
     z = gather_dots(cand, W_t, x).add_(bias[cand])  # fp32 scores of the candidates
     values, j = torch.topk(z, k, dim=-1, sorted=False)

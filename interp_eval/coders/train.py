@@ -16,6 +16,7 @@ from ..config_fields import NOT_AN_OPTION
 from ..distributed import DistInfo, all_reduce
 from ..errors import UserError
 from ..subject.activations import ActivationCache
+from ..subject.allocator import reuse_freed_memory
 from ..progress import progress_bar
 from .coder import CODER_KINDS, CoderConfig, Encoded, SparseCoder, fvu
 from .optim import Optimizer, default_lr
@@ -142,6 +143,11 @@ def train_coder(
     `on_step(row)` is called after every step with that step's metrics (for notebooks and loggers).
     """
     d = dist_info or DistInfo()
+    # each step allocates its [latents, d_in] gradients afresh (85 MB each at 36,864 latents, above
+    # glibc's mmap threshold): without reuse, every step faults ~460 MB back in (115k page faults a step
+    # there). The train stage has this on already (loading the subject model turns it on); a notebook
+    # that trains from a cache gets it here.
+    reuse_freed_memory()
     ccfg = cfg.coder_config(cache.d_in, cache.d_out, model_name)
     torch.manual_seed(cfg.seed)
     coder = SparseCoder(ccfg, device=device, seed=cfg.seed)
