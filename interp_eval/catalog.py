@@ -239,9 +239,12 @@ Kinds, per latent:
   200) of the latent's activating windows. The sample, sorted by window max activation, is cut into
   10 equal-count bins (the `quantile` column); each bin gives n_explain/10 (4) explanation and
   n_test/10 (5) test windows, so 40 + 50 by default, over the same quantiles and disjoint by
-  construction. A latent with fewer sampled windows than n_explain + n_test splits them in the same
-  proportion (per-bin counts capped by the bin's size, so a few may go unused). Binary coders have
-  no activation order: their windows are sampled uniformly and `quantile` is null.
+  construction. A latent with fewer sampled windows than n_explain + n_test splits all of them in the
+  same proportion, at least one of each once it has two. A bin's share that it cannot hold (a total
+  below 10 lands in the upper bins; a small sample leaves bins empty or short) goes to the bins that
+  can, highest first, so every latent gets its full counts (an `ok` latent with 2+ sampled windows
+  has explanation and test windows whenever both counts are 1+). Binary coders have no activation order: their windows are sampled uniformly and
+  `quantile` is null.
 - `random_negative` / `test`: `--n-negative` (50) windows in which the latent fires at no token,
   taken from one uniform random pool of windows (`--negative-pool`, 500) whose full codes are kept,
   so "does not fire" is read from the recorded activations, not assumed. Dead latents get none

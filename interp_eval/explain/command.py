@@ -32,6 +32,7 @@ def explain(run: Path = run_option("Run directory with mined latents."), *, cfg:
     typer.echo(
         f"{explainer}: explained {out['explained']} latents, {out['failed']} failed, {out['already_done']} already done; "
         f"not explained: {out['too_rare']} too rare, {out['dead']} dead"
+        + (f", {out['no_windows']} without explanation windows (see explanations.parquet's failure)" if out["no_windows"] else "")
     )
     for r in out["diversity"].itertuples():
         typer.echo(f"  {r.coder}: {r.distinct} distinct explanations of {r.explained} ({r.diversity:.0%}), "

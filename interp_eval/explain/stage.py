@@ -7,7 +7,8 @@ Two explainers (`ExplainConfig.explainer`):
   the bad answer) up to `max_retries` times, then recorded as a failure (llm/ask.py).
 - `token-table`: no LLM; the most frequent marked tokens with their counts (tokens.py).
 
-Both see only `split == "explain"` windows (never test windows). A row's key is (coder, latent,
+Both see only `split == "explain"` windows (never test windows); a selected latent with none gets a failed row
+saying what to change (`no_windows` in the counts) and the stage goes on. A row's key is (coder, latent,
 explainer): both explainers' explanations of a latent live side by side. A re-run skips latents
 already explained by the same explainer, model and prompt version and retries failures: a provider
 error is asked again, an answer that never parsed gets new corrective turns after its cached ones;
@@ -20,6 +21,7 @@ the stage ends; a crashed run's parts count as done.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -34,7 +36,9 @@ from ..errors import UserError
 from ..llm import LLMConfig, LLMRequest, LLMResponse, make_client
 from ..llm.ask import Question, ask_each
 from ..llm.client import dry_run as llm_dry_run
-from ..catalog import CONTEXTS, EXPLAIN_PARTS, EXPLAINERS, EXPLANATIONS, LATENTS, LLM_USAGE, SPLIT_EXPLAIN, STATUS_OK, WINDOWS
+from ..catalog import (
+    CONTEXTS, EXPLAIN_PARTS, EXPLAINERS, EXPLANATIONS, LATENTS, LLM_USAGE, RUN_JSON, SPLIT_EXPLAIN, STATUS_OK, WINDOWS,
+)
 from ..catalog import EXPLAINER_LLM as LLM, EXPLAINER_TOKEN_TABLE as TOKEN_TABLE
 from ..mining.outputs import mismatch_lines
 from ..llm.usage import CallTag, ledger_rows
@@ -140,7 +144,9 @@ def _llm_failure(last: LLMResponse, copied: str | None, attempts: int) -> str:
 
 def run_explain_stage(run: str | Path, cfg: ExplainConfig | None = None, llm_cfg: LLMConfig | None = None,
                       dry_run: bool = False) -> dict:
-    """Explain the selected latents; returns counts (explained, failed, already_done, too_rare, dead) and diversity.
+    """Explain the selected latents; returns counts (explained, failed, already_done, no_windows, too_rare, dead) and
+    diversity. `no_windows`: selected latents with no explanation windows, written as failed rows that say what to
+    change; they do not stop the stage nor count in `failed` (a re-run cannot help them).
 
     `llm_cfg` is only read by the `llm` explainer (None: the default, the offline local model).
     """
@@ -171,17 +177,20 @@ def run_explain_stage(run: str | Path, cfg: ExplainConfig | None = None, llm_cfg
     by_latent = {key: grp for key, grp in explain_rows.groupby(["coder", "latent"])}
     binary = dict(zip(latents["coder"], latents["binary"]))
     todo: list[tuple[str, int, list[Window]]] = []
+    no_windows: list[tuple[str, int]] = []  # nothing to explain from: failed rows, counted apart (see _no_windows_failure)
     for coder, latent in zip(chosen["coder"], chosen["latent"].astype(int)):
         if (coder, latent) in done:
             continue
         group = by_latent.get((coder, latent))
         if group is None or group.empty:
-            raise UserError(f"{CONTEXTS} has no explanation windows for {coder} latent {latent}: re-run `interp-eval mine`")
+            no_windows.append((coder, latent))
+            continue
         todo.append((coder, latent, _windows_of(group, windows)))
     counts = {
         "explainer": cfg.explainer,
         "selected": len(chosen),
-        "already_done": len(chosen) - len(todo),
+        "already_done": len(chosen) - len(todo) - len(no_windows),
+        "no_windows": len(no_windows),
         "too_rare": int((latents["status"] == "too_rare").sum()),
         "dead": int((latents["status"] == "dead").sum()),
     }
@@ -193,6 +202,11 @@ def run_explain_stage(run: str | Path, cfg: ExplainConfig | None = None, llm_cfg
         est = llm_dry_run(llm_cfg, requests).to_dict() if cfg.explainer == LLM else None
         return {**counts, "dry_run": est}
     log.info("explaining %d latents with %s (%d already done)", len(todo), model, counts["already_done"])
+    if no_windows:
+        why = _no_windows_failure(rd)
+        log.warning("%d selected latents have no explanation windows in %s (first: %s latent %d); recorded as failures, "
+                    "the others are explained: %s", len(no_windows), CONTEXTS, *no_windows[0], why)
+        _write(store, [_row(c, lat, cfg.explainer, model, version, 0, None, why) for c, lat in no_windows], mine_config)
     if cfg.explainer == TOKEN_TABLE:
         rows = []
         for c, lat, w in todo:
@@ -214,6 +228,22 @@ def run_explain_stage(run: str | Path, cfg: ExplainConfig | None = None, llm_cfg
         log.info("%s / %s: %d distinct explanations of %d explained latents (diversity %.2f), %d few-shot copies",
                  r.coder, r.explainer, r.distinct, r.explained, r.diversity, r.fewshot_copies)
     return {**counts, "explained": len(todo) - failed, "failed": failed, "usage": usage, "diversity": div}
+
+
+def _no_windows_failure(rd: RunDir) -> str:
+    """The failure of a selected latent without explanation windows, saying what to change: neither a re-run of
+    explain nor one of mine with the same settings (skipped as already complete) gives it any."""
+    try:
+        n_explain = json.loads(rd.path(RUN_JSON).read_text())["stages"]["mine"]["sampling"]["n_explain"]
+    except (OSError, ValueError, KeyError, TypeError):
+        n_explain = None  # a hand-made run
+    head = f"no explanation windows in {CONTEXTS}"
+    if n_explain == 0:
+        return f"{head}: mined with --n-explain 0; mine again with --n-explain 1 or more"
+    if n_explain is not None:
+        return (f"{head} although mined with --n-explain {n_explain}: an earlier interp-eval could lose them when "
+                f"--n-explain is below --n-quantiles; mine again with `interp-eval mine --force` (or raise --n-explain)")
+    return f"{head}: mine with --n-explain 1 or more (`interp-eval mine --force` to mine again with the same settings)"
 
 
 def _explanations(rd: RunDir) -> PartedTable:

@@ -58,6 +58,37 @@ def _rows(latents, wins, kind, split, quantile, rank, acts, maxes) -> dict[str, 
     }
 
 
+def _per_bin(total: torch.Tensor, room: torch.Tensor) -> torch.Tensor:
+    """[L, nb] counts, each within `room`, summing to min(total, room's row sum): the even split
+    total*(q+1)//nb - total*q//nb, with what a bin has no room for handed to the bins that have, one per bin
+    per round, highest bin first.
+
+    The even split puts a total below nb in the upper bins; a latent with fewer sampled windows than bins has
+    some of those empty, and capping alone lost their share (an `ok` latent could get no explanation or no
+    test window). Where every bin has room (e.g. n_explain 20 + n_test 10 and 30+ sampled windows), nothing
+    is handed on: the split is the plain even one.
+    """
+    nb = room.shape[1]
+    qs = torch.arange(nb)[None, :]
+    want = (total[:, None] * (qs + 1)) // nb - (total[:, None] * qs) // nb
+    got = torch.minimum(want, room)
+    short = ((got.sum(1) < total) & (got < room).any(1)).nonzero().squeeze(1)  # rows with a share to hand on
+    if short.numel() == 0:
+        return got
+    g, r = got[short], room[short]
+    left = total[short] - g.sum(1)
+    while True:
+        open_ = (g < r) & (left > 0)[:, None]
+        if not open_.any():
+            break
+        above = open_.flip(1).long().cumsum(1).flip(1)  # open bins at or above q
+        add = open_ & (above <= left[:, None])
+        g += add
+        left -= add.sum(1)
+    got[short] = g
+    return got
+
+
 @torch.no_grad()
 def select_rows(state: CoderState, sampling: Sampling, binary: bool, lo: int = 0, hi: int | None = None) -> Rows:
     """The top, explain, test and negative rows of latents [lo, hi), ordered by latent then kind."""
@@ -98,13 +129,13 @@ def select_rows(state: CoderState, sampling: Sampling, binary: bool, lo: int = 0
     i_in_bin = torch.arange(R)[None, :] - start.gather(1, q_s)
     full = n >= s.n_explain + s.n_test
     tot = max(s.n_explain + s.n_test, 1)
-    n_exp = torch.where(full, torch.full_like(n, s.n_explain), n * s.n_explain // tot)
+    # too few for both: split in proportion, but at least one of each when there are two windows
+    few = (n * s.n_explain // tot).clamp(max=n - ((n >= 2) & (s.n_test > 0)).long())
+    few = torch.maximum(few, (n > 0).long() * min(s.n_explain, 1))
+    n_exp = torch.where(full, torch.full_like(n, s.n_explain), few)
     n_tst = torch.where(full, torch.full_like(n, s.n_test), n - n_exp)
-    qs = torch.arange(nb)[None, :]
-    e = (n_exp[:, None] * (qs + 1)) // nb - (n_exp[:, None] * qs) // nb
-    t = (n_tst[:, None] * (qs + 1)) // nb - (n_tst[:, None] * qs) // nb
-    e = torch.minimum(e, size)
-    t = torch.minimum(t, size - e)
+    e = _per_bin(n_exp, size)
+    t = _per_bin(n_tst, size - e)
     e_s, t_s = e.gather(1, q_s), t.gather(1, q_s)
     is_exp = valid_s & (i_in_bin < e_s)
     is_tst = valid_s & (i_in_bin >= e_s) & (i_in_bin < e_s + t_s)
