@@ -19,8 +19,15 @@ BAE are run a second time with the selection forced to dense fp32 (`--fp32-selec
 interp-eval's workers keep freed memory for reuse (interp_eval/subject/allocator.py) as its trainer
 does (`train_coder`); `--no-reuse` runs them with glibc's defaults.
 
+On a machine shared with other work, separate runs of each trainer see different loads.
+`--interleaved N` instead builds every trainer in one process (the sparsify venv's Python, with
+interp-eval on its path) and times N rounds of one step each, in turn, so all see the same load; it
+reports the median step of each and the median over rounds of each step's ratio to sparsify's step
+in the same round. There, the allocator setting (`--no-reuse`) applies to sparsify too.
+
     python bench/train_throughput.py                          # d=576, k=32, batch 4096, M = 4608 and 36864
     python bench/train_throughput.py --latents 4608 --steps 10
+    python bench/train_throughput.py --latents 36864 --interleaved 7   # on a busy machine
 """
 
 from __future__ import annotations
@@ -114,8 +121,8 @@ for _ in range(args["warmup"]):
 warm_extra = 0
 if args["impl"] != "sparsify":
     from interp_eval.coders import topk as topk_mod
-    # "auto" tries both selections on its first calls: warm up until it has chosen (at most 8 more steps)
-    while topk_mod.auto_pending() and warm_extra < 8:
+    # "auto" tries both selections on its first calls: warm up until it has chosen (at most 16 more steps)
+    while topk_mod.auto_pending() and warm_extra < 16:
         step(next(it)); warm_extra += 1
     for key in topk_mod.CANDIDATE_STATS:
         topk_mod.CANDIDATE_STATS[key] = 0  # count the timed steps' rows only
@@ -135,6 +142,99 @@ if args["impl"] != "sparsify":
 print(json.dumps({"tokens_per_s": b / median, "mean_tokens_per_s": len(ts) * b / sum(ts),
                   "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, **extra}))
 """
+
+INTERLEAVED = r"""
+import json, os, sys, time
+os.environ.setdefault("SPARSIFY_DISABLE_TRITON", "1")
+import torch
+args = json.loads(sys.argv[1])
+sys.path.insert(0, args["root"])
+torch.manual_seed(0)
+torch.set_num_threads(args["threads"])
+if args["reuse"]:
+    from interp_eval.subject.allocator import reuse_freed_memory
+    reuse_freed_memory()
+from sparsify import SparseCoder as SparsifyCoder, SparseCoderConfig
+from interp_eval.coders.coder import CODER_KINDS, CoderConfig, SparseCoder, fvu
+from interp_eval.coders.optim import Optimizer
+from interp_eval.coders import topk as topk_mod
+d, m, k, b = args["d"], args["latents"], args["k"], args["batch"]
+x = torch.randn(b * 4, d)
+sp = SparsifyCoder(d, SparseCoderConfig(num_latents=m, k=k))
+sp_opt = torch.optim.Adam(sp.parameters(), lr=1e-4)
+def sparsify_step(xb):
+    out = sp(xb)
+    out.fvu.backward()
+    sp.remove_gradient_parallel_to_decoder_directions()
+    sp_opt.step(); sp_opt.zero_grad()
+    sp.set_decoder_norm_to_unit_norm()
+def ours(impl, precision):
+    kind, act = CODER_KINDS[impl]
+    model = SparseCoder(CoderConfig(kind, act, d, m, k), seed=0)
+    opt = Optimizer(model.parameters(), "adam", 1e-4, 10_000, 0)
+    def step(xb):
+        topk_mod.ENCODE_PRECISION = precision
+        y_hat, _ = model(xb)
+        fvu(xb, y_hat).backward()
+        model.remove_gradient_parallel_to_decoder_directions()
+        opt.step(); opt.zero_grad()
+        model.set_decoder_norm_to_unit_norm()
+    return step
+w = (torch.randn(m, d) / d**0.5).T
+steps = {"sparsify": sparsify_step, "bound": lambda xb: xb @ w}
+for impl in args["impls"]:
+    steps[impl] = ours(impl, "auto")
+for impl in args["fp32"]:
+    steps[impl + "/fp32"] = ours(impl, "fp32")
+i = 0
+def batch():
+    global i
+    i += 1
+    return x[(i % 4) * b:(i % 4 + 1) * b]
+for _ in range(args["warmup"]):
+    for f in steps.values():
+        f(batch())
+extra = 0
+while topk_mod.auto_pending() and extra < 16:  # "auto" tries both selections on its first calls
+    for impl in args["impls"]:
+        steps[impl](batch())
+    extra += 1
+times = {n: [] for n in steps}
+for _ in range(args["rounds"]):
+    for n, f in steps.items():
+        xb = batch()
+        t = time.perf_counter(); f(xb); times[n].append(time.perf_counter() - t)
+print(json.dumps({"times": times, "load": os.getloadavg(),
+                  "auto": [c.summary() for c in topk_mod.AUTO_CHOICES.values()]}))
+"""
+
+
+def interleaved(a: argparse.Namespace, latents: int) -> None:
+    impls = [t for t, _ in TRAINERS if a.only is None or t in a.only]
+    fp32 = [t for t in a.fp32_select if t in impls]
+    args = dict(d=a.d, latents=latents, k=a.k, batch=a.batch, threads=a.threads, root=str(ROOT), reuse=not a.no_reuse,
+                impls=impls, fp32=fp32, rounds=a.interleaved, warmup=a.warmup if a.warmup is not None else 1)
+    out = subprocess.run([a.sparsify_python, "-c", INTERLEAVED, json.dumps(args)], capture_output=True, text=True,
+                         env={**os.environ, "SPARSIFY_DISABLE_TRITON": "1", "INTERP_EVAL_ENCODE": "auto"})
+    if out.returncode != 0:
+        raise SystemExit(f"interleaved run failed:\n{out.stderr[-2000:]}")
+    r = json.loads(out.stdout.strip().splitlines()[-1])
+    times = r["times"]
+    med = lambda v: sorted(v)[len(v) // 2]  # noqa: E731
+    base = times["sparsify"]
+    print(f"\nlatents={latents}, interleaved: {a.interleaved} rounds of one step each (after {args['warmup']} "
+          f"warm-up round(s) and auto's trials); load average at the end {' '.join(f'{v:.2f}' for v in r['load'])}")
+    for au in r["auto"]:
+        if au.get("dense_s_per_row"):
+            print(f"auto chose {'bf16 candidates' if au['candidates'] else 'dense fp32'}: dense "
+                  f"{au['dense_s_per_row'] * 1e6:.0f} vs candidates {au['candidates_s_per_row'] * 1e6:.0f} us/row")
+    print(f"{'trainer':<16}{'median step ms':>16}{'tokens/s':>10}{'vs sparsify (median of per-round ratios)':>42}"
+          f"{'min-max ratio':>16}")
+    for n, v in times.items():
+        ratios = sorted(s / t for s, t in zip(base, v))
+        print(f"{n:<16}{med(v) * 1e3:>16,.0f}{a.batch / med(v):>10,.0f}{med(ratios):>41.2f}x"
+              f"{ratios[0]:>9.2f}-{ratios[-1]:.2f}")
+
 
 TRAINERS = (
     ("sae", "interp-eval SAE (TopK)"),
@@ -211,9 +311,15 @@ def main() -> None:
     p.add_argument("--no-reuse", action="store_true",
                    help="run interp-eval's workers with glibc's allocator defaults (train_coder keeps freed memory)")
     p.add_argument("--sparsify-python", default=str(ROOT / ".venv-bench" / "bin" / "python"))
+    p.add_argument("--interleaved", type=int, default=0, metavar="ROUNDS",
+                   help="time all trainers in one process, one step each in turn, for this many rounds (Adam)")
     a = p.parse_args()
     print(f"d={a.d} k={a.k} batch={a.batch} optimizer={a.optimizer} threads={a.threads}, fp32 CPU; {cpu_line()}")
     print(f"load average at start: {load()}")
+    if a.interleaved:
+        for m in a.latents:
+            interleaved(a, m)
+        return
     results: dict[int, dict[str, dict]] = {}
     for m in a.latents:
         steps, warmup = schedule(m, a)
