@@ -233,10 +233,11 @@ def test_auc_from_logprobs_and_null_with_anthropic(llm_env, fast_config, run):
     scores = _read(run, "latent_scores")
     assert scores["auc"].isna().all() and (scores["n_probabilities"] == 0).all() and (scores["f1"] == 1).all()
     assert _read(run, "score_summary")["auc_mean"].isna().all()
-    # the system prompt + few-shot prefix is byte-identical in every call and marked for caching
+    # the hosted format's fixed prefix (its system prompt, no few-shot) is byte-identical in every call and marked
     bodies = [r.body for r in llm_env.log if r.endpoint == "messages"]
-    prefixes = {json.dumps([b["system"], b["messages"][:2]]) for b in bodies}
-    assert len(prefixes) == 1 and "cache_control" in json.dumps(bodies[0]["messages"][1])
+    prefixes = {json.dumps(b["system"]) for b in bodies}
+    assert len(prefixes) == 1 and "cache_control" in json.dumps(bodies[0]["system"])
+    assert all(len(b["messages"]) == 1 for b in bodies)
     calls = _read(run, "llm_usage")  # the LLM ledger: the scorer's calls are tagged with it
     calls = calls[calls["scorer"] == "detection"]
     assert len(calls) and calls["cache_read_tokens"].sum() > 0

@@ -1,8 +1,19 @@
 """Detection and fuzzing prompts: build a request for a group of windows, parse the 0/1 answer.
 
-Templates (interp_eval/prompts/): `<scorer>_system`, `<scorer>_fewshot` (`### user` / `### assistant` blocks),
-`<scorer>_user` ($explanation, $windows, $n) and `score_retry` ($n, $example). System + few-shot (`<scorer>_fewshot_single`
-for one-window prompts) are the same bytes in every call and marked as a cacheable prefix (`cache_prefix`).
+Templates (interp_eval/prompts/), by format (`templates`): one window a prompt (the offline model's) is
+`<scorer>_system` + `<scorer>_fewshot_single` (`### user` / `### assistant` blocks); several windows a prompt
+(the hosted models' 5) is `<scorer>_system_multi` alone, no few-shot; both end in `<scorer>_user` ($explanation,
+$windows, $n), with `score_retry` ($n, $example) for a corrective turn. System + few-shot are the same bytes in
+every call and marked as the fixed prefix (`cache_prefix`).
+
+Why the hosted format has no few-shot: at 5 windows a prompt a scoring call is about 200 tokens of windows and
+explanation, and every fixed token is paid 40 times a latent (20 detection + 20 fuzzing calls). A provider
+caches a prefix only from 1,024 tokens (Claude Sonnet; 4,096 for Haiku 4.5 and Opus 4.5) and bills a read at
+0.1x, so a cached prefix costs at least 102 tokens a call; the compact instruction costs about 50 uncached and
+keeps what the scorer is asked: the explanation, the numbered windows, one 0/1 digit each (bench/llm_cost.py
+prices both). Measured with the offline model in this format (bench/scorer_power.py, 30 latents, 5 + 5 test
+windows): detection power +0.029 [-0.016, +0.069] with the old system prompt and 5-window example, +0.047
+[-0.005, +0.104] with this one; fuzzing +0.011 [-0.045, +0.068], then +0.028 [-0.009, +0.065].
 
 An answer is valid when it holds a bracketed list of exactly n digits 0/1 ("[1,0,0,1,0]"; spaces
 tolerated); the last such list in the text counts. Anything else is asked again with the bad answer
@@ -36,14 +47,15 @@ def wants_logprobs(backend: str, model: str) -> bool:
     return True
 
 
-def fewshot_name(scorer: str, n: int) -> str:
-    """The few-shot of an n-window prompt: one-window examples for one-window prompts (a small model
-    shown 5-digit answers answers a single window with 5 digits)."""
-    return f"{scorer}_fewshot_single" if n == 1 else f"{scorer}_fewshot"
+def templates(scorer: str, n: int) -> tuple[str, str | None]:
+    """(system prompt, few-shot or None) of an n-window prompt. One window a prompt (the offline model) gets
+    one-window examples (a small model shown 5-digit answers answers a single window with 5 digits); several
+    windows a prompt (hosted models) get the compact system prompt alone (see the module docstring)."""
+    return (f"{scorer}_system", f"{scorer}_fewshot_single") if n == 1 else (f"{scorer}_system_multi", None)
 
 
 def prompt_version(scorer: str) -> str:
-    names = (f"{scorer}_system", f"{scorer}_fewshot", fewshot_name(scorer, 1), f"{scorer}_user", "score_retry")
+    names = (*templates(scorer, 1), templates(scorer, 2)[0], f"{scorer}_user", "score_retry")
     return "+".join(load_prompt(n).version for n in names)
 
 
@@ -52,17 +64,19 @@ def format_windows(windows: Sequence[ScoreWindow], marked: bool) -> str:
 
 
 def build_request(scorer: str, explanation: str, windows: Sequence[ScoreWindow], *, logprobs: bool = True) -> LLMRequest:
-    """System + few-shot (fixed prefix) + one user turn with the explanation and the numbered windows."""
+    """System (+ few-shot, one window a prompt) as the fixed prefix, then one user turn with the explanation and the
+    numbered windows."""
     if scorer not in LLM_SCORERS:
         raise ValueError(f"not an LLM scorer: {scorer!r}")
     n = len(windows)
-    fewshot = load_dialogue(fewshot_name(scorer, n))
+    system, shots = templates(scorer, n)
+    fewshot = load_dialogue(shots) if shots else []
     user = load_prompt(f"{scorer}_user").render(
         explanation=" ".join(str(explanation).split()), windows=format_windows(windows, scorer == "fuzzing"), n=n
     )
     return LLMRequest(
         messages=[*fewshot, {"role": "user", "content": user}],
-        system=load_prompt(f"{scorer}_system").text,
+        system=load_prompt(system).text,
         max_tokens=4 * n + 8,
         temperature=0.0,
         logprobs=logprobs,
