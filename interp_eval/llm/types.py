@@ -265,7 +265,7 @@ class DryRunEstimate:
             return f"~{tokens:,} {name}{rate}{dollars}"
 
         inputs = [part(self.uncached_input_tokens, "uncached input", "input")]
-        if self.cache_read_tokens or self.cache_write_tokens:
+        if self.cache_read_tokens or self.cache_write_tokens or self.prices:  # the local model has no prompt cache
             inputs += [part(self.cache_read_tokens, "prompt-cache reads", "cache_read"),
                        part(self.cache_write_tokens, "prompt-cache writes", "cache_write")]
         cost = "cost unknown (no price for this model)" if self.cost_usd is None else f"about {money(self.cost_usd)}"
