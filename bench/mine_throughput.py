@@ -3,6 +3,8 @@
 For each token count, in a fresh subprocess (so peak RSS is that run's own):
   1. the bare forward pass (capture at the coders' hookpoints, stopped after the deepest) over the
      held-out tokens, timed before and after step 2 (the faster counts: the machine may be shared);
+     with random-model coders among them (`*-randmodel`), the random model's pass as well, as the
+     mining loop makes both;
   2. the full mine stage over the same tokens (forward + encoding + bookkeeping + writing), timed,
      with its own split of forward vs encoding/bookkeeping time.
 Prints tokens/s, the time encoding + bookkeeping add as a share of the forward pass (timed inside the
@@ -52,6 +54,7 @@ def make_coders(run: Path, kinds: list[str], hookpoint: str, expansion: int, k: 
 def child(args) -> None:
     import torch
 
+    from interp_eval.coders.discover import group_by_subject
     from interp_eval.coders.saelens import load_coder
     from interp_eval.subject.corpus import CorpusConfig, iter_batches, iter_contexts
     from interp_eval.subject.hookpoints import capture
@@ -72,19 +75,25 @@ def child(args) -> None:
     subject = load_subject_model(None, args.device)
     corpus = CorpusConfig(heldout_fraction=args.heldout_fraction)
     run = Path(args.run)
-    hookpoints = sorted({load_coder(p).hookpoint for p in (run / "coders").iterdir()})
-    out = {"tokens_asked": args.child_tokens}
+    # the forward passes the mining loop makes: the subject model's, and one per random-model control
+    # whose coders are mined with it (e.g. runs/demo/coders' *-randmodel), each to its deepest hookpoint
+    groups = group_by_subject([load_coder(p) for p in sorted((run / "coders").iterdir())], subject, False)
+    passes = [(g.model(subject), g.hookpoints) for g in groups]
+    out = {"tokens_asked": args.child_tokens, "models": len(passes)}
     sync = torch.cuda.synchronize if subject.device.type == "cuda" else (lambda: None)
     def bare() -> tuple[float, int]:
         n, t0 = 0, time.perf_counter()
         for batch in iter_batches(iter_contexts(corpus, subject.tokenizer, "heldout", args.child_tokens), args.batch_contexts):
-            capture(subject, batch, hookpoints)
+            for model, hookpoints in passes:
+                capture(model, batch, hookpoints)
             n += batch.numel()
         sync()
         return time.perf_counter() - t0, n
 
     if not args.no_bare:  # warm up, then time the bare pass before and after mining; keep the faster
-        capture(subject, next(iter_batches(iter_contexts(corpus, subject.tokenizer, "heldout", 256 * args.batch_contexts), args.batch_contexts)), hookpoints)
+        first = next(iter_batches(iter_contexts(corpus, subject.tokenizer, "heldout", 256 * args.batch_contexts), args.batch_contexts))
+        for model, hookpoints in passes:
+            capture(model, first, hookpoints)
         out["bare_s"], out["bare_tokens"] = bare()
     t0 = time.perf_counter()
     summary = run_mine_stage(
@@ -182,7 +191,7 @@ def main() -> None:
                   f"{r['bookkeeping_s']:.1f}s (+{100 * extra / r['forward_s']:.1f}% over the in-loop forward)"
             if "bare_s" in r:
                 loop = r["forward_s"] + extra
-                msg += f"; bare forward {r['bare_s']:.1f}s ({r['bare_tokens'] / r['bare_s']:,.0f} tok/s): " \
+                msg += f"; bare forward ({r['models']} model(s)) {r['bare_s']:.1f}s ({r['bare_tokens'] / r['bare_s']:,.0f} tok/s): " \
                        f"encode + bookkeeping = +{100 * extra / r['bare_s']:.1f}% of it, " \
                        f"mining loop / bare = {loop / r['bare_s']:.3f} (+{100 * (loop / r['bare_s'] - 1):.1f}%)"
             msg += f"; peak RSS {r['peak_rss_mib']:,.0f} MiB"

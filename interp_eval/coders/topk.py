@@ -4,8 +4,9 @@ Two ways to the same answer:
 
 - dense fp32 (`dense_topk`): the [N, M] product a block of rows at a time into a reused scratch
   buffer, then a two-stage top-k (`topk_rows`) of each block while it is still in cache.
-- bf16 candidates, verified (`candidate_topk`): on hardware whose bf16 matrix units are many times
-  faster than fp32 (Intel AMX), the product is taken in bf16 only to find each row's
+- bf16 candidates, verified (`candidate_topk`): on hardware whose bf16 products are several times
+  faster than fp32 (Intel AMX: 8x; AVX512-BF16 without AMX, as on the AMD EPYC of this project's
+  machines: 4x), the product is taken in bf16 only to find each row's
   `n_cand` best candidates; the candidates are then rescored in fp32 (a k-sparse gather, not a
   product) and the row's top k taken among them. A rigorous error bound on the bf16 scores proves, row
   by row, that no latent outside the candidates can reach the k-th rescored value; a row whose proof
