@@ -72,7 +72,7 @@ def child(args) -> None:
             return replace(super().corpus, heldout_fraction=self.heldout_fraction)
 
     torch.set_num_threads(args.threads)
-    subject = load_subject_model(None, args.device)
+    subject = load_subject_model(args.model, args.device)
     corpus = CorpusConfig(heldout_fraction=args.heldout_fraction)
     run = Path(args.run)
     # the forward passes the mining loop makes: the subject model's, and one per random-model control
@@ -148,6 +148,7 @@ def main() -> None:
     ap.add_argument("--k", type=int, default=32)
     ap.add_argument("--batch-contexts", type=int, default=32)
     ap.add_argument("--device", default="cpu")
+    ap.add_argument("--model", default=None, help="subject model (default: the packaged one), as --model of the stages")
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     ap.add_argument("--heldout-fraction", type=float, default=None, help="default: 0.3, or 1.0 above 300k tokens")
     ap.add_argument("--no-bare", action="store_true", help="skip the bare forward pass (memory only)")
@@ -168,9 +169,9 @@ def main() -> None:
             names = sorted(p.name for p in (Path(tmp) / "coders").iterdir())
             what = f"trained, from {args.coders}: {', '.join(names)}"
         else:
-            make_coders(Path(tmp), args.kinds, args.hookpoint, args.expansion, args.k, PACKAGED)
+            make_coders(Path(tmp), args.kinds, args.hookpoint, args.expansion, args.k, args.model or PACKAGED)
             what = f"random, {', '.join(args.kinds)} at {args.hookpoint}, {576 * args.expansion} latents, k={args.k}"
-        print(f"coders: {what}; batches of {args.batch_contexts} x 256 tokens; device {args.device}, "
+        print(f"subject model: {args.model or PACKAGED}; coders: {what}; batches of {args.batch_contexts} x 256 tokens; device {args.device}, "
               f"{args.threads} threads; {cpu_line()}")
         print(f"load average at start: {load()}")
         results = []
@@ -179,6 +180,7 @@ def main() -> None:
             cmd = [sys.executable, __file__, "--run", tmp, "--child-tokens", str(n), "--device", args.device,
                    "--threads", str(args.threads), "--batch-contexts", str(args.batch_contexts),
                    "--heldout-fraction", str(frac)] + (["--no-bare"] if args.no_bare else [])
+            cmd += ["--model", args.model] if args.model else []
             proc = subprocess.run(cmd, capture_output=True, text=True)
             line = [x for x in proc.stdout.splitlines() if x.startswith("RESULT ")]
             if proc.returncode != 0 or not line:

@@ -28,6 +28,7 @@ in the same round. There, the allocator setting (`--no-reuse`) applies to sparsi
     python bench/train_throughput.py                          # d=576, k=32, batch 4096, M = 4608 and 36864
     python bench/train_throughput.py --latents 4608 --steps 10
     python bench/train_throughput.py --latents 36864 --interleaved 7   # on a busy machine
+    python bench/train_throughput.py --device cuda --interleaved 50 --sparsify-python python  # on a GPU
 """
 
 from __future__ import annotations
@@ -145,9 +146,9 @@ print(json.dumps({"tokens_per_s": b / median, "mean_tokens_per_s": len(ts) * b /
 
 INTERLEAVED = r"""
 import json, os, sys, time
-os.environ.setdefault("SPARSIFY_DISABLE_TRITON", "1")
 import torch
 args = json.loads(sys.argv[1])
+dev = torch.device(args["device"])
 sys.path.insert(0, args["root"])
 torch.manual_seed(0)
 torch.set_num_threads(args["threads"])
@@ -159,8 +160,11 @@ from interp_eval.coders.coder import CODER_KINDS, CoderConfig, SparseCoder, fvu
 from interp_eval.coders.optim import Optimizer
 from interp_eval.coders import topk as topk_mod
 d, m, k, b = args["d"], args["latents"], args["k"], args["batch"]
-x = torch.randn(b * 4, d)
-sp = SparsifyCoder(d, SparseCoderConfig(num_latents=m, k=k))
+x = torch.randn(b * 4, d, device=dev)
+# on CUDA as interp-eval's train_coder does: its forward in bf16 autocast (sparsify's forward has its own)
+autocast = lambda: torch.autocast("cuda", dtype=torch.bfloat16) if dev.type == "cuda" else torch.autocast("cpu", enabled=False)
+sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
+sp = SparsifyCoder(d, SparseCoderConfig(num_latents=m, k=k), device=dev)
 sp_opt = torch.optim.Adam(sp.parameters(), lr=1e-4)
 def sparsify_step(xb):
     out = sp(xb)
@@ -170,18 +174,23 @@ def sparsify_step(xb):
     sp.set_decoder_norm_to_unit_norm()
 def ours(impl, precision):
     kind, act = CODER_KINDS[impl]
-    model = SparseCoder(CoderConfig(kind, act, d, m, k), seed=0)
+    model = SparseCoder(CoderConfig(kind, act, d, m, k), device=dev, seed=0)
     opt = Optimizer(model.parameters(), "adam", 1e-4, 10_000, 0)
     def step(xb):
         topk_mod.ENCODE_PRECISION = precision
-        y_hat, _ = model(xb)
-        fvu(xb, y_hat).backward()
+        with autocast():
+            y_hat, _ = model(xb)
+            loss = fvu(xb.float(), y_hat.float())
+        loss.backward()
         model.remove_gradient_parallel_to_decoder_directions()
         opt.step(); opt.zero_grad()
         model.set_decoder_norm_to_unit_norm()
     return step
-w = (torch.randn(m, d) / d**0.5).T
-steps = {"sparsify": sparsify_step, "bound": lambda xb: xb @ w}
+w = (torch.randn(m, d, device=dev) / d**0.5).T
+def bound(xb):  # the encoder product alone, in the precision the trainers form it
+    with autocast():
+        xb @ w
+steps = {"sparsify": sparsify_step, "bound": bound}
 for impl in args["impls"]:
     steps[impl] = ours(impl, "auto")
 for impl in args["fp32"]:
@@ -203,8 +212,8 @@ times = {n: [] for n in steps}
 for _ in range(args["rounds"]):
     for n, f in steps.items():
         xb = batch()
-        t = time.perf_counter(); f(xb); times[n].append(time.perf_counter() - t)
-print(json.dumps({"times": times, "load": os.getloadavg(),
+        sync(); t = time.perf_counter(); f(xb); sync(); times[n].append(time.perf_counter() - t)
+print(json.dumps({"times": times, "load": os.getloadavg(), "device": torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu",
                   "auto": [c.summary() for c in topk_mod.AUTO_CHOICES.values()]}))
 """
 
@@ -213,9 +222,12 @@ def interleaved(a: argparse.Namespace, latents: int) -> None:
     impls = [t for t, _ in TRAINERS if a.only is None or t in a.only]
     fp32 = [t for t in a.fp32_select if t in impls]
     args = dict(d=a.d, latents=latents, k=a.k, batch=a.batch, threads=a.threads, root=str(ROOT), reuse=not a.no_reuse,
-                impls=impls, fp32=fp32, rounds=a.interleaved, warmup=a.warmup if a.warmup is not None else 1)
+                impls=impls, fp32=fp32, rounds=a.interleaved, warmup=a.warmup if a.warmup is not None else 1,
+                device=a.device)
+    # sparsify's decoder: its Triton kernel on CUDA (its default there), its eager one on CPU
+    triton = {"SPARSIFY_DISABLE_TRITON": "1"} if a.device == "cpu" else {}
     out = subprocess.run([a.sparsify_python, "-c", INTERLEAVED, json.dumps(args)], capture_output=True, text=True,
-                         env={**os.environ, "SPARSIFY_DISABLE_TRITON": "1", "INTERP_EVAL_ENCODE": "auto"})
+                         env={**os.environ, **triton, "INTERP_EVAL_ENCODE": "auto"})
     if out.returncode != 0:
         raise SystemExit(f"interleaved run failed:\n{out.stderr[-2000:]}")
     r = json.loads(out.stdout.strip().splitlines()[-1])
@@ -223,16 +235,17 @@ def interleaved(a: argparse.Namespace, latents: int) -> None:
     med = lambda v: sorted(v)[len(v) // 2]  # noqa: E731
     base = times["sparsify"]
     print(f"\nlatents={latents}, interleaved: {a.interleaved} rounds of one step each (after {args['warmup']} "
-          f"warm-up round(s) and auto's trials); load average at the end {' '.join(f'{v:.2f}' for v in r['load'])}")
+          f"warm-up round(s) and auto's trials) on {r['device']}; load average at the end "
+          f"{' '.join(f'{v:.2f}' for v in r['load'])}")
     for au in r["auto"]:
         if au.get("dense_s_per_row"):
             print(f"auto chose {'bf16 candidates' if au['candidates'] else 'dense fp32'}: dense "
                   f"{au['dense_s_per_row'] * 1e6:.0f} vs candidates {au['candidates_s_per_row'] * 1e6:.0f} us/row")
-    print(f"{'trainer':<16}{'median step ms':>16}{'tokens/s':>10}{'vs sparsify (median of per-round ratios)':>42}"
+    print(f"{'trainer':<16}{'median step ms':>16}{'tokens/s':>12}{'vs sparsify (median of per-round ratios)':>42}"
           f"{'min-max ratio':>16}")
     for n, v in times.items():
         ratios = sorted(s / t for s, t in zip(base, v))
-        print(f"{n:<16}{med(v) * 1e3:>16,.0f}{a.batch / med(v):>10,.0f}{med(ratios):>41.2f}x"
+        print(f"{n:<16}{med(v) * 1e3:>16,.2f}{a.batch / med(v):>12,.0f}{med(ratios):>41.2f}x"
               f"{ratios[0]:>9.2f}-{ratios[-1]:.2f}")
 
 
@@ -313,8 +326,14 @@ def main() -> None:
     p.add_argument("--sparsify-python", default=str(ROOT / ".venv-bench" / "bin" / "python"))
     p.add_argument("--interleaved", type=int, default=0, metavar="ROUNDS",
                    help="time all trainers in one process, one step each in turn, for this many rounds (Adam)")
+    p.add_argument("--device", default="cpu",
+                   help="cpu, or cuda (with --interleaved): both libraries' forward in bf16 autocast there, as "
+                        "each trains on CUDA; the bound is the encoder product in bf16")
     a = p.parse_args()
-    print(f"d={a.d} k={a.k} batch={a.batch} optimizer={a.optimizer} threads={a.threads}, fp32 CPU; {cpu_line()}")
+    if a.device != "cpu" and not a.interleaved:
+        p.error("--device cuda needs --interleaved N (the separate-process mode times CPU trainers only)")
+    where = "fp32 CPU" if a.device == "cpu" else f"{a.device}, bf16 autocast"
+    print(f"d={a.d} k={a.k} batch={a.batch} optimizer={a.optimizer} threads={a.threads}, {where}; {cpu_line()}")
     print(f"load average at start: {load()}")
     if a.interleaved:
         for m in a.latents:
