@@ -105,3 +105,41 @@ def test_greedy_logprobs_without_logits_all_match_the_logits_all_path():
             for tok in ta.keys() & tb.keys():
                 assert ta[tok] == pytest.approx(tb[tok], abs=0.05)
         print(kind, n, "max |dlogprob|", max(abs(a["logprob"] - b["logprob"]) for a, b in zip(gc, wc)))
+
+
+@pytest.mark.slow
+def test_kept_kv_prefix_and_guessed_answers_give_the_probabilities_of_a_cold_call():
+    """Issue 15: detection prompts in prefix order (one explanation's windows back to back, then the next explanation)
+    keep the shared prefix in llama.cpp's KV cache and guess the answer tokens; each P("1") equals that of the same
+    request alone in an empty context (tolerance 1e-3; the aligned passes make it exact here)."""
+    _local_model_or_skip()
+    import numpy as np
+
+    from interp_eval.llm.backends.openai_backend import parse_chat_completion
+    from interp_eval.scoring.classifier import answer_probabilities, build_request
+    from interp_eval.scoring.testset import ScoreWindow
+
+    windows = [" shares fell after the company warned on profits in May", " the figures published in March showed a rise",
+               " oil prices rose in the spring", " he said the talks would go on"]
+    requests = [build_request("detection", e, [ScoreWindow(i, 1, 0, w.split(" "), np.zeros(len(w.split(" "))))])
+                for e in ("names of months", "words about money and prices") for i, w in enumerate(windows)]
+    backend = local_backend.LocalBackend()
+    llm = local_backend._load(backend.path, backend.n_ctx, False, backend.n_threads)
+
+    def ask(request):
+        r = parse_chat_completion(backend._complete_sync_raw(request), backend="local", model="m")
+        return r.text, answer_probabilities(r, 1)[0]
+
+    local_backend.forget_prefix(llm)
+    before = dict(local_backend.STATS)
+    warm = [ask(r) for r in requests]
+    stats = {k: local_backend.STATS[k] - before[k] for k in before}
+    cold = []
+    for r in requests:
+        local_backend.forget_prefix(llm)
+        cold.append(ask(r))
+    print("warm", warm, "\ncold", cold, "\nstats", stats)
+    assert [t for t, _ in warm] == [t for t, _ in cold] and all(t in ("[0]", "[1]") for t, _ in warm)
+    assert max(abs(a - b) for (_, a), (_, b) in zip(warm, cold)) <= 1e-3
+    assert stats["reused_tokens"] >= 0.7 * stats["prompt_tokens"]  # the fixed prefix and the explanation were kept
+    assert stats["guess_hits"] > 0 and stats["passes"] < 4 * len(requests)
