@@ -62,6 +62,7 @@ from ..prompting import render
 from . import aggregate
 from .classifier import wants_logprobs
 from .controls import shuffled_sources
+from .order import prefix_order
 from .embedding import WindowEmbeddings
 from .registry import CONTROL_NONE, CONTROL_SHUFFLED, EXPLAINED, LIVE, NO_EXPLAINER, Job, LLMScorer, LocalScorer, ScorePrompt, get_scorer, scorer_names
 from .testset import LatentTests, TestRows, build_latent_tests
@@ -366,11 +367,11 @@ class _OpenJob:
 
 def _run_llm(rd: RunDir, llm_cfg: LLMConfig, todo: dict[str, list[Job]], model: str, versions: dict[str, str], wpp: int,
              cfg: ScoreConfig) -> dict[str, Any]:
-    """Ask every LLM scorer's prompts, latent after latent; each job is written once all its prompts are answered."""
+    """Ask every LLM scorer's prompts, in prefix order (order.py); each job is written once all its prompts are answered."""
     llm = make_client(llm_cfg)
     logprobs = wants_logprobs(*llm_cfg.resolved())
-    jobs = sorted(((get_scorer(s), j) for s in todo if get_scorer(s).uses_llm for j in todo[s]),
-                  key=lambda sj: (sj[1].tests.coder, sj[1].tests.latent))
+    # one scorer, then one explanation, at a time: consecutive prompts share the longest prefix (order.py)
+    jobs = prefix_order([(get_scorer(s), j) for s in todo if get_scorer(s).uses_llm for j in todo[s]])
 
     def write(finished: list[_OpenJob]) -> None:
         # the ledger first: a crash between the two writes re-scores these jobs (from the cache), never loses their cost record
