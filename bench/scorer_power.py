@@ -58,19 +58,22 @@ def measure(run: Path, llm_cfg: LLMConfig, scorer: str, fmt: str, latents: int, 
                      "own": r["power_own"], "control": r["power_control"], "power": r["power"],
                      "ci": f"[{r['power_ci_low']:+.3f}, {r['power_ci_high']:+.3f}]", "latents": r["power_latents"],
                      "has_power": r["has_power"]})
-    # pooled over coders: every latent's own - control difference
-    scores = RunDir(work).read(LATENT_SCORES)
-    from interp_eval.scoring.controls import paired_power
-
     metric = rows[0]["metric"] if rows else "auc"
-    own = scores[scores["control"] == "none"].assign(latent=lambda d: d["coder"] + ":" + d["latent"].astype(str))
-    ctl = scores[scores["control"] == "shuffled"].assign(latent=lambda d: d["coder"] + ":" + d["latent"].astype(str))
-    p = paired_power(own, ctl, metric)
-    rows.append({"format": label, "coder": "(all)", "explainer": ",".join(sorted(set(own["explainer"]))), "metric": metric,
+    p = pooled_power(RunDir(work).read(LATENT_SCORES), scorer, metric)
+    rows.append({"format": label, "coder": "(all)", "explainer": ",".join(sorted({r["explainer"] for r in rows})), "metric": metric,
                  "own": p.own, "control": p.control, "power": p.power, "ci": f"[{p.ci_low:+.3f}, {p.ci_high:+.3f}]",
                  "latents": p.latents, "has_power": p.has_power,
                  "s/window": seconds / max(1, scored_windows)})
     return rows
+
+
+def pooled_power(scores: pd.DataFrame, scorer: str, metric: str = "auc"):
+    """Power pooled over coders (latent_scores rows of one scorer): every latent's own minus shuffled-control metric,
+    paired per (coder, latent), with its bootstrap 95% interval (controls.Power)."""
+    from interp_eval.scoring.controls import paired_power
+
+    scores = scores[scores["scorer"] == scorer].assign(latent=lambda d: d["coder"] + ":" + d["latent"].astype(str))
+    return paired_power(scores[scores["control"] == "none"], scores[scores["control"] == "shuffled"], metric)
 
 
 def main() -> None:
