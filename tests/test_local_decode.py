@@ -250,3 +250,20 @@ def test_lookup_guess_takes_the_latest_longest_match():
     assert lb.lookup_guess([1, 2, 3, 9, 1, 2, 3, 7, 5, 1, 2, 3], 2) == [7, 5]  # the latest occurrence of 1 2 3
     assert lb.lookup_guess([5, 6, 1, 2, 4, 4, 6, 1, 2], 3) == [4, 4, 6]  # "6 1 2" (3 tokens) beats "1 2"
     assert lb.lookup_guess([1, 2, 3], 4) == []
+
+
+def test_usage_reports_the_kept_prefix_as_cached_prompt_tokens(fake):
+    """The ledger (llm_usage) counts the prompt tokens taken from the KV cache as cache reads, as a provider reports
+    its cached prefix: only positions not evaluated again (a pass re-evaluates back to a block boundary)."""
+    from interp_eval.llm.backends.openai_backend import parse_chat_completion
+
+    lb.forget_prefix(fake)
+    first = lb.greedy_decode(fake, PROMPTS[0], 16, None, 5, lb.Drafts(), "k")
+    assert first["usage"]["prompt_tokens_details"]["cached_tokens"] == 0
+    before = dict(lb.STATS)
+    second = lb.greedy_decode(fake, PROMPTS[1], 16, None, 5, lb.Drafts(), "k")
+    kept = lb.STATS["reused_tokens"] - before["reused_tokens"]
+    cached = second["usage"]["prompt_tokens_details"]["cached_tokens"]
+    assert kept > 0 and cached == kept - kept % lb.ALIGN
+    usage = parse_chat_completion(second, backend="local", model="m").usage
+    assert usage.cache_read_tokens == cached and usage.input_tokens == second["usage"]["prompt_tokens"] - cached

@@ -390,6 +390,7 @@ def greedy_decode(llm: Any, messages: list[dict[str, str]], max_tokens: int | No
     kept = _keep_prefix(llm, prompt_tokens, _blocked(llm) if block > 1 else None)
     _set_blocked(llm, min(_blocked(llm), kept) if block > 1 else 0)
     pending = prompt_tokens[kept:]
+    cached = kept - kept % block  # not evaluated again (the first pass starts at a block boundary)
     STATS["calls"] += 1
     STATS["prompt_tokens"] += len(prompt_tokens)
     STATS["reused_tokens"] += kept
@@ -453,6 +454,8 @@ def greedy_decode(llm: Any, messages: list[dict[str, str]], max_tokens: int | No
             "prompt_tokens": len(prompt_tokens),
             "completion_tokens": len(completion),
             "total_tokens": len(prompt_tokens) + len(completion),
+            # the prefix taken from the KV cache, in OpenAI's field: the ledger counts it as cache reads
+            "prompt_tokens_details": {"cached_tokens": cached},
         },
     }
 
