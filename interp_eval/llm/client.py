@@ -64,7 +64,7 @@ class LLMConfig:
     cache_path: the SQLite response cache (None = cache_dir()/llm_cache.sqlite); use_cache=False skips it.
     batch: use the provider's Batch API (half price, slow) in complete_many.
     prices_path: a price JSON merged over the packaged one (default: $INTERP_EVAL_PRICES).
-    local_n_ctx / local_threads: context length and CPU threads of the local model (None = llama.cpp's choice).
+    local_n_ctx / local_threads: context length and decoding threads of the local model (None = one a physical core).
     api_key: normally None (read from ANTHROPIC_API_KEY / OPENAI_API_KEY); never printed.
     """
 

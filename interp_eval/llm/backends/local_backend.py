@@ -103,7 +103,24 @@ STATS = dict.fromkeys(("calls", "prompt_tokens", "reused_tokens", "evaluated_tok
                        "answer_tokens"), 0)
 
 
+def physical_cores(sys_cpu: Path = Path("/sys/devices/system/cpu"), cpus: set[int] | None = None) -> int:
+    """Physical cores among the CPUs this process may run on (from sysfs topology); without a topology, half the
+    CPUs (llama-cpp-python's own guess, which assumes two threads a core)."""
+    cpus = set(os.sched_getaffinity(0)) if cpus is None else cpus
+    cores = set()
+    try:
+        for i in cpus:
+            topo = sys_cpu / f"cpu{i}" / "topology"
+            cores.add(((topo / "physical_package_id").read_text().strip(), (topo / "core_id").read_text().strip()))
+    except OSError:
+        return max(len(cpus) // 2, 1)
+    return max(len(cores), 1)
+
+
 def _load(path: Path, n_ctx: int, logits_all: bool, n_threads: int | None) -> Any:
+    # decoding threads: one a physical core (llama-cpp-python's default, half the logical CPUs, leaves a core idle on
+    # machines without SMT such as this project's 2-core ones); prompt evaluation uses every logical CPU either way
+    n_threads = n_threads or physical_cores()
     key = (str(path.resolve()), n_ctx, logits_all, n_threads)
     with _models_lock:
         if key not in _models:
