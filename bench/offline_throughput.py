@@ -167,7 +167,7 @@ def main() -> None:
 
     work_s = times["explain"] + times["detection + control"] + times["embedding scorers"]
     per_hour = 3600 * n / work_s
-    print(f"offline default, {n} latents ({args.latents} a coder) of {args.run}, threads {args.threads or 'llama.cpp default'}"
+    print(f"offline default, {n} latents ({args.latents} a coder) of {args.run}, threads {args.threads or 'one a physical core (%d)' % local_backend.physical_cores()}"
           f"{', LEGACY (before issue 15)' if args.legacy else ''}"
           + (f", explanation windows {args.explain_windows or 'all'} cut to {args.explain_tokens or 'whole'} tokens"
              if args.explain_windows or args.explain_tokens else ""))
