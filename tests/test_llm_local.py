@@ -91,7 +91,7 @@ def test_greedy_logprobs_without_logits_all_match_the_logits_all_path():
     new.reset()
     for kind, n in [("detection", 1), ("fuzzing", 2), ("detection", 4), ("fuzzing", 5)]:
         m = msgs(kind, n)
-        got = local_backend._greedy_with_logprobs(new, m, 16, None, 5)
+        got = local_backend.greedy_decode(new, m, 16, None, 5)
         want = old.create_chat_completion(messages=m, max_tokens=16, temperature=0.0, logprobs=True, top_logprobs=5)
         plain = new.create_chat_completion(messages=m, max_tokens=16, temperature=0.0)
         g, w = got["choices"][0], want["choices"][0]

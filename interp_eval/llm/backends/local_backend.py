@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import functools
 import hashlib
 import importlib.util
 import logging
@@ -117,10 +118,15 @@ def physical_cores(sys_cpu: Path = Path("/sys/devices/system/cpu"), cpus: set[in
     return max(len(cores), 1)
 
 
+@functools.cache
+def _default_threads() -> int:
+    return physical_cores()  # read once: _load runs on every request
+
+
 def _load(path: Path, n_ctx: int, logits_all: bool, n_threads: int | None) -> Any:
     # decoding threads: one a physical core (llama-cpp-python's default, half the logical CPUs, leaves a core idle on
     # machines without SMT such as this project's 2-core ones); prompt evaluation uses every logical CPU either way
-    n_threads = n_threads or physical_cores()
+    n_threads = n_threads or _default_threads()
     key = (str(path.resolve()), n_ctx, logits_all, n_threads)
     with _models_lock:
         if key not in _models:
@@ -495,8 +501,3 @@ def _token_logprobs(llm: Any, logits: Any, token: int, before: list[int], top_n:
         "logprob": float(logprobs[token]),
         "top_logprobs": [{"token": t, "logprob": lp, "bytes": None} for t, lp in top.items()],
     }
-
-
-def _greedy_with_logprobs(llm: Any, messages: list[dict[str, str]], max_tokens: int | None, stop: list[str] | None, top_n: int) -> dict[str, Any]:
-    """greedy_decode with logprobs and no guesses (the loop the tests compare with llama.cpp's logits_all path)."""
-    return greedy_decode(llm, messages, max_tokens, stop, top_n)
