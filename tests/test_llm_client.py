@@ -59,7 +59,7 @@ def test_every_request_answered_despite_40_percent_faults(llm_env, fast_config):
     llm_env.fault_rate = 0.4  # 429 (retry-after), 500, 529, slower than the timeout, malformed JSON
     llm_env.slow_seconds = 0.6
     llm_env.retry_after = "0.02"
-    cfg = fast_config("claude", timeout=0.3, max_attempts=14)
+    cfg = fast_config("claude", timeout=0.45, max_attempts=14)  # above the server's queueing on a loaded 2-core CI machine; "slow" (0.6 s) still times out
     results, usage = run(_many(cfg, _reqs(30)))
     assert all(r.ok for r in results), [r.error for r in results if not r.ok]
     assert [r.text for r in results] == [f"question {i}" for i in range(30)]
