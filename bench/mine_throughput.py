@@ -36,6 +36,8 @@ import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from machine import cpu_line, load
+
 os.environ.setdefault("INTERP_EVAL_PROGRESS", "0")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -113,29 +115,6 @@ def child(args) -> None:
     out["auto"] = [c.summary() for c in topk_mod.AUTO_CHOICES.values()]
     out["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print("RESULT " + json.dumps(out), flush=True)
-
-
-def cpu_line() -> str:
-    """The CPU's model name and its bf16 features (what the encoders' "auto" selection looks at)."""
-    name, flags = "unknown CPU", set()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            key, _, value = line.partition(":")
-            if key.strip() == "model name":
-                name = value.strip()
-            elif key.strip() == "flags":
-                flags = set(value.split())
-    except OSError:
-        pass
-    bf16 = [f for f in ("avx512_bf16", "amx_bf16", "amx_tile") if f in flags]
-    return f"{name} ({', '.join(bf16) if bf16 else 'no avx512_bf16, no AMX'}), {os.cpu_count()} CPUs"
-
-
-def load() -> str:
-    try:
-        return " ".join(f"{v:.2f}" for v in os.getloadavg()) + " (1, 5, 15 min)"
-    except OSError:
-        return "unknown"
 
 
 def main() -> None:

@@ -40,6 +40,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from machine import cpu_line, load
+
 ROOT = Path(__file__).resolve().parents[1]
 
 WORKER = r"""
@@ -280,29 +282,6 @@ def schedule(latents: int, a: argparse.Namespace) -> tuple[int, int]:
 RATIO_TARGETS = (("bae", 4608, 1.5), ("bae", 36864, 2.0), ("sae", None, 1.2))
 BOUND_TARGET = 0.60
 BOUND_TRAINERS = ("sae", "bae")
-
-
-def cpu_line() -> str:
-    """The CPU's model name and its bf16 features (what interp-eval's "auto" selection looks at)."""
-    name, flags = "unknown CPU", set()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            key, _, value = line.partition(":")
-            if key.strip() == "model name":
-                name = value.strip()
-            elif key.strip() == "flags":
-                flags = set(value.split())
-    except OSError:
-        pass
-    bf16 = [f for f in ("avx512_bf16", "amx_bf16", "amx_tile") if f in flags]
-    return f"{name} ({', '.join(bf16) if bf16 else 'no avx512_bf16, no AMX'}), {os.cpu_count()} CPUs"
-
-
-def load() -> str:
-    try:
-        return " ".join(f"{v:.2f}" for v in os.getloadavg()) + " (1, 5, 15 min)"
-    except OSError:
-        return "unknown"
 
 
 def main() -> None:
