@@ -27,12 +27,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Sequence
 
-import numpy as np
 import pandas as pd
 
 from ..config_fields import NOT_AN_OPTION, count_or_all, flags
 from ..artifacts import RunDir, config_hash, read_table
 from ..errors import UserError
+from ..latent_selection import first_latents, in_sample, sampled_latents
 from ..llm import LLMConfig, LLMRequest, LLMResponse, make_client
 from ..llm.ask import Question, ask_each
 from ..llm.client import dry_run as llm_dry_run
@@ -60,7 +60,8 @@ class ExplainConfig:
     latents: int | None = field(default=None, metadata=flags("--latents", parser=count_or_all))
     """Explain the first N live latents of each coder (the paper's choice), or 'all' (the default)."""
     sample: int | None = None
-    """Or a seeded random sample of N live latents."""
+    """Or a seeded random sample of N live latents of each coder (latent_selection.py: `score --sample N` with the
+    same seed scores the same latents)."""
     seed: int = 0
     """Seed of --sample."""
     coders: tuple[str, ...] | None = field(default=None, metadata=flags("--coder"))
@@ -87,17 +88,9 @@ def select_latents(latents: pd.DataFrame, cfg: ExplainConfig) -> pd.DataFrame:
         if missing:
             raise UserError(f"--coder {', '.join(sorted(missing))}: not in {LATENTS} (coders: {', '.join(sorted(set(latents['coder'])))})")
         live = live[live["coder"].isin(cfg.coders)]
-    picked = []
-    for coder, group in live.groupby("coder", sort=True):
-        group = group.sort_values("latent")
-        if cfg.sample is not None:
-            rng = np.random.default_rng([cfg.seed, *coder.encode()])
-            idx = np.sort(rng.choice(len(group), size=min(cfg.sample, len(group)), replace=False))
-            group = group.iloc[idx]
-        elif cfg.latents is not None:
-            group = group.head(cfg.latents)
-        picked.append(group)
-    return pd.concat(picked, ignore_index=True) if picked else live.iloc[0:0]
+    if cfg.sample is not None:
+        return in_sample(live, sampled_latents(live, cfg.sample, cfg.seed)).sort_values(["coder", "latent"]).reset_index(drop=True)
+    return first_latents(live, cfg.latents, ["coder"])
 
 
 def load_explain_windows(rd: RunDir) -> tuple[pd.DataFrame, pd.DataFrame]:

@@ -51,6 +51,7 @@ from ..catalog import (
     SCORE_KEY, SCORE_PARTS, SCORE_SUMMARY, SPLIT_EXPLAIN, SPLIT_TEST, STATUS_OK, WINDOW_EMBEDDINGS, WINDOWS,
 )
 from ..errors import UserError
+from ..latent_selection import first_latents, in_sample, sampled_latents
 from ..llm import LLMConfig, LLMResponse, make_client
 from ..llm.ask import Question, ask_each
 from ..parts import PartedTable, PartWriter
@@ -93,6 +94,11 @@ class ScoreConfig:
     """Only these coders (repeatable)."""
     latents: int | tuple[int, ...] | None = field(default=None, metadata=flags("--latents", parser=count_or_all))  # or indices
     """Score the first N explained latents of each coder (default: all explained; example-embedding: all live)."""
+    sample: int | None = None
+    """Or a seeded random sample of N live latents of each coder (the latents `explain --sample N` explained with the
+    same seed; latent_selection.py): the same latents for every scorer and its control."""
+    sample_seed: int = 0
+    """Seed of --sample (explain's --seed)."""
     windows_per_prompt: int | None = None
     """Test windows per LLM prompt (default: 5, the paper's, for hosted models; 1 for the offline model, chosen by
     measured power)."""
@@ -150,6 +156,10 @@ class ScoreConfig:
             raise UserError("--control-latents must be >= 0 (0: no control)")
         if isinstance(self.latents, int) and self.latents < 1:
             raise UserError("--latents must be at least 1")
+        if self.sample is not None and self.latents is not None:
+            raise UserError("give --latents or --sample, not both")
+        if self.sample is not None and self.sample < 1:
+            raise UserError("--sample must be at least 1")
 
 
 def with_backend_format(cfg: ScoreConfig, backend: str) -> ScoreConfig:
@@ -162,19 +172,6 @@ def with_backend_format(cfg: ScoreConfig, backend: str) -> ScoreConfig:
 
 
 # -- inputs ----------------------------------------------------------------------------------------------
-def _first(df: pd.DataFrame, latents: Any, by: Sequence[str]) -> pd.DataFrame:
-    """Per group of `by`: the first N latents, the listed ones, or all."""
-    picked = []
-    for _, g in df.groupby(list(by), sort=True):
-        g = g.sort_values("latent")
-        if isinstance(latents, int):
-            g = g.head(latents)
-        elif latents is not None:
-            g = g[g["latent"].isin([int(x) for x in latents])]
-        picked.append(g)
-    return pd.concat(picked, ignore_index=True) if picked else df.iloc[0:0]
-
-
 def read_explanations(rd: RunDir) -> pd.DataFrame:
     """explanations.parquet, one row per (coder, latent, explainer), without the rows explained from an earlier
     mining run (another `mine_config`): their latents' test windows are not the ones their explainer saw."""
@@ -187,21 +184,30 @@ def read_explanations(rd: RunDir) -> pd.DataFrame:
     return ex[~stale].reset_index(drop=True)
 
 
-def _explained(ex: pd.DataFrame, cfg: ScoreConfig) -> pd.DataFrame:
-    """The selected explained latents: coder, latent, explainer, explanation."""
+def _explained(ex: pd.DataFrame, lat: pd.DataFrame, cfg: ScoreConfig) -> pd.DataFrame:
+    """The selected explained latents: coder, latent, explainer, explanation (`lat`: latents.parquet, whose live
+    latents a --sample is drawn from)."""
+    columns = ["coder", "latent", "explainer", "explanation"]
     ok = ex[ex["explanation"].notna() & ex["parse_ok"].fillna(False).astype(bool)]
     if cfg.coders:
         ok = ok[ok["coder"].isin(cfg.coders)]
     if cfg.explainers:
         ok = ok[ok["explainer"].isin(cfg.explainers)]
-    return _first(ok, cfg.latents, ["coder", "explainer"])[["coder", "latent", "explainer", "explanation"]].reset_index(drop=True)
+    if cfg.sample is not None:
+        ok = in_sample(ok, sampled_latents(_live(lat, replace(cfg, sample=None, latents=None)), cfg.sample, cfg.sample_seed))
+        return ok.sort_values(["coder", "explainer", "latent"])[columns].reset_index(drop=True)
+    return first_latents(ok, cfg.latents, ["coder", "explainer"])[columns].reset_index(drop=True)
 
 
 def _live(lat: pd.DataFrame, cfg: ScoreConfig) -> pd.DataFrame:
+    """The selected live latents: coder, latent."""
     live = lat[lat["status"] == STATUS_OK]
     if cfg.coders:
         live = live[live["coder"].isin(cfg.coders)]
-    return _first(live, cfg.latents, ["coder"])[["coder", "latent"]].reset_index(drop=True)
+    live = live[["coder", "latent"]]
+    if cfg.sample is not None:
+        return in_sample(live, sampled_latents(live, cfg.sample, cfg.sample_seed)).sort_values(["coder", "latent"]).reset_index(drop=True)
+    return first_latents(live, cfg.latents, ["coder"]).reset_index(drop=True)
 
 
 @dataclass
@@ -455,7 +461,7 @@ def run_score_stage(run: str | Path, cfg: ScoreConfig | None = None, llm_cfg: LL
     versions = {s.name: s.version() + (cut_tag if s.uses_llm else "") for s in chosen}
     wants_explanations = any(s.needs_explanation or s.latents == EXPLAINED for s in chosen)
     all_expl = read_explanations(rd) if wants_explanations else pd.DataFrame(columns=["coder", "latent", "explainer", "explanation"])
-    selected = _explained(all_expl, cfg) if wants_explanations else all_expl
+    selected = _explained(all_expl, lat, cfg) if wants_explanations else all_expl
     if wants_explanations and selected.empty:
         raise UserError(f"nothing to score: {EXPLANATIONS} has no explained latent"
                         f"{' of --coder ' + ', '.join(cfg.coders) if cfg.coders else ''}"

@@ -1,0 +1,52 @@
+"""Which latents of a coder a stage works on: all live ones, the first N by index, or a seeded random sample.
+
+One rule for every stage, so `explain --sample N --seed S` and `score --sample N --sample-seed S` pick the same
+latents of each coder, and every scorer and its shuffled control see that one sample. The sample is drawn from a
+coder's live latents (status ok in latents.parquet) sorted by index, with a generator seeded by (seed, coder name):
+it depends on nothing else (not on which latents were explained, nor on the order of rows), so a later stage that
+filters the same live set with the same seed gets the same latents.
+
+"The first N" (delphi's `--max_latents`, the authors' choice) takes the lowest indices, which in a trained coder are
+no more typical than any other; a seeded sample is what a claim about "a coder's latents" needs.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+
+def sample_positions(n_live: int, size: int, seed: int, coder: str) -> np.ndarray:
+    """Sorted positions of a seeded sample of `size` among `n_live` latents (all of them if size >= n_live)."""
+    if size >= n_live:
+        return np.arange(n_live)
+    rng = np.random.default_rng([seed, *coder.encode()])
+    return np.sort(rng.choice(n_live, size=size, replace=False))
+
+
+def sampled_latents(live: pd.DataFrame, size: int, seed: int) -> set[tuple[str, int]]:
+    """{(coder, latent)}: the seeded sample of `size` live latents of each coder (`live`: coder, latent rows)."""
+    out: set[tuple[str, int]] = set()
+    for coder, g in live.groupby("coder", sort=True):
+        lat = np.sort(g["latent"].astype(int).unique())
+        out.update((str(coder), int(lat[i])) for i in sample_positions(len(lat), size, seed, str(coder)))
+    return out
+
+
+def first_latents(df: pd.DataFrame, first: int | tuple[int, ...] | None, by: list[str]) -> pd.DataFrame:
+    """Per group of `by`: the first N latents by index, the listed indices, or all (first=None)."""
+    picked = []
+    for _, g in df.groupby(by, sort=True):
+        g = g.sort_values("latent")
+        if isinstance(first, int):
+            g = g.head(first)
+        elif first is not None:
+            g = g[g["latent"].isin([int(x) for x in first])]
+        picked.append(g)
+    return pd.concat(picked, ignore_index=True) if picked else df.iloc[0:0]
+
+
+def in_sample(df: pd.DataFrame, sample: set[tuple[str, int]]) -> pd.DataFrame:
+    """The rows of `df` (coder, latent, ...) whose (coder, latent) is in `sample`."""
+    keys = pd.Series(list(zip(df["coder"].astype(str), df["latent"].astype(int))), index=df.index, dtype=object)
+    return df[keys.isin(sample)]
