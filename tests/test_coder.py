@@ -330,3 +330,23 @@ def test_parallel_gradient_removal_is_the_projection():
     c.remove_gradient_parallel_to_decoder_directions()
     w = c.W_dec / c.W_dec.norm(dim=1, keepdim=True)
     assert torch.allclose(c.W_dec.grad, g - (g * w).sum(1, keepdim=True) * w, atol=1e-6)
+
+
+def test_learned_decoder_scale_multiplies_the_decoded_sum_and_is_saved_folded(tmp_path):
+    from interp_eval.coders.saelens import load_coder, save_coder
+
+    c = make(activation="binary", decoder_scale=True, hookpoint="layers.3.mlp", model_name="m")
+    with torch.no_grad():
+        c.log_decoder_scale.fill_(math.log(3.0))
+        c.b_dec.normal_()
+    x = torch.randn(10, 16)
+    code = c.encode(x)
+    dense = torch.zeros(10, 64).scatter(-1, code.indices, code.values)
+    y = c.decode(code)
+    assert torch.allclose(y, 3.0 * dense @ c.W_dec + c.b_dec, atol=1e-5)
+    ((y - x) ** 2).sum().backward()
+    assert c.log_decoder_scale.grad is not None and c.log_decoder_scale.grad.abs() > 0  # the scale learns
+    save_coder(c, tmp_path / "bae")
+    loaded = load_coder(tmp_path / "bae")
+    assert loaded.ours.log_decoder_scale is None  # folded: a coder with free rows, readable without the option
+    assert torch.allclose(loaded.ours.decode(loaded.ours.encode(x)), y.detach(), atol=1e-5)

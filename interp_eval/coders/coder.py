@@ -48,6 +48,7 @@ class CoderConfig:
     normalize_decoder: bool | None = None  # unit-norm decoder rows; defaults to True for SAEs only
     theta_init: float = 0.004  # binary: initial per-latent threshold
     temperature: float = 1.0  # binary: straight-through sigmoid temperature T
+    decoder_scale: bool = False  # one learned scalar multiplying the decoded sum (saved folded into W_dec)
     hookpoint: str = ""
     model_name: str = ""
 
@@ -194,6 +195,12 @@ class SparseCoder(nn.Module):
             self.W_skip = nn.Parameter(torch.zeros(d_out, d_in))
         else:
             self.register_parameter("W_skip", None)
+        # a binary code's output scale comes from its decoder rows alone: with unit-norm rows, a learned global
+        # scale (stored as its log, starting at 1) lets the output match the target's norm without freeing the rows
+        if cfg.decoder_scale:
+            self.log_decoder_scale = nn.Parameter(torch.zeros(()))
+        else:
+            self.register_parameter("log_decoder_scale", None)
         if cfg.activation == "binary":
             self.log_threshold = nn.Parameter(torch.full((m,), math.log(cfg.theta_init)))
         else:
@@ -243,6 +250,8 @@ class SparseCoder(nn.Module):
     def decode(self, code: Encoded, x: torch.Tensor | None = None) -> torch.Tensor:
         """Sum of the selected decoder rows weighted by their values (an embedding bag), + b_dec (+ skip)."""
         y = SparseDecode.apply(code.values, code.indices, self.W_dec)
+        if self.log_decoder_scale is not None:
+            y = y * self.log_decoder_scale.exp()
         y = y + self.b_dec
         if self.W_skip is not None:
             if x is None:
@@ -253,6 +262,11 @@ class SparseCoder(nn.Module):
     def forward(self, x: torch.Tensor, keep_pre: bool = False) -> tuple[torch.Tensor, Encoded]:
         code = self.encode(x, keep_pre=keep_pre)
         return self.decode(code, x), code
+
+    def folded_decoder(self) -> torch.Tensor:
+        """W_dec with the learned global scale (if any) multiplied in: the decoder a saved folder holds."""
+        w = self.W_dec.detach()
+        return w if self.log_decoder_scale is None else w * self.log_decoder_scale.detach().exp()
 
     # ------------------------------------------------------------------ decoder constraints
     @torch.no_grad()

@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import re
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Callable
 
@@ -40,6 +40,15 @@ def architecture_of(cfg: CoderConfig) -> str:
 
 
 # --------------------------------------------------------------------------- save
+def _saved_config(coder: SparseCoder) -> dict:
+    """The coder's config as the folder holds it: a learned decoder scale is folded into W_dec, so the folder is a
+    coder with free decoder rows (and the scale it learned is recorded)."""
+    d = coder.cfg.to_dict()
+    if coder.log_decoder_scale is not None:
+        d.update(decoder_scale=False, normalize_decoder=False, folded_decoder_scale=float(coder.log_decoder_scale.detach().exp()))
+    return d
+
+
 def save_coder(coder: SparseCoder, folder: Path, firing_frequency: torch.Tensor | None = None, extra_metadata: dict | None = None) -> None:
     """Write `folder` as a SAELens folder (atomically: a crash never leaves a half-written coder)."""
     cfg = coder.cfg
@@ -47,7 +56,7 @@ def save_coder(coder: SparseCoder, folder: Path, firing_frequency: torch.Tensor 
     state = {
         "W_enc": coder.W_enc.detach().float().cpu().contiguous(),
         "b_enc": coder.b_enc.detach().float().cpu().contiguous(),
-        "W_dec": coder.W_dec.detach().float().cpu().contiguous(),
+        "W_dec": coder.folded_decoder().float().cpu().contiguous(),
         "b_dec": coder.b_dec.detach().float().cpu().contiguous(),
     }
     if coder.W_skip is not None:
@@ -58,7 +67,7 @@ def save_coder(coder: SparseCoder, folder: Path, firing_frequency: torch.Tensor 
         "model_name": cfg.model_name,
         "hook_name": cfg.hookpoint,
         "hook_site": "output" if cfg.kind == "sae" else "input",
-        "interp_eval": {"coder": cfg.to_dict(), **(extra_metadata or {})},
+        "interp_eval": {"coder": _saved_config(coder), **(extra_metadata or {})},
     }
     if cfg.kind == "transcoder":
         metadata["hook_name_out"] = cfg.hookpoint
@@ -187,6 +196,13 @@ def register_architectures() -> None:
     register()
 
 
+def coder_config_of(saved: dict) -> CoderConfig:
+    """The CoderConfig of a folder's `interp_eval.coder` metadata (fields it records beside the config, such as a
+    folded decoder scale, are left out)."""
+    names = {f.name for f in fields(CoderConfig)}
+    return CoderConfig(**{k: v for k, v in saved.items() if k in names})
+
+
 def _load_ours(folder: Path, coder_cfg: CoderConfig, device) -> SparseCoder:
     state = load_file(str(folder / SAE_WEIGHTS), device=str(device))
     keep = {k: v for k, v in state.items() if k in ("W_enc", "b_enc", "W_dec", "b_dec", "W_skip")}
@@ -208,7 +224,7 @@ def load_coder(folder: str | Path, name: str | None = None, device: str | torch.
     who = "interp-eval" if ours_cfg else "sae-lens"
     try:
         if ours_cfg:
-            ours = _load_ours(folder, CoderConfig(**ours_cfg), device)
+            ours = _load_ours(folder, coder_config_of(ours_cfg), device)
         else:
             register_architectures()
             from sae_lens import SAE

@@ -318,7 +318,7 @@ def sparsify_config(coder: SparseCoder) -> dict:
     out: dict = {
         "activation": "topk_binary" if cfg.activation == "binary" else "topk",
         "expansion_factor": max(1, cfg.d_sae // cfg.d_in),  # informational: num_latents decides
-        "normalize_decoder": bool(cfg.normalize_decoder),
+        "normalize_decoder": bool(cfg.normalize_decoder and not cfg.decoder_scale),  # a folded scale frees the rows
         "num_latents": cfg.d_sae,
         "k": cfg.k,
         "multi_topk": False,
@@ -345,7 +345,7 @@ def save_sparsify(coder: SparseCoder, folder: str | Path) -> None:
     state = {
         "encoder.weight": as_saved(coder.W_enc_t),
         "encoder.bias": as_saved(coder.b_enc),
-        "W_dec": as_saved(coder.W_dec),
+        "W_dec": as_saved(coder.folded_decoder()),
         "b_dec": as_saved(coder.b_dec),
     }
     if coder.W_skip is not None:

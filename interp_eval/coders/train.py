@@ -58,6 +58,9 @@ class TrainConfig:
     """Binary coders: initial per-latent threshold."""
     normalize_decoder: bool | None = None
     """Unit-norm decoder rows (default: SAEs yes, transcoders no)."""
+    decoder_scale: bool = False
+    """A learned global scale on the decoder's output (with unit-norm rows, a binary code's output norm is otherwise
+    fixed by k); saved folded into W_dec."""
     skip: bool | None = None
     """Transcoder skip connection (default on)."""
     auxk_alpha: float = 0.0
@@ -96,6 +99,7 @@ class TrainConfig:
             k=self.k,
             skip=self.skip if kind == "transcoder" else False,
             normalize_decoder=self.normalize_decoder,
+            decoder_scale=self.decoder_scale,
             theta_init=self.theta_init,
             temperature=self.temperature,
             hookpoint=self.hookpoint,
