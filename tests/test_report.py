@@ -324,7 +324,7 @@ def test_claims_not_measurable(tmp_path):
 
 def test_plots_written(report_run):
     run, written, _ = report_run
-    for name in ("score_vs_frequency", "score_distributions", "score_by_quantile", "training_curves"):
+    for name in ("score_vs_frequency", "score_distributions", "score_by_quantile", "fvu_curves"):
         path = written[f"plot_{name}"]
         assert path.exists() and path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "plot_fvu_vs_k" not in written  # one k per type: skipped with a note
@@ -383,7 +383,7 @@ def test_recon_only_run_with_several_k(tmp_path):
     run.mkdir()
     pd.concat(rows).to_parquet(run / "recon_eval.parquet")
     written = run_report_stage(run)
-    assert written["plot_fvu_vs_k"].exists() and "plot_training_curves" not in written
+    assert written["plot_fvu_vs_k"].exists() and "plot_fvu_curves" not in written
     df = pd.read_csv(run / "results" / "coders.csv")
     assert len(df) == 12 and list(df["k"][:3]) == [8, 16, 32] and set(df["type"]) == {"SAE", "BAE", "TC", "BTC"}
     claims = (run / "results" / "claims.md").read_text()

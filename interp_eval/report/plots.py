@@ -9,7 +9,7 @@ import numpy as np
 
 from ..artifacts import atomic_path
 from .inputs import RunData
-from ..catalog import RECON_EVAL, TRAIN_METRICS, UNIFORM
+from ..catalog import RECON_EVAL, UNIFORM
 from .tables import interpretability_scorers, quantile_table, scored_latents, scorer_metric
 
 TYPE_COLORS = {"SAE": "#1f77b4", "BAE": "#ff7f0e", "TC": "#2ca02c", "BTC": "#d62728"}
@@ -183,27 +183,7 @@ def fvu_vs_k(data: RunData, out: Path) -> Plot:
     return plot
 
 
-def training_curves(data: RunData, out: Path) -> Plot:
-    plot = Plot("training_curves", "Training curves: FVU against tokens")
-    plt = _plt()
-    if not data.has("train"):
-        plot.note = f"no {TRAIN_METRICS}"
-        return plot
-    styles = _styles(data)
-    fig, ax = plt.subplots(figsize=(7, 4))
-    for coder, g in data.train.sort_values("tokens").groupby("coder", sort=False):
-        st = styles.get(coder, {"color": None, "label": coder})
-        ax.plot(g["tokens"], g["fvu"].astype(float), color=st["color"], label=st["label"], lw=1.2)
-    ax.set_yscale("log")
-    ax.set_xlabel("training tokens")
-    ax.set_ylabel("FVU (training batch, log)")
-    ax.grid(alpha=0.3, which="both")
-    ax.legend(fontsize=7)
-    plot.path = _save(fig, out / "training_curves.png")
-    return plot
-
-
-PLOTS = (score_vs_frequency, score_distributions, score_by_quantile, fvu_vs_k, training_curves)
+PLOTS = (score_vs_frequency, score_distributions, score_by_quantile, fvu_vs_k)  # and fvu_curves.py's training curves
 
 
 def make_plots(data: RunData, out: Path) -> list[Plot]:

@@ -12,6 +12,8 @@ a note. Writes into RUN/results/ (or `out_dir`):
   explanations, diversity (distinct / explained) and copies of the explainer's few-shot answers;
 - `llm_usage.csv` / `llm_usage.md`: LLM calls, tokens and cost per stage and model;
 - `claims.md`: the paper's five qualitative claims, each reproduced / not reproduced / not measurable;
+- `fvu_curve.csv` / `fvu_curve.md`: per coder, the smoothed training FVU at 25/50/75/100% of its tokens and
+  whether it flattened (fvu_curves.py);
 - `plots/*.png`; `report.html` (tables, claims, plots and a feature browser; opens from disk).
 """
 
@@ -30,6 +32,7 @@ from ..errors import UserError
 from ..mining.outputs import mismatch_lines
 from .browser import BrowserConfig, build_browser
 from .claims import claims_markdown, evaluate_claims, pairs_note
+from .fvu_curves import FVU_CURVE_NOTE, fvu_curve_display, fvu_curve_table, fvu_curves
 from .html import png_data_uri, write_html
 from .inputs import load_run
 from .plots import make_plots
@@ -125,7 +128,14 @@ def run_report_stage(run: str | Path, cfg: ReportConfig | None = None, out_dir: 
     note = pairs_note(data)
     written["claims_md"] = _write_text(out / "claims.md", claims_markdown(claims, note))
 
-    plots = make_plots(data, out / "plots") if cfg.plots else []
+    curve = fvu_curve_table(data)
+    curve_shown = fvu_curve_display(curve)
+    if len(curve):
+        written["fvu_curve_csv"] = _write_csv(out / "fvu_curve.csv", curve)
+        written["fvu_curve_md"] = _write_text(out / "fvu_curve.md", f"# Training length: {rd.root.name}\n\n{FVU_CURVE_NOTE}\n\n"
+                                              f"{to_markdown(curve_shown)}")
+
+    plots = [*make_plots(data, out / "plots"), fvu_curves(data, out / "plots")] if cfg.plots else []
     for p in plots:
         if p.path is not None:
             written[f"plot_{p.name}"] = p.path
@@ -147,6 +157,8 @@ def run_report_stage(run: str | Path, cfg: ReportConfig | None = None, out_dir: 
                 "columns": list(expl.columns), "rows": expl.astype(str).values.tolist()}] if len(expl) else []),
             *([{"id": "llm_usage", "title": "LLM usage by stage and model", "note": USAGE_NOTE,
                 "columns": list(usage_display(usage).columns), "rows": usage_display(usage).values.tolist()}] if len(usage) else []),
+            *([{"id": "fvu_curve", "title": "Training length: has FVU flattened?", "note": FVU_CURVE_NOTE,
+                "columns": list(curve_shown.columns), "rows": curve_shown.values.tolist()}] if len(curve) else []),
         ],
         "plots": [{"name": p.name, "title": p.title, "note": p.note, "src": png_data_uri(p.path) if p.path else None} for p in plots],
         "browser": browser,
