@@ -14,6 +14,8 @@ a note. Writes into RUN/results/ (or `out_dir`):
 - `claims.md`: the paper's five qualitative claims, each reproduced / not reproduced / not measurable;
 - `fvu_curve.csv` / `fvu_curve.md`: per coder, the smoothed training FVU at 25/50/75/100% of its tokens and
   whether it flattened (fvu_curves.py);
+- `seeds.csv` / `seed_comparisons.csv` / `seeds.md`: per group of coders differing only by seed, the spread over
+  seeds, and whether binary-vs-continuous differences exceed it (seeds.py);
 - `plots/*.png`; `report.html` (tables, claims, plots and a feature browser; opens from disk).
 """
 
@@ -36,6 +38,7 @@ from .fvu_curves import FVU_CURVE_NOTE, fvu_curve_display, fvu_curve_table, fvu_
 from .html import png_data_uri, write_html
 from .inputs import load_run
 from .plots import make_plots
+from .seeds import COMPARISON_NOTE, SEEDS_NOTE, comparison_display, seed_comparisons, seed_display, seed_table
 from .tables import EXPLANATION_NOTE, POWER_NOTE, USAGE_NOTE, RANDOM_MODEL_NOTE, explanation_table, random_model_display, random_model_table, coder_table, display_table, scorer_display, scorer_table, to_markdown, usage_display, usage_table
 
 
@@ -135,6 +138,17 @@ def run_report_stage(run: str | Path, cfg: ReportConfig | None = None, out_dir: 
         written["fvu_curve_md"] = _write_text(out / "fvu_curve.md", f"# Training length: {rd.root.name}\n\n{FVU_CURVE_NOTE}\n\n"
                                               f"{to_markdown(curve_shown)}")
 
+    seeds = seed_table(data)
+    seeds_shown = seed_display(seeds)
+    seed_comp = seed_comparisons(data, seeds)
+    seed_comp_shown = comparison_display(seed_comp)
+    if len(seeds):
+        written["seeds_csv"] = _write_csv(out / "seeds.csv", seeds)
+        written["seed_comparisons_csv"] = _write_csv(out / "seed_comparisons.csv", seed_comp)
+        written["seeds_md"] = _write_text(out / "seeds.md", f"# Across-seed spread: {rd.root.name}\n\n{SEEDS_NOTE}\n\n{to_markdown(seeds_shown)}"
+                                          f"\n## Binary vs continuous against the seed spread\n\n{COMPARISON_NOTE}\n\n"
+                                          f"{to_markdown(seed_comp_shown) if len(seed_comp) else 'No matched pairs.'}")
+
     plots = [*make_plots(data, out / "plots"), fvu_curves(data, out / "plots")] if cfg.plots else []
     for p in plots:
         if p.path is not None:
@@ -159,6 +173,10 @@ def run_report_stage(run: str | Path, cfg: ReportConfig | None = None, out_dir: 
                 "columns": list(usage_display(usage).columns), "rows": usage_display(usage).values.tolist()}] if len(usage) else []),
             *([{"id": "fvu_curve", "title": "Training length: has FVU flattened?", "note": FVU_CURVE_NOTE,
                 "columns": list(curve_shown.columns), "rows": curve_shown.values.tolist()}] if len(curve) else []),
+            *([{"id": "seeds", "title": "Across-seed spread", "note": SEEDS_NOTE,
+                "columns": list(seeds_shown.columns), "rows": seeds_shown.values.tolist()},
+               {"id": "seed_comparisons", "title": "Binary vs continuous against the seed spread", "note": COMPARISON_NOTE,
+                "columns": list(seed_comp_shown.columns), "rows": seed_comp_shown.values.tolist()}] if len(seeds) else []),
         ],
         "plots": [{"name": p.name, "title": p.title, "note": p.note, "src": png_data_uri(p.path) if p.path else None} for p in plots],
         "browser": browser,
