@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+import time
 from pathlib import Path
 
 import pyarrow as pa
@@ -189,6 +190,25 @@ def test_a_failed_train_on_bad_input_changes_nothing(trained, tmp_path):
     empty.write_text("")
     _refused([*TINY_TRAIN, "--k", "8", "--dataset", empty], trained, "split is empty")
     assert _digest(trained) == before
+
+
+def _tree(folder: Path) -> dict[str, str]:
+    """Every path under `folder` (folders too: an activation cache starts as an empty folder), files by sha256."""
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else "dir"
+            for p in sorted(folder.rglob("*"))}
+
+
+def test_more_tokens_than_the_train_split_are_refused_before_caching(trained):
+    """The packaged train split holds 827,904 tokens at ctx 256: asking for more stops at once, not after caching
+    all it has. --tokens counts distinct training tokens (--epochs repeats them), so --epochs does not lift it."""
+    before = _tree(trained)
+    args = [*TINY_TRAIN, "--ctx-len", "256", "--eval-tokens", "1024"]  # the last value of an option given twice counts
+    started = time.perf_counter()
+    err = _refused([*args, "--k", "8", "--tokens", "1000000", "--epochs", "4"], trained, "the train split holds 827904 tokens")
+    took = time.perf_counter() - started
+    assert "--tokens 1000000" in err and "--epochs" in err, err
+    assert took < 30, f"refused after {took:.1f} s: it must come before the model's forward passes"
+    assert _tree(trained) == before
 
 
 # -- train records each coder as it is saved: a crash in the next one keeps it (defect 3) ----------------------

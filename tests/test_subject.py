@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from interp_eval.errors import UserError
-from interp_eval.subject.corpus import CorpusConfig, iter_contexts, iter_documents, split_of, take_contexts
+from interp_eval.subject.corpus import CorpusConfig, iter_contexts, iter_documents, split_of, split_tokens, take_contexts
 from interp_eval.subject.hookpoints import capture, splice_mlp, valid_hookpoints
 from interp_eval.subject.model import load_subject_model
 
@@ -92,6 +92,18 @@ def test_empty_or_short_corpus_is_a_clear_error(tmp_path, subject):
     (tmp_path / "bad.jsonl").write_text('{"nottext": 1}\n')
     with pytest.raises(UserError, match="bad.jsonl:1"):
         take_contexts(CorpusConfig(dataset=str(tmp_path / "bad.jsonl")), subject.tokenizer, "train", 64)
+
+
+def test_split_tokens_counts_what_iter_contexts_yields(tmp_path, subject):
+    cfg = CorpusConfig()
+    assert split_tokens(cfg, subject.tokenizer, "train") == 827_904  # the packaged train split at ctx 256
+    assert split_tokens(cfg, subject.tokenizer, "train", 5_000) == 4_864  # stops at the limit, in whole contexts
+    docs = [f"Document {i} says something about topic {i % 5}. " * 30 for i in range(12)]
+    (tmp_path / "d.jsonl").write_text("\n".join(json.dumps({"text": d}) for d in docs))
+    local = CorpusConfig(dataset=str(tmp_path / "d.jsonl"), ctx_len=32)
+    for split in ("train", "heldout"):
+        assert split_tokens(local, subject.tokenizer, split) == 32 * len(list(iter_contexts(local, subject.tokenizer, split)))
+    assert split_tokens(CorpusConfig(dataset="no-such-org/streamed-dataset"), subject.tokenizer, "train") is None
 
 
 def test_missing_model_or_dataset_offline_is_a_clear_error(tmp_path):

@@ -2,7 +2,8 @@
 
 Each coder is recorded (its folder, metric rows, reconstruction eval and manifest line) as soon as it is
 trained, so a crash while training the next one loses nothing finished: a re-run skips it. Nothing of the
-run directory changes before the options, the hookpoints and the held-out split were checked.
+run directory changes before the options, the hookpoints, the held-out split and the size of the training split
+were checked.
 
 `control="random-model"` trains the same coders, on the same corpus split and with the same settings,
 on a randomly initialised copy of the subject model (Heap et al. 2025, arXiv 2501.17727): the coders
@@ -24,7 +25,7 @@ from ..config_fields import NOT_AN_OPTION, flags
 from ..errors import UserError
 from ..catalog import RECON_EVAL, TRAIN_METRICS
 from ..subject.activations import CacheKey, build_activation_caches
-from ..subject.corpus import CorpusConfig, take_contexts
+from ..subject.corpus import CorpusConfig, split_tokens, take_contexts
 from ..subject.model import RANDOM_MODEL_SUFFIX, load_subject_model, parse_random_spec, random_model_spec
 from .evaluate import evaluate_reconstruction
 from .saelens import is_saelens_folder, save_coder
@@ -112,6 +113,25 @@ def _commit(rd: RunDir, c: TrainConfig, coder, rows: list[dict], fires: torch.Te
     remove_checkpoint(rd.root, c.coder_name)
 
 
+def check_train_split(corpus: CorpusConfig, tokenizer, tokens: int) -> None:
+    """Refuse `tokens` beyond the training split before any model pass: caching would find out only at its end.
+
+    `tokens` counts distinct training tokens (the activation cache holds them; --epochs passes over them again),
+    so epochs do not change what the split must hold. A streamed Hugging Face dataset is not counted: caching
+    stops when it runs out, as before.
+    """
+    have = split_tokens(corpus, tokenizer, "train", tokens)
+    if have is None or have >= tokens // corpus.ctx_len * corpus.ctx_len:
+        return
+    if have == 0:
+        raise UserError(f"--dataset {corpus.dataset}: the train split is empty (no documents with text)")
+    raise UserError(
+        f"--dataset {corpus.dataset}: the train split holds {have} tokens at --ctx-len {corpus.ctx_len}, --tokens {tokens} "
+        f"asked for: pass --tokens {have} or fewer, with --epochs E to train on them E times (--tokens counts distinct "
+        "tokens, each epoch repeats them), or add data"
+    )
+
+
 def run_train_stage(run: str | Path, cfg: TrainStageConfig) -> list[str]:
     """Train `cfg.coders` (all from one activation pass per hookpoint); returns the coder names.
 
@@ -155,6 +175,7 @@ def run_train_stage(run: str | Path, cfg: TrainStageConfig) -> list[str]:
     # the held-out tokens of the evaluation, taken (and checked) before anything of the run changes
     heldout = take_contexts(corpus, subject.tokenizer, "heldout", cfg.eval_tokens)
     tokens = max(c.tokens for c in todo)
+    check_train_split(corpus, subject.tokenizer, tokens)
     key = CacheKey(model=subject.name, corpus=corpus, split="train", n_tokens=tokens, dtype=cfg.cache_dtype)
     hookpoints = sorted({c.hookpoint for c in todo})
     if d.is_main:
