@@ -20,6 +20,7 @@ from interp_eval.coders.saelens import load_coder, save_coder
 from interp_eval.errors import UserError
 from interp_eval.mining import CoderState, MineConfig, Sampling, merge, merge_all, run_mine_stage
 from interp_eval.mining.selection import select_rows
+from interp_eval.subject.corpus import split_tokens
 from mining_helpers import DEAD, MINE_KW, MODEL_NAME, brute_force, make_run_coders, make_saelens_sae
 
 NAMES = ["btc1", "sae0", "slsae"]
@@ -322,6 +323,24 @@ def test_empty_corpus_and_too_few_tokens_are_user_errors(tmp_path, subject):
     with pytest.raises(UserError, match="--reservoir"):
         run_mine_stage(tmp_path / "run", MineConfig(tokens=512, reservoir=50, device="cpu"), subject=subject)
     assert not (tmp_path / "run" / "latents.parquet").exists()
+
+
+def test_tokens_beyond_the_held_out_split_mine_all_of_it_and_record_the_true_count(tmp_path, subject, caplog):
+    """mine does not refuse --tokens beyond the held-out split: it mines the whole split, warns, and every record of
+    the run (latents.parquet's n_tokens, the manifest line, the summary) holds the tokens actually mined."""
+    _coder(tmp_path)
+    corpus = tmp_path / "corpus.jsonl"
+    docs = [f"Report {i}: the council met on day {i} to discuss topic {i % 9} at some length. " * 12 for i in range(40)]
+    corpus.write_text("\n".join(json.dumps({"text": d}) for d in docs))
+    cfg = MineConfig(**{**MINE_KW, "tokens": 1_000_000, "dataset": str(corpus)})
+    have = split_tokens(cfg.corpus, subject.tokenizer, "heldout")
+    assert 0 < have < cfg.tokens
+    run = tmp_path / "run"
+    summary = run_mine_stage(run, cfg, subject=subject)
+    assert summary["tokens"] == have
+    assert set(pd.read_parquet(run / "latents.parquet")["n_tokens"]) == {have}
+    assert RunDir(run).stage_entry("mine")["tokens"] == have
+    assert f"has only {have} tokens; mined those" in caplog.text
 
 
 # ----------------------------------------------------------------------------- the state alone
