@@ -321,8 +321,16 @@ LATENT_SCORES = Table(
               **{t: None for t, _ in _TOKENS}, "cost_usd": None},
 )
 
-_POWER = (("power_metric", _str), ("power_own", _f64), ("power_control", _f64), ("power", _f64), ("power_ci_low", _f64),
-          ("power_ci_high", _f64), ("power_latents", _i64), ("has_power", _bool))
+_POWER = (  # the scorer's power on the coder (scoring/controls.py)
+    ("power_metric", _str),       # the headline metric: auc, else balanced_accuracy (intruder: accuracy)
+    ("power_own", _f64), ("power_control", _f64),  # its mean over the paired latents: own explanations, control (or chance)
+    ("power", _f64), ("power_ci_low", _f64), ("power_ci_high", _f64),  # own - control, bootstrap 95% interval over latents
+    ("power_latents", _i64),      # latents paired with the control (0: no control)
+    ("has_power", _bool),         # power_status == "has power"
+    ("power_status", _str),       # "has power" (>= 20 paired latents, interval above zero) | "no measured power"
+                                  # | "too few latents" (< 20 paired latents, whatever the interval)
+    ("power_borderline", _bool),  # the call sits on the edge: |power_ci_low| < 0.1 x the interval's half-width
+)
 
 SCORE_SUMMARY = Table(
     "score_summary.parquet", "score", "one row per (coder, scorer, explainer): each metric's mean over latents with a bootstrap "
@@ -338,6 +346,7 @@ SCORE_SUMMARY = Table(
         ("freq_weighted_f1", _f64),  # the paper's sum_i F1_i c_i / sum_i c_i per hookpoint; NaN without --freq-adjust
         ("freq_weighted_metric", _str), ("freq_weighted", _f64),
     ),
+    defaults={"power_status": None, "power_borderline": None},  # files from before the floor on latents: readers recompute them
 )
 
 SCORE_BY_QUANTILE = Table(

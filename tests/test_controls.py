@@ -74,11 +74,12 @@ def test_power_and_its_interval_match_a_hand_computed_case():
     idx = np.random.default_rng(3).integers(0, 3, size=(1000, 3))
     lo, hi = np.quantile(diffs[idx].mean(axis=1), [0.025, 0.975])
     assert p.latents == 3 and p.power == pytest.approx(0.3) and p.own == pytest.approx(0.8) and p.control == pytest.approx(0.5)
-    assert (p.ci_low, p.ci_high) == pytest.approx((lo, hi)) and p.has_power
+    assert (p.ci_low, p.ci_high) == pytest.approx((lo, hi)) and p.ci_low > 0
+    assert p.status == "too few latents" and not p.has_power and p.label == "too few latents (3 < 20)"  # the floor on latents
     flat = paired_power(own, own, "auc")
     assert flat.power == 0 and not flat.has_power
     c = chance_power(pd.DataFrame({"latent": [0, 1], "accuracy": [0.5, 0.7]}), "accuracy", 0.2)
-    assert c.power == pytest.approx(0.4) and c.control == 0.2 and c.has_power
+    assert c.power == pytest.approx(0.4) and c.control == 0.2 and c.ci_low > 0 and c.status == "too few latents"
 
 
 # -- example-embedding --------------------------------------------------------------------------------------
@@ -182,7 +183,8 @@ def test_intruder_accuracy_is_one_against_a_server_that_names_the_intruder(llm_e
         own = ctx[(ctx["coder"] == coder) & (ctx["latent"] == latent) & (ctx["kind"] == "quantile")]
         assert not set(g["window_id"]) & set(own["window_id"])
     for row in out["summary"]:
-        assert row["accuracy_mean"] == 1 and row["power_metric"] == "accuracy" and row["power"] == pytest.approx(0.8) and row["has_power"]
+        assert row["accuracy_mean"] == 1 and row["power_metric"] == "accuracy" and row["power"] == pytest.approx(0.8)
+        assert row["power_ci_low"] > 0 and row["power_status"] == "too few latents" and not row["has_power"]  # 4 latents < 20
     assert parse_choice("The odd one is [3].", 5) == [3] and parse_choice("[7]", 5) is None and parse_choice("none", 5) is None
 
     llm_env.answer = lambda req: "[1]"  # always the first: chance

@@ -82,8 +82,10 @@ def test_truth_answers_score_f1_one_with_auc_from_openai_logprobs(llm_env, fast_
     assert (summ["f1_mean"] == 1).all() and (summ["f1_pooled"] == 1).all() and (summ["freq_weighted_f1"] == 1).all()
     assert (summ["scored"] == 3).all() and (summ["too_rare"] == 1).all() and (summ["windows"] == 60).all()
     # the oracle knows right from wrong explanations: AUC 1 with its own, 0.5 with another's (it says 0 to all)
-    assert (summ["power_metric"] == "auc").all() and (summ["power"] == 0.5).all() and summ["has_power"].all()
+    assert (summ["power_metric"] == "auc").all() and (summ["power"] == 0.5).all()
     assert (summ["power_ci_low"] > 0).all() and (summ["power_latents"] == 3).all()
+    # but 3 latents are below the floor: no power, whatever the interval says
+    assert (summ["power_status"] == "too few latents").all() and not summ["has_power"].any() and not summ["power_borderline"].any()
     quant = _read(run, "score_by_quantile")
     assert set(quant.loc[quant["coder"] == "sae-x", "quantile"]) == {str(q) for q in range(10)}
     assert set(quant.loc[quant["coder"] == "bae-x", "quantile"]) == {"uniform"}  # binary: no activation order

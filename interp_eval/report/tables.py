@@ -16,6 +16,7 @@ import pandas as pd
 from ..catalog import LATENT_SCORES, LLM_USAGE, STATUS_DEAD, STATUS_TOO_RARE, UHF_THRESHOLDS
 from ..llm.usage import billing, spend
 from ..scoring.aggregate import auc_only
+from ..scoring.controls import EDGE_MARGIN, MIN_POWER_LATENTS, Power
 from ..scoring.metrics import frequency_weighted
 from .inputs import MODEL_COLUMNS, RunData
 
@@ -155,17 +156,24 @@ POWER_NOTE = (
     "explanations minus the same metric with another latent's explanation of the same coder (the shuffled control; "
     "example-embedding: another latent's reference windows; intruder: minus chance 1/n), paired per latent, with a "
     "bootstrap 95% interval over latents. A scorer whose interval does not clear zero cannot tell a right explanation "
-    "from a wrong one on this run, and no claim is judged with it."
+    "from a wrong one on this run, and no claim is judged with it; nor is one paired with its control on fewer than "
+    f"{MIN_POWER_LATENTS} latents, whatever its interval (too few latents). A call whose interval's lower end lies within "
+    f"{EDGE_MARGIN:g} x the interval's half-width of zero is marked borderline: a rerun could call it the other way."
 )
 
 
 def scorer_table(data: RunData) -> pd.DataFrame:
     """Per (coder, scorer, explainer): the headline metric, its control and the scorer's power (score_summary.parquet)."""
     cols = ["coder", "scorer", "explainer", "model", "scored", "power_metric", "headline_mean", "headline_ci_low", "headline_ci_high",
-            "power_own", "power_control", "power", "power_ci_low", "power_ci_high", "power_latents", "has_power"]
+            "power_own", "power_control", "power", "power_ci_low", "power_ci_high", "power_latents", "has_power", "power_status",
+            "power_borderline"]
     if not data.has("all_summary"):
         return pd.DataFrame(columns=cols)
     s = data.all_summary.copy()
+    calls = [Power.from_row(r) for r in s.to_dict("records")]  # today's rules, also on files written before them
+    s["has_power"] = [p.has_power for p in calls]
+    s["power_status"] = [p.status for p in calls]
+    s["power_borderline"] = [p.borderline for p in calls]
     for c in ("headline_mean", "headline_ci_low", "headline_ci_high"):
         s[c] = [r[f"{r['power_metric']}_{c.split('_', 1)[1]}"] for r in s.to_dict("records")]
     order = {c: i for i, c in enumerate(data.coders.index)}
@@ -177,7 +185,7 @@ def scorer_display(df: pd.DataFrame) -> pd.DataFrame:
     rows = []
     for r in df.to_dict("records"):
         n = r["power_latents"]
-        verdict = "no control" if not n else ("has power" if r["has_power"] else "no measured power")
+        verdict = "no control" if not n else Power.from_row(r).label
         rows.append({
             "coder": r["coder"], "scorer": r["scorer"], "explainer": r["explainer"], "scored": _int(r["scored"]),
             "metric": r["power_metric"],

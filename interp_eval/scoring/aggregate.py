@@ -11,7 +11,8 @@ shuffled control (controls.py) and enter only the power columns, never the score
 
 Per coder, scorer and explainer (`score_summary.parquet`): for each metric the mean over latents
 with a seeded bootstrap 95% interval, and the pooled (micro) value over all windows of the coder;
-the scorer's power (headline metric own - control, or - chance, with its interval; controls.py);
+the scorer's power (headline metric own - control, or - chance, with its interval) and its call
+(has power / no measured power / too few latents, and whether it is borderline; controls.py);
 coverage (latents in the coder, dead, too rare, explained, explanation failed, scored, scoring
 failed); the counts of ultra-high-frequency latents (firing rate above 1% and 10%); and, with
 freq_adjust, the frequency-weighted F1 of the paper (per hookpoint sum_i F1_i c_i / sum_i c_i over
@@ -33,7 +34,7 @@ import numpy as np
 import pandas as pd
 
 from ..catalog import SCORE_KEY, UHF_THRESHOLDS, UNIFORM
-from .controls import chance_power, no_power, paired_power
+from .controls import Power, chance_power, no_power, paired_power
 from .metrics import METRICS, NAN, Confusion, bootstrap_mean_ci, frequency_bin, frequency_weighted
 from .registry import CONTROL_NONE, CONTROL_SHUFFLED, get_scorer
 
@@ -239,8 +240,7 @@ def format_summary(df: pd.DataFrame) -> str:
     def power(r):
         if not r["power_latents"]:
             return "no control"
-        mark = "" if r["has_power"] else " (none)"
-        return f"{r['power']:+.3f} [{r['power_ci_low']:+.3f}, {r['power_ci_high']:+.3f}] {r['power_metric']}{mark}"
+        return f"{r['power']:+.3f} [{r['power_ci_low']:+.3f}, {r['power_ci_high']:+.3f}] {r['power_metric']}: {Power.from_row(r).label}"
 
     table = pd.DataFrame({
         "coder": df["coder"], "scorer": df["scorer"], "explainer": df["explainer"],

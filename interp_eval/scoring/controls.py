@@ -10,14 +10,22 @@
 
 Power = mean over latents of (headline metric with the latent's own explanation - the same metric
 under the control), paired per latent, with a seeded percentile-bootstrap 95% interval over
-latents. A scorer has power on a run when the interval's lower end is above zero; only then may a
-claim be judged with it (report/claims.py).
+latents. A scorer has power on a run when at least MIN_POWER_LATENTS latents are paired and the
+interval's lower end is above zero; only then may a claim be judged with it (report/claims.py).
+Below the floor the call is "too few latents", whatever the bootstrap says: a percentile interval
+over a handful of latents is too narrow to trust.
+
+A call sits on the edge of its interval (`on_edge`) when the interval's deciding end lies within
+EDGE_MARGIN x its half-width of zero: the same command on a rerun (other LLM answers, another
+sample) could call it the other way. Such calls are marked "(borderline)", never hidden; the
+report's claims use the same rule for their comparisons.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -55,6 +63,24 @@ def shuffled_sources(latents: Sequence[int], cap: int | None, seed: int, *parts:
     return {sample[i]: sample[int(perm[i])] for i in range(len(sample))}
 
 
+MIN_POWER_LATENTS = 20  # fewer paired latents: no power, and no verdict from a comparison over latents
+EDGE_MARGIN = 0.1  # a deciding end closer to zero than this share of its interval's half-width is on the edge
+HAS_POWER, NO_POWER, TOO_FEW_LATENTS = "has power", "no measured power", "too few latents"  # score_summary.power_status
+
+
+def too_few_latents(n: int) -> str | None:
+    """The words for a sample below the floor on latents, e.g. "too few latents (5 < 20)"; None at or above it."""
+    return f"{TOO_FEW_LATENTS} ({n} < {MIN_POWER_LATENTS})" if n < MIN_POWER_LATENTS else None
+
+
+def on_edge(end: float | None, lo: float | None, hi: float | None) -> bool:
+    """Whether a call made by an interval's deciding end (`end`: lo or hi) sits on the edge: |end| < EDGE_MARGIN x the
+    interval's half-width, so a shift of a tenth of the half-width could move that end across zero."""
+    if end is None or lo is None or hi is None or any(math.isnan(x) for x in (end, lo, hi)):
+        return False
+    return abs(end) < EDGE_MARGIN * (hi - lo) / 2
+
+
 @dataclass(frozen=True)
 class Power:
     metric: str
@@ -66,15 +92,41 @@ class Power:
     latents: int
 
     @property
+    def status(self) -> str:
+        """HAS_POWER, NO_POWER or TOO_FEW_LATENTS (below MIN_POWER_LATENTS paired latents, whatever the interval)."""
+        if too_few_latents(self.latents):
+            return TOO_FEW_LATENTS
+        return HAS_POWER if self.ci_low > 0 else NO_POWER
+
+    @property
     def has_power(self) -> bool:
-        return bool(self.latents > 0 and self.ci_low > 0)
+        return self.status == HAS_POWER
+
+    @property
+    def borderline(self) -> bool:
+        """The power call sits on the edge of its interval (its deciding end, the lower one, near zero)."""
+        return self.status != TOO_FEW_LATENTS and on_edge(self.ci_low, self.ci_low, self.ci_high)
+
+    @property
+    def label(self) -> str:
+        """The call in words: "has power", "no measured power (borderline)", "too few latents (5 < 20)"."""
+        if self.status == TOO_FEW_LATENTS:
+            return too_few_latents(self.latents)
+        return self.status + (" (borderline)" if self.borderline else "")
 
     def to_dict(self) -> dict:
         return {
             "power_metric": self.metric, "power_own": self.own, "power_control": self.control, "power": self.power,
             "power_ci_low": self.ci_low, "power_ci_high": self.ci_high, "power_latents": self.latents,
-            "has_power": self.has_power,
+            "has_power": self.has_power, "power_status": self.status, "power_borderline": self.borderline,
         }
+
+    @classmethod
+    def from_row(cls, row: Mapping) -> "Power":
+        """The power of a score_summary row, so a reader applies today's rules to the numbers of any file."""
+        n = row["power_latents"]
+        return cls(row["power_metric"], row["power_own"], row["power_control"], row["power"], row["power_ci_low"],
+                   row["power_ci_high"], 0 if pd.isna(n) else int(n))
 
 
 def paired_power(own: pd.DataFrame, control: pd.DataFrame, metric: str, *, seed: int = 0, n_boot: int = 1000) -> Power:
