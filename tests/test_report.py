@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import re
@@ -28,7 +29,7 @@ from interp_eval.report.tables import coder_table
 HP = "layers.9.mlp"
 CODERS = {"sae-layers.9.mlp-k8": ("sae", "topk"), "bae-layers.9.mlp-k8": ("sae", "binary"),
           "tc-layers.9.mlp-k8": ("transcoder", "topk"), "btc-layers.9.mlp-k8": ("transcoder", "binary")}
-N_LATENTS = 12  # the last is too_rare; the others are explained and scored
+N_LATENTS = 21  # the last is too_rare; the other 20 (the floor for a verdict over latents) are explained and scored
 NASTY_TOKEN = '<img src=x onerror="window.pwned=1">&amp;\''
 NASTY_EXPLANATION = 'the word "the" </script><script>window.pwned=1</script> & <b>bold</b>'
 
@@ -123,22 +124,48 @@ def quantile_rows(supports: bool) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def predictions_for(run: Path, truth: dict, rng: np.random.Generator) -> pd.DataFrame:
+def prediction_row(coder: str, latent: int, scorer: str, window: int, label: int, pred: int, q, probability: float) -> dict:
+    return {"coder": coder, "latent": latent, "scorer": scorer, "explainer": "llm", "control": "none",
+            "source_latent": latent, "window_id": window, "label": label, "prediction": pred, "probability": probability,
+            "similarity": None, "answer": None, "parse_ok": True, "failure": None, "attempts": 1, "model": "fake-model",
+            "quantile": None if q is None or pd.isna(q) else int(q), "prompt_version": "v1", "explanation_sha": "0" * 12,
+            "prompt_index": 0, "position": 1, "windows_per_prompt": 1, "seed": 0}
+
+
+def prediction_frame(rows: list[dict]) -> pd.DataFrame:
+    df = pd.DataFrame(rows)
+    return df.astype({"similarity": "float64", "quantile": "Int8", "label": "int8", "prediction": "Int8", "answer": "Int32"})
+
+
+def predictions_for(run: Path, truth: dict, rng: np.random.Generator, supports: bool = True) -> pd.DataFrame:
+    """Scorer answers: 15% of non-activating windows called wrong; activating windows missed 5% of the time in binary
+    coders and half the time in continuous ones when `supports` (claim 3: binary latents have the higher recall), else
+    the other way round."""
     ctx = pd.read_parquet(run / "contexts.parquet")
     quant = {(c, int(l), int(w)): q for c, l, w, q in zip(ctx["coder"], ctx["latent"], ctx["window_id"], ctx["quantile"])}
     rows = []
     for (coder, latent, window), label in truth.items():
+        miss = (0.05 if coder.startswith("b") == supports else 0.5) if label else 0.15
         for scorer in ("detection", "fuzzing"):
-            pred = label if rng.random() > 0.15 else 1 - label
-            q = quant.get((coder, latent, window))
-            rows.append({"coder": coder, "latent": latent, "scorer": scorer, "explainer": "llm", "control": "none",
-                         "source_latent": latent, "window_id": window, "label": label, "prediction": pred,
-                         "probability": float(np.clip(0.5 + (pred - 0.5) * 0.8 + rng.normal(0, 0.05), 0, 1)),
-                         "similarity": None, "answer": None, "parse_ok": True, "failure": None, "attempts": 1, "model": "fake-model",
-                         "quantile": None if q is None or pd.isna(q) else int(q), "prompt_version": "v1", "explanation_sha": "0" * 12,
-                         "prompt_index": 0, "position": 1, "windows_per_prompt": 1, "seed": 0})
-    df = pd.DataFrame(rows)
-    return df.astype({"similarity": "float64", "quantile": "Int8", "label": "int8", "prediction": "Int8", "answer": "Int32"})
+            pred = label if rng.random() > miss else 1 - label
+            rows.append(prediction_row(coder, latent, scorer, window, label, pred, quant.get((coder, latent, window)),
+                                       float(np.clip(0.5 + (pred - 0.5) * 0.8 + rng.normal(0, 0.05), 0, 1))))
+    return prediction_frame(rows)
+
+
+def recall_predictions(latents: pd.DataFrame, supports: bool) -> pd.DataFrame:
+    """Predictions whose per-latent recall on activating windows is known: binary latents 1.0 / 0.9 on their 10 windows
+    (even / odd latents; 0.5 / 0.4 when not `supports`), continuous latents 1.0 / 0.5 on their top 2 deciles (one window
+    each of deciles 0-9, the lower eight never called); 10 negatives each, called right."""
+    rows, window = [], itertools.count()
+    for r in latents[latents["status"] == "ok"].itertuples():
+        binary, even = r.coder.startswith("b"), r.latent % 2 == 0
+        fired = ((10 if even else 9) if supports else (5 if even else 4)) if binary else (2 if even else 1)
+        activating = [(None, int(i < fired)) for i in range(10)] if binary else [(q, int(q >= 10 - fired)) for q in range(10)]
+        for scorer in ("detection", "fuzzing"):
+            rows += [prediction_row(r.coder, r.latent, scorer, next(window), 1, pred, q, float(pred)) for q, pred in activating]
+            rows += [prediction_row(r.coder, r.latent, scorer, next(window), 0, 0, None, 0.0) for _ in range(10)]
+    return prediction_frame(rows)
 
 
 def add_top_windows_and_nasty_token(run: Path) -> int:
@@ -189,7 +216,7 @@ def build_full_run(run: Path, tokenizer, supports: bool = True) -> dict:
     usage.to_parquet(run / "llm_usage.parquet")
     scores = score_rows(latents, supports, rng)
     scores.to_parquet(run / "latent_scores.parquet")
-    predictions = predictions_for(run, info["truth"], rng)
+    predictions = predictions_for(run, info["truth"], rng, supports)
     predictions.to_parquet(run / "predictions.parquet")
     summary_rows(scores, predictions, latents, expl).to_parquet(run / "score_summary.parquet")
     quantile_rows(supports).to_parquet(run / "score_by_quantile.parquet")
@@ -246,13 +273,14 @@ def test_tables_one_row_per_coder(report_run):
     assert row["detection_freq_weighted_f1"] == pytest.approx(fw)
     emb = scores[(scores["coder"] == "bae-layers.9.mlp-k8") & (scores["scorer"] == "embedding")]
     assert row["embedding_auc_mean"] == pytest.approx(emb["auc"].mean())
-    assert row["llm_calls"] == (N_LATENTS - 1) + 10 and row["cost_usd"] == pytest.approx(0.021)  # explain + score calls
+    assert row["llm_calls"] == (N_LATENTS - 1) + 10  # explain + score calls
+    assert row["cost_usd"] == pytest.approx(0.001 * row["llm_calls"])
     md = (results / "coders.md").read_text()
     assert "| coder | type | hookpoint | k | FVU |" in md
-    assert "11 / 1 / 0 / 0 of 12" in md
+    assert f"{N_LATENTS - 1} / 1 / 0 / 0 of {N_LATENTS}" in md
     assert md.count("\n| ") == 5  # header + 4 coders
     usage = pd.read_csv(results / "llm_usage.csv")
-    assert dict(zip(usage["stage"], usage["calls"])) == {"explain": 44, "score": 40}
+    assert dict(zip(usage["stage"], usage["calls"])) == {"explain": len(CODERS) * (N_LATENTS - 1), "score": 40}
 
 
 def test_claims_file_marks_supported_claims(report_run):
@@ -263,8 +291,10 @@ def test_claims_file_marks_supported_claims(report_run):
     assert "uniform" in text and "top 2 activation deciles" in text
 
 
-def _data(tmp_path, recon=None, latents=None, scores=None, by_quantile=None, has_power=True) -> RunData:
-    data = RunData(rd=RunDir(tmp_path), recon=recon, latents=latents, scores=scores, by_quantile=by_quantile,
+def _data(tmp_path, recon=None, latents=None, scores=None, predictions=None, has_power=True) -> RunData:
+    if predictions is not None:
+        predictions.to_parquet(tmp_path / "predictions.parquet")
+    data = RunData(rd=RunDir(tmp_path), recon=recon, latents=latents, scores=scores, has_predictions=predictions is not None,
                    all_summary=power_rows(scores, has_power) if scores is not None else None)
     data.coders = coder_info(data)
     return data
@@ -284,19 +314,22 @@ def _latents(supports: bool = True) -> pd.DataFrame:
 @pytest.mark.parametrize("supports", [True, False])
 def test_claim_verdicts_follow_made_up_numbers(tmp_path, supports):
     lat = _latents(supports)
-    data = _data(tmp_path, recon_rows(supports), lat, score_rows(lat, supports, np.random.default_rng(0)), quantile_rows(supports))
+    data = _data(tmp_path, recon_rows(supports), lat, score_rows(lat, supports, np.random.default_rng(0)),
+                 recall_predictions(lat, supports))
     claims = evaluate_claims(data, coder_table(data))
     verdicts = [c.verdict for c in claims]
     assert verdicts == [REPRODUCED if supports else NOT_REPRODUCED] * 5, [(c.verdict, c.reason) for c in claims]
     if supports:
         assert [c.comparison for c in claims[0].cells] == ["BAE vs SAE (layers.9.mlp, k=8)", "BTC vs TC (layers.9.mlp, k=8)"]
         assert claims[0].cells[0].diff == pytest.approx(0.1) and "2 of 2 comparisons go the claimed way" in claims[0].reason
-        assert claims[2].cells[0].binary == pytest.approx(0.95) and claims[2].cells[0].continuous == pytest.approx((0.62 + 0.66) / 2)
+        recall = claims[2].cells[0]  # the mean over latents of each latent's recall, n: latents a side
+        assert recall.binary == pytest.approx(0.95) and recall.continuous == pytest.approx(0.75) and recall.n == N_LATENTS - 1
 
 
 def test_interpretability_claims_need_a_scorer_with_power(tmp_path):
     lat = _latents()
-    data = _data(tmp_path, recon_rows(True), lat, score_rows(lat, True, np.random.default_rng(0)), quantile_rows(True), has_power=False)
+    data = _data(tmp_path, recon_rows(True), lat, score_rows(lat, True, np.random.default_rng(0)), recall_predictions(lat, True),
+                 has_power=False)
     claims = evaluate_claims(data, coder_table(data))
     assert [c.verdict for c in claims] == [REPRODUCED, NOT_MEASURABLE, NOT_MEASURABLE, REPRODUCED, NOT_MEASURABLE]
     for c in (claims[1], claims[2], claims[4]):

@@ -13,12 +13,12 @@ import math
 import numpy as np
 import pandas as pd
 
-from ..catalog import LATENT_SCORES, LLM_USAGE, STATUS_DEAD, STATUS_TOO_RARE, UHF_THRESHOLDS
+from ..catalog import CONTROL_NONE, LATENT_SCORES, LLM_USAGE, PREDICTIONS, STATUS_DEAD, STATUS_TOO_RARE, UHF_THRESHOLDS, UNIFORM
 from ..llm.usage import billing, spend
 from ..scoring.aggregate import auc_only
 from ..scoring.controls import EDGE_MARGIN, MIN_POWER_LATENTS, Power
 from ..scoring.metrics import frequency_weighted
-from .inputs import MODEL_COLUMNS, RunData
+from .inputs import MODEL_COLUMNS, SHOWN_EXPLAINERS, RunData
 
 LLM_SCORERS = ("detection", "fuzzing")
 CI_METRICS = ("f1", "balanced_accuracy")
@@ -281,6 +281,25 @@ def quantile_table(data: RunData) -> pd.DataFrame:
     (score_by_quantile.parquet, the score stage's)."""
     cols = ["coder", "scorer", "quantile", "windows", "failures", "recall", "auc_mean"]
     return data.by_quantile[cols] if data.has("by_quantile") else pd.DataFrame(columns=cols)
+
+
+def latent_quantile_recall(data: RunData) -> pd.DataFrame:
+    """Per (coder, latent, scorer, quantile '0'-'9' or 'uniform'): the latent's activating test windows with a 0/1 decision
+    (`windows`) and how many of them the scorer said fire (`fired`), from predictions.parquet: own explanations of the
+    shown explainers, never control rows. As in score_by_quantile, scorers without negatives (the intruder) or without
+    0/1 decisions (the embedding scorers) have no rows."""
+    cols = ["coder", "latent", "scorer", "quantile", "windows", "fired"]
+    if not data.has_predictions:
+        return pd.DataFrame(columns=cols)
+    p = data.rd.read(PREDICTIONS, columns=["coder", "latent", "scorer", "label", "prediction", "quantile"],
+                     where={"control": [CONTROL_NONE], "explainer": list(SHOWN_EXPLAINERS)})
+    if p.empty:
+        return pd.DataFrame(columns=cols)
+    has_negatives = p.groupby(["coder", "scorer"])["label"].transform("min") == 0
+    p = p[has_negatives & (p["label"] == 1) & p["prediction"].notna()]
+    p = p.assign(quantile=[UNIFORM if pd.isna(q) else str(int(q)) for q in p["quantile"]], fired=(p["prediction"] == 1).astype(int))
+    out = p.groupby(["coder", "latent", "scorer", "quantile"], sort=True)["fired"].agg(windows="size", fired="sum")
+    return out.reset_index()[cols]
 
 
 # -- formatting ------------------------------------------------------------------------------------------------
