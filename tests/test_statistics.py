@@ -219,3 +219,35 @@ def test_borderline_power_marks_the_tables_the_gate_and_the_claim(tmp_path):
     # far from the edge: no mark anywhere
     claim = _claims(_run(tmp_path, 25, f1))[1]
     assert claim.verdict == REPRODUCED and not claim.borderline and claim.cells[0].edge is None
+
+
+def _seeded_coders() -> pd.DataFrame:
+    names = [f"{k}-layers.9.mlp-k32{v}-s{s}" for k, v in (("sae", ""), ("bae", ""), ("bae", "-nonorm")) for s in (1, 2)]
+    rows = [{"coder": n, "type": "BAE" if n.startswith("bae") else "SAE", "family": "sae", "binary": n.startswith("bae"),
+             "hookpoint": "layers.9.mlp", "k": 32, "d_sae": 100} for n in names]
+    return pd.DataFrame(rows).set_index("coder")
+
+
+def test_seeds_form_one_side_and_a_variant_its_own_pair():
+    from interp_eval.report.claims import matched_pairs
+
+    pairs = {p.label: p for p in matched_pairs(_seeded_coders())}
+    assert set(pairs) == {"BAE vs SAE (layers.9.mlp, k=32)", "BAE-nonorm vs SAE (layers.9.mlp, k=32)"}
+    plain = pairs["BAE vs SAE (layers.9.mlp, k=32)"]
+    assert plain.binary == ["bae-layers.9.mlp-k32-s1", "bae-layers.9.mlp-k32-s2"] and len(plain.continuous) == 2
+    assert pairs["BAE-nonorm vs SAE (layers.9.mlp, k=32)"].binary == ["bae-layers.9.mlp-k32-nonorm-s1", "bae-layers.9.mlp-k32-nonorm-s2"]
+
+
+def test_a_per_coder_difference_over_seeds_has_the_range_of_its_seed_pairings():
+    from interp_eval.report.claims import _pair_cells, matched_pairs
+
+    pairs = [p for p in matched_pairs(_seeded_coders()) if not p.variant]
+    fvu = pd.Series({"sae-layers.9.mlp-k32-s1": 0.20, "sae-layers.9.mlp-k32-s2": 0.30,
+                     "bae-layers.9.mlp-k32-s1": 0.60, "bae-layers.9.mlp-k32-s2": 0.70})
+    (cell,) = _pair_cells(fvu, pairs)
+    assert cell.diff == pytest.approx(0.4) and (cell.lo, cell.hi, cell.n) == (pytest.approx(0.3), pytest.approx(0.5), 2)
+    assert cell.call == "for"
+    # one seed pairing reverses the difference: within the seed spread, not evidence
+    fvu["bae-layers.9.mlp-k32-s2"] = 0.25
+    (cell,) = _pair_cells(fvu, pairs)
+    assert cell.diff > 0 and cell.lo < 0 and cell.call == "within"

@@ -31,6 +31,7 @@ command could then give another verdict.
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import asdict, dataclass, field, replace
 from typing import Callable, Sequence
 
@@ -43,6 +44,7 @@ from ..subject.model import RANDOM_MODEL_SUFFIX
 from .inputs import SHOWN_EXPLAINERS, RunData
 from .tables import interpretability_scorers, latent_quantile_recall, scored_latents, scorer_metric
 
+UHF_COUNT_THRESHOLDS = (0.001, 0.01, 0.1)  # firing rates at which claim 4 counts latents (its verdict: at uhf_threshold)
 REPRODUCED, NOT_REPRODUCED, NOT_MEASURABLE = "reproduced", "not reproduced", "not measurable by these numbers"
 FOR, AGAINST, WITHIN = "for", "against", "within"  # a comparison's call: beyond its interval either way, or not
 N_BOOT = 2000
@@ -123,24 +125,40 @@ class Pair:
     k: int | None
     binary: list[str]
     continuous: list[str]
+    variant: str = ""  # the binary side's variant (e.g. "nonorm": a BAE trained another way), "" for the plain kind
 
     @property
     def label(self) -> str:
         b, c = ("BAE", "SAE") if self.family == "sae" else ("BTC", "TC")
         where = ", ".join(x for x in (self.hookpoint or "", f"k={self.k}" if self.k is not None else "") if x)
-        return f"{b} vs {c}" + (f" ({where})" if where else "")
+        return f"{b}{'-' + self.variant if self.variant else ''} vs {c}" + (f" ({where})" if where else "")
+
+
+def coder_variant(coder: str, k: int | None) -> str:
+    """What a coder's name says after its `-k<k>` beyond the seed: `bae-layers.9.mlp-k32-nonorm-s1` -> "nonorm"."""
+    from .seeds import seed_group
+
+    base = seed_group(coder)[0]
+    m = re.search(rf"-k{k}-(.+)$", base) if k is not None else None
+    return m.group(1) if m else ""
 
 
 def matched_pairs(coders: pd.DataFrame) -> list[Pair]:
-    """Binary and continuous coders of one family, hookpoint and k (random-model control coders apart)."""
+    """Binary and continuous coders of one family, hookpoint and k (random-model control coders apart); each
+    variant of a binary kind (a name suffix after -k<k>, such as -nonorm) is its own pair with the plain continuous
+    coders, and the seeds of one kind and variant are one side of a pair."""
     pairs = []
     info = coders.reset_index()
     info = info[info["family"].notna() & info["binary"].notna() & ~info["coder"].astype(str).str.endswith(RANDOM_MODEL_SUFFIX)]
     for (family, hp, k), g in info.groupby(["family", info["hookpoint"].fillna(""), info["k"].fillna(-1)], sort=True):
-        b = g[g["binary"].astype(bool)]["coder"].tolist()
-        c = g[~g["binary"].astype(bool)]["coder"].tolist()
-        if b and c:
-            pairs.append(Pair(family, hp or None, None if k == -1 else int(k), b, c))
+        k = None if k == -1 else int(k)
+        variant = {c: coder_variant(c, k) for c in g["coder"]}
+        c = [x for x in g[~g["binary"].astype(bool)]["coder"] if not variant[x]]
+        binary = g[g["binary"].astype(bool)]["coder"].tolist()
+        for v in sorted({variant[x] for x in binary}):
+            b = [x for x in binary if variant[x] == v]
+            if b and c:
+                pairs.append(Pair(family, hp or None, k, b, c, v))
     return pairs
 
 
@@ -297,13 +315,22 @@ def _pair_means(per_coder: pd.Series, p: Pair) -> tuple[float, float] | None:
 
 
 def _pair_cells(per_coder: pd.Series, pairs: list[Pair]) -> list[Cell]:
-    """One cell per matched pair with a value on both sides: binary, continuous, binary - continuous."""
+    """One cell per matched pair with a value on both sides: binary, continuous, binary - continuous (means over the
+    seeds of each side). With two or more seeds on each side, the interval is the range of the differences over
+    every pairing of a binary seed with a continuous one (n: seeds on the smaller side), so a difference that some
+    seed pairing reverses is not counted as beyond its interval; with one seed a side, no interval (the sign counts)."""
     cells = []
     for p in pairs:
         means = _pair_means(per_coder, p)
         if means is not None:
             b, c = means
-            cells.append(Cell(p.label, b, c, b - c))
+            vb = per_coder.reindex(p.binary).dropna().to_numpy(np.float64)
+            vc = per_coder.reindex(p.continuous).dropna().to_numpy(np.float64)
+            if min(len(vb), len(vc)) >= 2:
+                d = (vb[:, None] - vc[None, :]).ravel()
+                cells.append(Cell(p.label, b, c, b - c, float(d.min()), float(d.max()), min(len(vb), len(vc))))
+            else:
+                cells.append(Cell(p.label, b, c, b - c))
     return cells
 
 
@@ -434,13 +461,17 @@ def claim_uhf(run: ClaimInputs) -> Claim:
     if not cells:
         return Claim(4, text, NOT_MEASURABLE, "No matched pair has firing rates (recon_eval.parquet or latents.parquet).",
                      needed="train and evaluate (or mine) a binary and a continuous coder of the same family, hookpoint and k")
+    def count(coders: list[str], rate: pd.Series) -> str:  # latents above the threshold, the mean over seeds
+        n = [rate.get(x, 0) * (d_sae.get(x) or 0) for x in coders]
+        return f"{np.mean(n):,.0f}" + (f" ({min(n):,.0f}-{max(n):,.0f} over {len(n)} seeds)" if len(n) > 1 else "")
+
     counts = []
-    for p in pairs:
-        nb = sum(int(round(frac.get(x, 0) * (d_sae.get(x) or 0))) for x in p.binary)
-        nc = sum(int(round(frac.get(x, 0) * (d_sae.get(x) or 0))) for x in p.continuous)
-        counts.append(f"{p.label}: {nb} vs {nc} latents")
+    for t in UHF_COUNT_THRESHOLDS if data.has("latents") else (threshold,):
+        rate = frac if t == threshold else data.latents.assign(u=data.latents["frequency"].astype(float) > t).groupby("coder")["u"].mean()
+        counts.append(f"above {t:.1%}: " + "; ".join(f"{p.label} {count(p.binary, rate)} vs {count(p.continuous, rate)}" for p in pairs))
     v, edge = judge(cells)
-    reason = (f"Fraction of latents firing on more than {threshold:.0%} of tokens ({source}): {_tally(cells, 4)}. Counts (binary vs continuous): {'; '.join(counts)}.")
+    reason = (f"Fraction of latents firing on more than {threshold:.0%} of tokens ({source}): {_tally(cells, 4)}. "
+              f"Latents per coder (binary vs continuous), {' | '.join(counts)}.")
     if all(c.binary == 0 and c.continuous == 0 for c in cells):
         reason += " Neither kind has any such latent here; short training runs may not have grown them."
     return Claim(4, text, v, reason, cells, digits=4, borderline=edge,
