@@ -17,11 +17,13 @@ import pandas as pd
 
 
 def sample_positions(n_live: int, size: int, seed: int, coder: str) -> np.ndarray:
-    """Sorted positions of a seeded sample of `size` among `n_live` latents (all of them if size >= n_live)."""
+    """Sorted positions of a seeded sample of `size` among `n_live` latents (all of them if size >= n_live): the
+    first `size` of one seeded permutation, so a smaller sample with the same seed lies inside a larger one (the
+    20 latents an LLM explains are among the 500 an embedding scorer covers)."""
     if size >= n_live:
         return np.arange(n_live)
     rng = np.random.default_rng([seed, *coder.encode()])
-    return np.sort(rng.choice(n_live, size=size, replace=False))
+    return np.sort(rng.permutation(n_live)[:size])
 
 
 def sampled_latents(live: pd.DataFrame, size: int, seed: int) -> set[tuple[str, int]]:

@@ -224,3 +224,16 @@ def test_a_registered_scorer_appears_in_the_cli_the_summary_and_the_report(tmp_p
         assert "window-length" in (run / "results" / "scorers.md").read_text()
     finally:
         registry._REGISTRY.pop("window-length", None)
+
+
+def test_a_score_run_aggregates_its_own_scorers_and_keeps_the_others_rows(tmp_path, tokenizer, one_thread):
+    run = tmp_path / "run"
+    make_run(run, tokenizer, n_latents=4)  # explained latents, so the embedding scorer has explanations to score
+    run_score_stage(run, ScoreConfig(scorers=("example-embedding",)))
+    first = {name: _read(run, name) for name in ("latent_scores", "score_summary", "score_by_quantile")}
+    run_score_stage(run, ScoreConfig(scorers=("embedding",)))
+    for name, before in first.items():
+        after = _read(run, name)
+        assert set(after["scorer"]) == {"example-embedding", "embedding"}, name
+        kept = after[after["scorer"] == "example-embedding"].reset_index(drop=True)
+        pd.testing.assert_frame_equal(kept[before.columns], before, check_dtype=False)

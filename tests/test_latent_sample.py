@@ -71,3 +71,10 @@ def test_every_scorer_and_its_control_score_the_one_sample(llm_env, fast_config,
     assert controls["detection"] == controls["embedding"]  # the same control latents, each with the same borrowed explanation
     assert {(c, l) for c, l, _ in controls["detection"]} <= want and {(c, s) for c, _, s in controls["detection"]} <= want
     assert len(controls["detection"]) == 8  # 4 a coder
+
+
+def test_a_smaller_sample_lies_inside_a_larger_one_with_the_same_seed():
+    live = _latents()
+    live = live[live["status"] == "ok"]
+    small, large = sampled_latents(live, 20, seed=0), sampled_latents(live, 150, seed=0)
+    assert len(small) == 40 and small < large

@@ -501,17 +501,19 @@ def run_score_stage(run: str | Path, cfg: ScoreConfig | None = None, llm_cfg: LL
     pred = _load_predictions(rd)
     _predictions(rd).write(_to_table(pred, PREDICTIONS.schema))
 
-    scores = aggregate.latent_scores(pred, lat, all_expl if len(all_expl) else None)
-    calls = rd.read(LLM_USAGE, where={"scorer": sorted(set(pred["scorer"]))}) if rd.has(LLM_USAGE) else LLM_USAGE.empty().to_pandas()
+    # the aggregates of this run's scorers, beside the rows other scorers' runs wrote (their predictions are untouched)
+    ours = pred[pred["scorer"].isin(cfg.scorers)]
+    scores = aggregate.latent_scores(ours, lat, all_expl if len(all_expl) else None)
+    calls = rd.read(LLM_USAGE, where={"scorer": sorted(set(ours["scorer"]))}) if rd.has(LLM_USAGE) else LLM_USAGE.empty().to_pandas()
     if not calls.empty:
         per = spend(calls, KEY)[[*KEY, "calls", "input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens", "cost_usd"]]
         scores = scores.merge(per, on=KEY, how="left")
-    summ = aggregate.summary(scores, pred, lat, all_expl if len(all_expl) else None, freq_adjust=cfg.freq_adjust, seed=cfg.seed,
+    summ = aggregate.summary(scores, ours, lat, all_expl if len(all_expl) else None, freq_adjust=cfg.freq_adjust, seed=cfg.seed,
                              chance={s.name: s.chance(cfg) for s in chosen})
-    quant = aggregate.by_quantile(pred)
+    scores = _with_other_scorers(rd, LATENT_SCORES, scores, cfg.scorers)
     rd.write(LATENT_SCORES, scores)
-    rd.write(SCORE_SUMMARY, summ)
-    rd.write(SCORE_BY_QUANTILE, quant)
+    rd.write(SCORE_SUMMARY, _with_other_scorers(rd, SCORE_SUMMARY, summ, cfg.scorers))
+    rd.write(SCORE_BY_QUANTILE, _with_other_scorers(rd, SCORE_BY_QUANTILE, aggregate.by_quantile(ours), cfg.scorers))
     written = [PREDICTIONS, LATENT_SCORES, SCORE_SUMMARY, SCORE_BY_QUANTILE]
     if local:
         written.append(WINDOW_EMBEDDINGS)
@@ -531,6 +533,20 @@ def run_score_stage(run: str | Path, cfg: ScoreConfig | None = None, llm_cfg: LL
                     "command to ask them again", llm_errors + parse_failures, llm_errors, parse_failures)
     return {**counts, "window_failures": {"parse": parse_failures, "llm": llm_errors}, "usage": usage,
             "summary": summ.to_dict("records"), "outputs": outputs, "complete": llm_errors == 0, "windows_per_prompt": wpp}
+
+
+def _with_other_scorers(rd: RunDir, table, new: pd.DataFrame, scorers: Sequence[str]) -> pd.DataFrame:
+    """`new` (this run's scorers' rows) plus the rows of every other scorer already in `table`: aggregating only what
+    this run scored keeps a run of one LLM scorer from re-aggregating the explanation-free scorers' many rows."""
+    if not rd.has(table):
+        return new
+    old = rd.read(table)
+    old = old[~old["scorer"].isin(list(scorers))]
+    if old.empty:
+        return new
+    if new.empty:
+        return old.reset_index(drop=True)
+    return pd.concat([old, new], ignore_index=True)
 
 
 def _dry_run(llm_cfg: LLMConfig, todo: dict[str, list[Job]], cfg: ScoreConfig, counts: dict) -> dict[str, Any]:
