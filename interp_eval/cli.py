@@ -80,7 +80,7 @@ app.command()(stage(export))
 @stage
 @config_options
 def reproduce(
-    preset: str = typer.Option("demo", "--preset", help="tiny | demo (offline, CPU) | paper (GPU + API key)."),
+    preset: str = typer.Option("demo", "--preset", help="tiny | demo (offline, CPU, < 30 min) | study (offline, CPU, < 3 h: the paper's question with intervals) | paper (GPU + API key)."),
     run: Path = run_option("Run directory."),
     *,
     llm: LLMOptions,
@@ -97,7 +97,13 @@ def reproduce(
     p = get_preset(preset).with_overrides(model=subject_model, dataset=dataset, control=None if control else False)
     cfg = llm.config() if llm.model is not None else replace(llm.config(), model=p.llm_model)
     if llm.dry_run:
-        typer.echo(format_plan(plan(p, cfg)))
+        timing = None
+        if p.estimate_time and cfg.resolved()[0] == "local" and device in ("auto", "cpu"):  # an offline preset on this machine
+            from .throughput import measure
+
+            typer.echo("measuring this machine's throughputs for the time estimate (about a minute) ...")
+            timing = measure(p, cfg)
+        typer.echo(format_plan(plan(p, cfg, timing)))
         return
     out = run_reproduce(p, run, cfg, device=device, results=results)
     typer.echo(f"done in {out['total_seconds']:.0f} s; report: {out['written'].get('html', '')}")

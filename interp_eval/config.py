@@ -37,6 +37,17 @@ from .scoring.stage import ScoreConfig
 
 
 @dataclass(frozen=True)
+class Variant:
+    """A coder kind trained a second way beside the grid's own, at the same hookpoints, ks and seeds: named
+    `<kind>-<hookpoint>-k<k>-<suffix>` (e.g. the BAE without unit-norm decoder rows, `bae-layers.9.mlp-k32-nonorm`)."""
+
+    kind: str
+    suffix: str
+    settings: tuple[tuple[str, object], ...]  # TrainConfig fields that differ from the preset's `coder`
+    why: str = ""
+
+
+@dataclass(frozen=True)
 class Preset:
     """A preset: the coder grid, then each stage's config as `reproduce` passes it."""
 
@@ -49,11 +60,19 @@ class Preset:
     coder: TrainConfig  # every coder's other training settings
     train: TrainStageConfig  # subject model, corpus, reconstruction eval (its coders: the grid above)
     mine: MineConfig
-    explain: ExplainConfig  # the LLM explainer, on the first `latents` live latents of each coder
+    explain: ExplainConfig  # the LLM explainer, on the first `latents` (or a seeded `sample`) of the LLM's coders
     free_score: ScoreConfig  # scorers without an LLM (on live latents, or on `latents` token-table-explained ones)
     score: ScoreConfig  # LLM scorers, on the LLM explainer's explanations
     llm_model: str | None  # None = the offline local model
     assumptions: tuple[str, ...] = field(default=())
+    variants: tuple[Variant, ...] = ()  # coder kinds also trained with other settings (reproduce.train_configs)
+    control_seeds: tuple[int, ...] | None = None  # seeds of the random-model control coders (None: `seeds`)
+    llm_hookpoints: tuple[str, ...] | None = None  # where the LLM explains and scores (None: every hookpoint)
+    llm_seeds: tuple[int, ...] | None = None  # whose coders the LLM explains and scores (None: every seed)
+    llm_variants: tuple[str, ...] = ()  # variant suffixes the LLM also explains and scores
+    llm_kinds: tuple[str, ...] | None = None  # coder kinds the LLM explains and scores (None: every kind)
+    llm_controls: bool = True  # the LLM also explains and scores the random-model control coders (of those kinds)
+    estimate_time: bool = False  # --dry-run measures this machine and estimates each stage's time (throughput.py)
 
     def with_overrides(self, model: str | None = None, dataset: str | None = None, control: bool | None = None) -> "Preset":
         """Another subject model or corpus (for training and mining alike); control=False: no control coders."""
@@ -62,6 +81,8 @@ class Preset:
         return replace(p, control_coders=()) if control is False else p
 
 
+PAPER_MODEL = "HuggingFaceTB/SmolLM2-135M"
+PAPER_DATASET = "EleutherAI/SmolLM2-135M-10B"  # SmolLM2's pretraining mix, as the authors' sparsify and delphi runs used
 FREE_SCORERS = ("embedding", "example-embedding")  # no LLM; each scores live latents or explained ones (registry.py)
 
 PRESETS: dict[str, Preset] = {
@@ -83,29 +104,47 @@ PRESETS: dict[str, Preset] = {
         coder=TrainConfig(expansion=8, tokens=300_000, batch_size=1024, optimizer="signum"),
         train=TrainStageConfig(dataset="bbc-news", ctx_len=256, eval_tokens=8192),
         mine=MineConfig(tokens=200_000, dataset="bbc-news", ctx_len=256, n_explain=8, n_test=10, n_negative=10, min_examples=200),
-        explain=ExplainConfig(latents=5),
-        free_score=ScoreConfig(scorers=FREE_SCORERS, latents=500, n_activating=10, n_negative=10, freq_adjust=True),
-        score=ScoreConfig(scorers=("detection", "intruder"), latents=5, explainers=("llm",), n_activating=5, n_negative=5,
-                          freq_adjust=True, intruder_trials=2),
-        llm_model=None,
+        explain=ExplainConfig(sample=20, seed=0),
+        free_score=ScoreConfig(scorers=FREE_SCORERS, sample=500, n_activating=10, n_negative=10, freq_adjust=True),
+        score=ScoreConfig(scorers=("detection",), sample=20, explainers=("llm",), n_activating=5, n_negative=5, freq_adjust=True),
+        llm_model=None, llm_kinds=("sae", "bae"), llm_controls=False, estimate_time=True,
+    ),
+    "study": Preset(
+        name="study", coders=("sae", "bae", "tc", "btc"), hookpoints=("layers.9.mlp",), ks=(32,), seeds=(1, 2),
+        control_coders=("sae", "bae"), control_seeds=(1,),
+        variants=(Variant("bae", "nonorm", (("normalize_decoder", False),),
+                          "the BAE with free decoder rows: whether the authors' runs kept unit-norm rows is not known"),),
+        coder=TrainConfig(expansion=8, tokens=800_000, epochs=3, batch_size=1024, optimizer="signum"),
+        train=TrainStageConfig(dataset="bbc-news", ctx_len=256, eval_tokens=16384),
+        mine=MineConfig(tokens=300_000, dataset="bbc-news", ctx_len=256, n_explain=8, n_test=10, n_negative=10, min_examples=200),
+        explain=ExplainConfig(sample=100, seed=0),
+        free_score=ScoreConfig(scorers=FREE_SCORERS, n_activating=10, n_negative=10, freq_adjust=True),
+        score=ScoreConfig(scorers=("detection", "fuzzing", "intruder"), sample=100, sample_seed=0, control_latents=40,
+                          explainers=("llm",), n_activating=5, n_negative=5, freq_adjust=True, intruder_trials=2),
+        llm_model=None, llm_seeds=(1,), estimate_time=True,
     ),
     "paper": Preset(
         name="paper", coders=("sae", "bae", "tc", "btc"),
         hookpoints=("layers.0.mlp", "layers.9.mlp", "layers.18.mlp", "layers.27.mlp"), ks=(16, 32, 64, 128), seeds=(1, 2, 3),
-        control_coders=("sae", "bae", "tc", "btc"),
-        coder=TrainConfig(expansion=64, tokens=500_000_000, batch_size=65_536, optimizer="signum"),
-        train=TrainStageConfig(model="HuggingFaceTB/SmolLM2-135M", dataset="bbc-news", ctx_len=2048, eval_tokens=1_048_576),
-        mine=MineConfig(tokens=10_000_000, model="HuggingFaceTB/SmolLM2-135M", dataset="bbc-news", ctx_len=256, n_explain=40,
+        control_coders=("sae", "bae", "tc", "btc"), control_seeds=(1,),
+        coder=TrainConfig(expansion=64, tokens=500_000_000, batch_size=65_536, optimizer="signum", temperature=2.0),
+        train=TrainStageConfig(model=PAPER_MODEL, dataset=PAPER_DATASET, ctx_len=2048, eval_tokens=1_048_576),
+        mine=MineConfig(tokens=10_000_000, model=PAPER_MODEL, dataset=PAPER_DATASET, ctx_len=256, n_explain=40,
                         n_test=50, n_negative=50, min_examples=200),
         explain=ExplainConfig(latents=100),
         free_score=ScoreConfig(scorers=FREE_SCORERS, n_activating=50, n_negative=50, freq_adjust=True),
         score=ScoreConfig(scorers=("detection", "fuzzing"), latents=100, explainers=("llm",), windows_per_prompt=5,
                           n_activating=50, n_negative=50, freq_adjust=True),
-        llm_model="claude",
+        llm_model="claude", llm_hookpoints=("layers.9.mlp", "layers.18.mlp", "layers.27.mlp"),
         assumptions=(
-            "training tokens per coder (500M) are not given in PAPER.md",
-            "latents explained per coder (the first 100 live ones) are not given in PAPER.md",
-            "the paper's corpus is not named in PAPER.md: pass --dataset with your pretraining-like corpus",
+            "training tokens per coder (500M) are not in the authors' scripts or PAPER.md",
+            "the authors explained the first 100 latent indices of each hookpoint (delphi --max_latents 100); here the "
+            "first 100 live ones (a latent with fewer than 200 activating windows is reported, not explained)",
+            "the authors' explainer and scorer was hugging-quants/Meta-Llama-3.1-70B-Instruct-AWQ-INT4 (one model for "
+            "both): serve it with vLLM and pass --model hugging-quants/Meta-Llama-3.1-70B-Instruct-AWQ-INT4 --base-url "
+            "http://HOST:8000/v1 (README, 'The paper preset'); the default here is Claude",
+            "mining reads held-out documents of the training corpus (the authors cached train[:1%] of the same corpus)",
+            "random-model controls: seed 1 only",
         ),
     ),
 }
