@@ -11,7 +11,8 @@ a note. Writes into RUN/results/ (or `out_dir`):
 - `explanations.csv` / `explanations.md`: per coder and explainer: explained latents, distinct
   explanations, diversity (distinct / explained) and copies of the explainer's few-shot answers;
 - `llm_usage.csv` / `llm_usage.md`: LLM calls, tokens and cost per stage and model;
-- `claims.md`: the paper's five qualitative claims, each reproduced / not reproduced / not measurable;
+- `claims.md`: the paper's five qualitative claims, each reproduced / not reproduced / not measurable
+  (`claims.csv`: each verdict in one row, for comparing two runs: bench/verdict_agreement.py);
 - `fvu_curve.csv` / `fvu_curve.md`: per coder, the smoothed training FVU at 25/50/75/100% of its tokens and
   whether it flattened (fvu_curves.py);
 - `seeds.csv` / `seed_comparisons.csv` / `seeds.md`: per group of coders differing only by seed, the spread over
@@ -130,6 +131,9 @@ def run_report_stage(run: str | Path, cfg: ReportConfig | None = None, out_dir: 
     claims = evaluate_claims(data, table, uhf_threshold=cfg.uhf_threshold, top_quantiles=cfg.top_quantiles, seed=cfg.seed)
     note = pairs_note(data)
     written["claims_md"] = _write_text(out / "claims.md", claims_markdown(claims, note))
+    written["claims_csv"] = _write_csv(out / "claims.csv", pd.DataFrame(
+        [{"claim": c.number, "text": c.claim, "verdict": c.verdict, "borderline": c.borderline, "comparisons": len(c.cells)}
+         for c in claims]))
 
     curve = fvu_curve_table(data)
     curve_shown = fvu_curve_display(curve)
