@@ -396,7 +396,7 @@ def test_browser_cap_and_missing_later_stages(tmp_path, tokenizer):
     cfg = ReportConfig(plots=False)
     cfg.browser.extra_latents = 2
     written = run_report_stage(run, cfg, tmp_path / "out")
-    assert set(written) == {"coders_csv", "coders_md", "claims_md", "seeds_csv", "seed_comparisons_csv", "seeds_md", "html"}  # one seed each
+    assert set(written) == {"coders_csv", "coders_md", "claims_md", "claims_csv", "seeds_csv", "seed_comparisons_csv", "seeds_md", "html"}  # one seed each
     data = _page_data(written["html"].read_text())
     assert len(data["browser"]["latents"]) == 4  # nothing explained: 2 others per coder
     assert any("latent_scores.parquet not found" in n for n in data["notes"])
