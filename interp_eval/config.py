@@ -106,7 +106,7 @@ PRESETS: dict[str, Preset] = {
         mine=MineConfig(tokens=200_000, dataset="bbc-news", ctx_len=256, n_explain=8, n_test=10, n_negative=10, min_examples=200),
         explain=ExplainConfig(sample=20, seed=0),
         free_score=ScoreConfig(scorers=FREE_SCORERS, sample=500, n_activating=10, n_negative=10, freq_adjust=True),
-        score=ScoreConfig(scorers=("detection",), sample=20, explainers=("llm",), n_activating=5, n_negative=5, freq_adjust=True),
+        score=ScoreConfig(scorers=("detection",), sample=20, explainers=("llm",), n_activating=3, n_negative=3, freq_adjust=True),
         llm_model=None, llm_kinds=("sae", "bae"), llm_controls=False, estimate_time=True,
     ),
     "study": Preset(

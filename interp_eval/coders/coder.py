@@ -198,7 +198,7 @@ class SparseCoder(nn.Module):
         # a binary code's output scale comes from its decoder rows alone: with unit-norm rows, a learned global
         # scale (stored as its log, starting at 1) lets the output match the target's norm without freeing the rows
         if cfg.decoder_scale:
-            self.log_decoder_scale = nn.Parameter(torch.zeros(()))
+            self.log_decoder_scale = nn.Parameter(torch.zeros(1))  # shape [1]: schedule-free swaps cannot view a 0-d tensor
         else:
             self.register_parameter("log_decoder_scale", None)
         if cfg.activation == "binary":
