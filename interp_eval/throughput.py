@@ -262,5 +262,7 @@ def format_estimate(timing: dict, est: dict) -> list[str]:
     if "llm_explain_s" in timing:
         rates.append(f"explain {timing['llm_explain_s']:.1f} s")
         rates += [f"{k.split('.')[1]} {v:.2f} s/window" for k, v in timing.items() if k.startswith("llm_window_s.")]
+        if "llm_intruder_s" in timing:
+            rates.append(f"intruder {timing['llm_intruder_s']:.1f} s/trial")
     lines.append("    from: " + ", ".join(rates))
     return lines

@@ -19,10 +19,11 @@ from interp_eval.reproduce import control_configs, llm_coders, plan, run_reprodu
 
 def tiny_study():
     """The study preset's shape (2 seeds, the BAE variant, a one-seed random-model control, the LLM on seed 1 only,
-    a seeded latent sample, a control subsample, detection + fuzzing + intruder) at the tiny preset's sizes."""
+    a seeded latent sample, a control subsample, detection + fuzzing + intruder) at the tiny preset's sizes, with the
+    LLM on every kind and on the random-model controls (so every selection rule of llm_coders is exercised)."""
     study, tiny = get_preset("study"), get_preset("tiny")
     return replace(
-        study, name="tiny-study", hookpoints=tiny.hookpoints, ks=tiny.ks,
+        study, name="tiny-study", hookpoints=tiny.hookpoints, ks=tiny.ks, llm_kinds=None, llm_controls=True,
         coder=replace(tiny.coder, epochs=2), train=tiny.train, mine=tiny.mine,
         explain=replace(study.explain, sample=3),
         score=replace(study.score, sample=3, control_latents=2, n_activating=5, n_negative=5),
@@ -52,10 +53,14 @@ def test_the_study_grid_names_seeds_variants_and_llm_coders():
                      for s in (1, 2)] + [f"bae-layers.9.mlp-k32-nonorm-s{s}" for s in (1, 2)]
     assert [c.normalize_decoder for c in train_configs(p) if "nonorm" in c.coder_name] == [False, False]
     assert [c.coder_name for c in control_configs(p)] == ["sae-layers.9.mlp-k32-s1", "bae-layers.9.mlp-k32-s1"]
-    assert llm_coders(p) == tuple(f"{k}-layers.9.mlp-k32-s1" for k in ("sae", "bae", "tc", "btc")) + (
-        "sae-layers.9.mlp-k32-s1-randmodel", "bae-layers.9.mlp-k32-s1-randmodel")
+    assert llm_coders(p) == ("sae-layers.9.mlp-k32-s1", "bae-layers.9.mlp-k32-s1")
     info = plan(p, fast_llm("gpt-4.1-mini"))
-    assert (info["coders"], info["llm_coders"], info["latents_explained"], info["control_latents"]) == (12, 6, 600, 240)
+    assert (info["coders"], info["llm_coders"], info["latents_explained"], info["control_latents"]) == (12, 2, 200, 80)
+    # every kind's, and the random-model controls', LLM coders when the preset asks for them
+    wide = replace(p, llm_kinds=None, llm_controls=True)
+    assert llm_coders(wide) == tuple(f"{k}-layers.9.mlp-k32-s1" for k in ("sae", "bae", "tc", "btc")) + (
+        "sae-layers.9.mlp-k32-s1-randmodel", "bae-layers.9.mlp-k32-s1-randmodel")
+    assert plan(wide, fast_llm("gpt-4.1-mini"))["latents_explained"] == 600
 
 
 def fast_llm(model):
@@ -101,3 +106,24 @@ def test_dry_run_counts_what_the_run_does_and_a_resume_sends_nothing_finished(ll
     assert info["llm_calls"] == first_calls == len(sent_ok) + len(resent)
     ledger = pd.read_parquet(tmp_path / "run" / "llm_usage.parquet")
     assert info["latents_explained"] == (ledger["stage"] == "explain").sum() == 6 * 3
+
+
+def test_the_time_estimate_is_the_plan_counts_times_the_measured_rates():
+    from interp_eval.throughput import estimate_stages, format_estimate
+
+    p = get_preset("study")
+    info = plan(p, fast_llm(None))
+    timing = {"cpu": "test cpu", "cores": 2, "load": 0.0, "measured_in_s": 1.0, "d_model": 576,
+              "forward_tokens_per_s": 2000.0, "full_forward_tokens_per_s": 1000.0, "encode_tokens_per_s": 100_000.0,
+              "embed_windows_per_s": 100.0, "llm_explain_s": 10.0, "llm_window_s.detection": 1.0,
+              "llm_window_s.fuzzing": 0.5, "llm_intruder_s": 2.0,
+              **{f"train_tokens_per_s.{k}": 20_000.0 for k in ("sae", "bae", "tc", "btc")}}
+    est = estimate_stages(p, info, timing)
+    coders = len(train_configs(p)) + len(control_configs(p))  # 12 coders, two models (trained and random)
+    assert est["train"] == pytest.approx(2 * 800_000 / 2000 + coders * 800_000 * 3 / 20_000 + (coders + 2) * 16384 / 1000)
+    assert est["mine"] == pytest.approx(2 * 300_000 / 2000 + coders * 300_000 / 100_000)
+    assert est["explain"] == 200 * 10.0  # 100 latents of the SAE and of the BAE
+    # detection and fuzzing: (200 latents + 80 controls) x 6 one-window prompts; intruder: 200 latents x 1 trial
+    assert est["score"] == pytest.approx(280 * 6 * (1.0 + 0.5) + 200 * 1 * 2.0)
+    assert est["total"] == pytest.approx(sum(v for k, v in est.items() if k != "total"))
+    assert any("total" in line for line in format_estimate(timing, est))
