@@ -94,6 +94,7 @@ def measure_coders(p, d_model: int, device: str = "cpu") -> dict[str, float]:
 
     from .coders.coder import SparseCoder, fvu
     from .coders.optim import Optimizer, default_lr
+    from .coders.train import optimizer_step
 
     kinds = sorted({*p.coders, *(v.kind for v in p.variants), *p.control_coders})
     batch = min(p.coder.batch_size, 4096)
@@ -107,12 +108,7 @@ def measure_coders(p, d_model: int, device: str = "cpu") -> dict[str, float]:
         def step():
             y_hat, _ = coder(x)
             fvu(x, y_hat).backward()
-            if cfg.normalize_decoder:
-                coder.remove_gradient_parallel_to_decoder_directions()
-            opt.step()
-            opt.zero_grad()
-            if cfg.normalize_decoder:
-                coder.set_decoder_norm_to_unit_norm()
+            optimizer_step(coder, opt)
 
         # the encoder's `auto` selection times its candidates on its first calls (coders/topk.py): warm up past them
         out[f"train_tokens_per_s.{kind}"] = batch / _best(step, repeats=3, warmup=12)

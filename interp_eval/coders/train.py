@@ -107,6 +107,17 @@ class TrainConfig:
         )
 
 
+def optimizer_step(coder: SparseCoder, opt: Optimizer) -> None:
+    """One update after backward: the gradient parallel to each unit-norm decoder row removed, the step, the rows
+    put back on the unit sphere (coders whose decoder is normalised)."""
+    if coder.cfg.normalize_decoder:
+        coder.remove_gradient_parallel_to_decoder_directions()
+    opt.step()
+    opt.zero_grad()
+    if coder.cfg.normalize_decoder:
+        coder.set_decoder_norm_to_unit_norm()
+
+
 def dead_latents(since_fired: torch.Tensor, tokens_seen: int, dead_tokens: int) -> torch.Tensor:
     """Latents silent for `dead_tokens` tokens (or for every token so far, early in training)."""
     return since_fired >= min(dead_tokens, max(tokens_seen, 1))
@@ -199,12 +210,7 @@ def train_coder(
                     dead = dead_latents(since_fired, tokens_seen, cfg.dead_tokens)
                     loss = loss + cfg.auxk_alpha * auxk_loss(coder, code, y.float(), y_hat.float(), dead)
             loss.backward()
-            if ccfg.normalize_decoder:
-                coder.remove_gradient_parallel_to_decoder_directions()
-            opt.step()
-            opt.zero_grad()
-            if ccfg.normalize_decoder:
-                coder.set_decoder_norm_to_unit_norm()
+            optimizer_step(coder, opt)
             with torch.no_grad():
                 active = code.values > 0
                 fired = torch.zeros_like(fire_counts).index_add_(0, code.indices[active], torch.ones_like(code.indices[active]))
