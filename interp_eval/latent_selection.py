@@ -52,3 +52,13 @@ def in_sample(df: pd.DataFrame, sample: set[tuple[str, int]]) -> pd.DataFrame:
     """The rows of `df` (coder, latent, ...) whose (coder, latent) is in `sample`."""
     keys = pd.Series(list(zip(df["coder"].astype(str), df["latent"].astype(int))), index=df.index, dtype=object)
     return df[keys.isin(sample)]
+
+
+def pick(df: pd.DataFrame, by: list[str], first: int | tuple[int, ...] | None = None, sample: int | None = None,
+         seed: int = 0, pool: pd.DataFrame | None = None) -> pd.DataFrame:
+    """The rows of `df` a stage works on, per group of `by`: with `sample`, those in the seeded sample drawn from the
+    live latents of `pool` (default: `df` itself); else the first N by index, the listed indices, or all."""
+    if sample is None:
+        return first_latents(df, first, by)
+    chosen = in_sample(df, sampled_latents(df if pool is None else pool, sample, seed))
+    return chosen.sort_values([*by, "latent"]).reset_index(drop=True)

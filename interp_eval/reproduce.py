@@ -108,7 +108,8 @@ def llm_latents(p: Preset) -> tuple[int, int, int]:
     coders = llm_coders(p)
     n_coders = len(coders) if coders is not None else len(train_configs(p)) + len(control_configs(p))
     per_coder = p.explain.sample if p.explain.sample is not None else (p.explain.latents or 0)
-    per_coder_scored = min(per_coder, p.score.sample or p.score.latents or per_coder) if per_coder else 0
+    cap = p.score.sample if p.score.sample is not None else p.score.latents if isinstance(p.score.latents, int) else None
+    per_coder_scored = min(per_coder, cap) if per_coder and cap is not None else per_coder
     control = per_coder_scored if p.score.control_latents is None else min(p.score.control_latents, per_coder_scored)
     return n_coders, n_coders * per_coder, n_coders * control
 

@@ -32,7 +32,7 @@ import pandas as pd
 from ..config_fields import NOT_AN_OPTION, count_or_all, flags
 from ..artifacts import RunDir, config_hash, read_table
 from ..errors import UserError
-from ..latent_selection import first_latents, in_sample, sampled_latents
+from ..latent_selection import pick
 from ..llm import LLMConfig, LLMRequest, LLMResponse, make_client
 from ..llm.ask import Question, ask_each
 from ..llm.client import dry_run as llm_dry_run
@@ -88,9 +88,7 @@ def select_latents(latents: pd.DataFrame, cfg: ExplainConfig) -> pd.DataFrame:
         if missing:
             raise UserError(f"--coder {', '.join(sorted(missing))}: not in {LATENTS} (coders: {', '.join(sorted(set(latents['coder'])))})")
         live = live[live["coder"].isin(cfg.coders)]
-    if cfg.sample is not None:
-        return in_sample(live, sampled_latents(live, cfg.sample, cfg.seed)).sort_values(["coder", "latent"]).reset_index(drop=True)
-    return first_latents(live, cfg.latents, ["coder"])
+    return pick(live, ["coder"], cfg.latents, cfg.sample, cfg.seed)
 
 
 def load_explain_windows(rd: RunDir) -> tuple[pd.DataFrame, pd.DataFrame]:

@@ -51,7 +51,7 @@ from ..catalog import (
     SCORE_KEY, SCORE_PARTS, SCORE_SUMMARY, SPLIT_EXPLAIN, SPLIT_TEST, STATUS_OK, WINDOW_EMBEDDINGS, WINDOWS,
 )
 from ..errors import UserError
-from ..latent_selection import first_latents, in_sample, sampled_latents
+from ..latent_selection import pick
 from ..llm import LLMConfig, LLMResponse, make_client
 from ..llm.ask import Question, ask_each
 from ..parts import PartedTable, PartWriter
@@ -193,10 +193,8 @@ def _explained(ex: pd.DataFrame, lat: pd.DataFrame, cfg: ScoreConfig) -> pd.Data
         ok = ok[ok["coder"].isin(cfg.coders)]
     if cfg.explainers:
         ok = ok[ok["explainer"].isin(cfg.explainers)]
-    if cfg.sample is not None:
-        ok = in_sample(ok, sampled_latents(_live(lat, replace(cfg, sample=None, latents=None)), cfg.sample, cfg.sample_seed))
-        return ok.sort_values(["coder", "explainer", "latent"])[columns].reset_index(drop=True)
-    return first_latents(ok, cfg.latents, ["coder", "explainer"])[columns].reset_index(drop=True)
+    pool = _live(lat, replace(cfg, sample=None, latents=None)) if cfg.sample is not None else None
+    return pick(ok, ["coder", "explainer"], cfg.latents, cfg.sample, cfg.sample_seed, pool)[columns].reset_index(drop=True)
 
 
 def _live(lat: pd.DataFrame, cfg: ScoreConfig) -> pd.DataFrame:
@@ -204,10 +202,7 @@ def _live(lat: pd.DataFrame, cfg: ScoreConfig) -> pd.DataFrame:
     live = lat[lat["status"] == STATUS_OK]
     if cfg.coders:
         live = live[live["coder"].isin(cfg.coders)]
-    live = live[["coder", "latent"]]
-    if cfg.sample is not None:
-        return in_sample(live, sampled_latents(live, cfg.sample, cfg.sample_seed)).sort_values(["coder", "latent"]).reset_index(drop=True)
-    return first_latents(live, cfg.latents, ["coder"]).reset_index(drop=True)
+    return pick(live[["coder", "latent"]], ["coder"], cfg.latents, cfg.sample, cfg.sample_seed).reset_index(drop=True)
 
 
 @dataclass
