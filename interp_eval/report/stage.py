@@ -69,6 +69,13 @@ def _write_text(path: Path, text: str) -> Path:
     return path
 
 
+def _write_table(written: dict[str, Path], out: Path, name: str, title: str, note: str, table: pd.DataFrame,
+                 shown: pd.DataFrame) -> None:
+    """`name`.csv (the table) and `name`.md (a title, its note and the table as shown), recorded in `written`."""
+    written[f"{name}_csv"] = _write_csv(out / f"{name}.csv", table)
+    written[f"{name}_md"] = _write_text(out / f"{name}.md", f"# {title}\n\n{note}\n\n{to_markdown(shown)}")
+
+
 def _write_csv(path: Path, df: pd.DataFrame) -> Path:
     with atomic_path(path) as tmp:
         df.to_csv(tmp, index=False)
@@ -119,14 +126,11 @@ def run_report_stage(run: str | Path, cfg: ReportConfig | None = None, out_dir: 
 
     expl = explanation_table(data)
     if len(expl):
-        written["explanations_csv"] = _write_csv(out / "explanations.csv", expl)
-        written["explanations_md"] = _write_text(out / "explanations.md", f"# Explanations: {rd.root.name}\n\n{EXPLANATION_NOTE}\n\n"
-                                                 f"{to_markdown(expl.astype(str))}")
+        _write_table(written, out, "explanations", f"Explanations: {rd.root.name}", EXPLANATION_NOTE, expl, expl.astype(str))
 
     usage = usage_table(data)
     if len(usage):
-        written["llm_usage_csv"] = _write_csv(out / "llm_usage.csv", usage)
-        written["llm_usage_md"] = _write_text(out / "llm_usage.md", f"# LLM usage: {rd.root.name}\n\n{USAGE_NOTE}\n\n{to_markdown(usage_display(usage))}")
+        _write_table(written, out, "llm_usage", f"LLM usage: {rd.root.name}", USAGE_NOTE, usage, usage_display(usage))
 
     claims = evaluate_claims(data, table, uhf_threshold=cfg.uhf_threshold, top_quantiles=cfg.top_quantiles, seed=cfg.seed)
     note = pairs_note(data)
@@ -138,9 +142,7 @@ def run_report_stage(run: str | Path, cfg: ReportConfig | None = None, out_dir: 
     curve = fvu_curve_table(data)
     curve_shown = fvu_curve_display(curve)
     if len(curve):
-        written["fvu_curve_csv"] = _write_csv(out / "fvu_curve.csv", curve)
-        written["fvu_curve_md"] = _write_text(out / "fvu_curve.md", f"# Training length: {rd.root.name}\n\n{FVU_CURVE_NOTE}\n\n"
-                                              f"{to_markdown(curve_shown)}")
+        _write_table(written, out, "fvu_curve", f"Training length: {rd.root.name}", FVU_CURVE_NOTE, curve, curve_shown)
 
     seeds = seed_table(data)
     seeds_shown = seed_display(seeds)
