@@ -78,3 +78,21 @@ def test_a_smaller_sample_lies_inside_a_larger_one_with_the_same_seed():
     live = live[live["status"] == "ok"]
     small, large = sampled_latents(live, 20, seed=0), sampled_latents(live, 150, seed=0)
     assert len(small) == 40 and small < large
+
+
+def test_a_change_in_the_live_set_changes_the_sample_only_where_it_must():
+    """Two trainings of one coder never agree on every latent's live status; the sample must still be mostly one
+    sample. Membership goes by each latent's own seeded key, so losing one live latent swaps at most one member,
+    and a sampled latent that stays live in a larger live set stays sampled only if its key still ranks."""
+    live = _latents()
+    live = live[(live["status"] == "ok") & (live["coder"] == "sae-a")]
+    a = sampled_latents(live, 50, seed=0)
+    for dropped in sorted(live["latent"])[:40:7]:
+        b = sampled_latents(live[live["latent"] != dropped], 50, seed=0)
+        assert len(a - b) <= 1 and len(b - a) <= 1
+    # a quarter of the live set replaced by other latents: the kept ones' members mostly stay
+    kept = live[live["latent"] % 4 != 0]
+    other = pd.DataFrame({"coder": "sae-a", "latent": range(1000, 1000 + (len(live) - len(kept))), "status": "ok"})
+    c = sampled_latents(pd.concat([kept, other]), 50, seed=0)
+    survivors = {k for k in a if k[1] % 4 != 0}
+    assert len(survivors & c) >= 0.6 * len(survivors)
