@@ -15,8 +15,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import platform
+import re
+import shutil
 import time
 import uuid
 from contextlib import contextmanager
@@ -30,6 +33,8 @@ import pyarrow.parquet as pq
 from . import catalog
 from .catalog import Table
 from .errors import UserError
+
+log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -69,6 +74,19 @@ def atomic_path(path: Path) -> Iterator[Path]:
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+_TMP = re.compile(r"^\..+\.tmp-(\d+)$|^.+\.(\d+)\.tmp$")  # atomic_path's and the LLM part files' temporaries
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError):
+        return pid < 2**22  # another user's live process; an impossible pid is no process
+    return True
 
 
 def write_json(path: Path, obj: Any) -> None:
@@ -339,6 +357,41 @@ class RunDir:
         if config:
             info.setdefault("stages", {}).update(config)
         write_json(run_json, info)
+
+    def prepare(self) -> None:
+        """Before a stage writes here: stop at once (one OSError naming the folder) if the run folder cannot be
+        written, rather than after the work; then remove what a killed process left (remove_stale_tmp). A folder that
+        does not exist yet is left to the stage (which refuses or creates it)."""
+        if not self.root.is_dir():
+            return
+        probe = self.root / f".write-probe.tmp-{os.getpid()}"
+        try:
+            probe.write_bytes(b"")
+            probe.unlink()
+        except OSError as exc:
+            raise OSError(exc.errno, exc.strerror, str(self.root)) from None
+        self.remove_stale_tmp()
+
+    def remove_stale_tmp(self) -> int:
+        """Remove the temporary files and folders a killed process left (ours end in `.tmp-<pid>` or
+        `.<pid>.tmp`; the pid's process is gone), in the run folder and below; returns how many. A live process's
+        temporaries are left alone."""
+        if not self.root.is_dir():
+            return 0
+        removed = 0
+        for dirpath, dirnames, filenames in os.walk(self.root):
+            for name in [*dirnames, *filenames]:
+                m = _TMP.match(name)
+                if not m or _alive(int(m.group(1) or m.group(2))):
+                    continue
+                path = Path(dirpath) / name
+                shutil.rmtree(path) if path.is_dir() else path.unlink()
+                removed += 1
+                if name in dirnames:
+                    dirnames.remove(name)
+        if removed:
+            log.info("removed %d temporary files left by an interrupted run in %s", removed, self.root)
+        return removed
 
     # manifest -----------------------------------------------------------------------------
     def _manifest_entries(self) -> list[dict[str, Any]]:

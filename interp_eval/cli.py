@@ -6,6 +6,7 @@ Bad input ends in one line on stderr and exit code 2.
 
 from __future__ import annotations
 
+import errno
 import functools
 from dataclasses import replace
 import logging
@@ -39,8 +40,25 @@ def _setup_logging(verbose: bool) -> None:
     logging.getLogger("interp_eval").setLevel(logging.DEBUG if verbose else logging.INFO)
 
 
+_FS_HINTS = {
+    errno.EACCES: "no permission to write there: choose a folder you can write, or change its permissions",
+    errno.EPERM: "not permitted: choose a folder you can write",
+    errno.EROFS: "the file system is read-only: choose a writable folder",
+    errno.ENOSPC: "the disk is full: free some space, then re-run the same command (finished work is kept)",
+    errno.EDQUOT: "the disk quota is used up: free some space, then re-run the same command (finished work is kept)",
+}
+
+
+def filesystem_message(exc: OSError) -> str:
+    """One line for a file system error: the path, what went wrong and what to do."""
+    where = " -> ".join(str(f) for f in (exc.filename, exc.filename2) if f) or "a file"
+    what = exc.strerror or str(exc)
+    hint = _FS_HINTS.get(exc.errno or 0, "check the path and re-run the same command (finished work is kept)")
+    return f"{where}: {what}; {hint}"
+
+
 def stage(fn):
-    """Turn UserError into a one-line message and exit code 2."""
+    """Turn UserError (exit 2) and file system errors (exit 1) into a one-line message."""
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
@@ -49,6 +67,12 @@ def stage(fn):
         except UserError as exc:
             typer.echo(f"error: {exc}", err=True)
             raise typer.Exit(exc.exit_code) from None
+        except OSError as exc:
+            if not exc.filename and exc.errno not in _FS_HINTS:  # not a file system error (e.g. a network one)
+                raise
+            logging.getLogger("interp_eval").debug("file system error", exc_info=True)
+            typer.echo(f"error: {filesystem_message(exc)}", err=True)
+            raise typer.Exit(1) from None
         except KeyboardInterrupt:
             typer.echo("interrupted: finished work is kept; re-run the same command to resume", err=True)
             raise typer.Exit(130) from None

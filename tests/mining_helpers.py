@@ -58,7 +58,7 @@ def brute_force(subject, coder, kw: dict = MINE_KW) -> dict[str, np.ndarray]:
     dense = []
     for i in range(0, len(ctxs), kw["batch_contexts"]):
         cap = capture(subject, ctxs[i : i + kw["batch_contexts"]], [coder.hookpoint])
-        x = (cap.mlp_in if coder.site == "input" else cap.mlp_out)[coder.hookpoint].reshape(-1, coder.d_in)
+        x = cap.read(coder.hookpoint, coder.site).reshape(-1, coder.d_in)
         with torch.no_grad():
             d = dense_activations(coder.ours, x) if coder.ours is not None else coder.dense(x)
         dense.append(d.float())

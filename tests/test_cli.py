@@ -22,7 +22,7 @@ def _fails(args, match):
 
 
 def test_unknown_hookpoint(tmp_path):
-    _fails(["train", "--run", str(tmp_path / "r"), "--hookpoint", "layers.99.mlp", "--tokens", "1024"], "valid ones are layers.0.mlp")
+    _fails(["train", "--run", str(tmp_path / "r"), "--hookpoint", "layers.99.mlp", "--tokens", "1024"], "layers.N.mlp, blocks.N.hook_mlp_out")
     assert not (tmp_path / "r" / "coders").exists()
 
 

@@ -281,7 +281,7 @@ def _coder(tmp_path: Path, **kw) -> Path:
     "change, message",
     [
         (dict(d_in=64), "d_in 64 does not match"),
-        (dict(hookpoint="layers.99.mlp"), "hookpoint 'layers.99.mlp' does not exist"),
+        (dict(hookpoint="layers.99.mlp"), "unknown hookpoint 'layers.99.mlp' for smollm2-135m-instruct: valid ones are .*layers.N.mlp"),
         (dict(model_name="gpt2"), "trained on model 'gpt2'"),
     ],
 )

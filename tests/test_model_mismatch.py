@@ -139,7 +139,7 @@ def test_the_flag_is_part_of_the_mining_config(tmp_path, subject):
     "change, message",
     [
         (dict(d_in=64), "d_in 64 does not match"),
-        (dict(hookpoint="layers.99.mlp"), "hookpoint 'layers.99.mlp' does not exist"),
+        (dict(hookpoint="layers.99.mlp"), "unknown hookpoint 'layers.99.mlp'"),
         (dict(model_name="random:gpt2:0"), "trained on model 'random:gpt2:0'"),  # a control matches only its own base
     ],
 )

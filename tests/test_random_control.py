@@ -173,7 +173,7 @@ def _direct(model, coder, contexts: torch.Tensor, windows: pd.DataFrame, rows: p
     w = windows.set_index("window_id").loc[rows["window_id"]]
     ctx_ids = sorted(set(w["context"]))
     cap = capture(model, contexts[ctx_ids], [coder.hookpoint])
-    x = cap.mlp_out[coder.hookpoint]
+    x = cap.outputs[coder.hookpoint]
     with torch.no_grad():
         dense = dense_activations(coder.ours, x.reshape(-1, x.shape[-1])).reshape(len(ctx_ids), x.shape[1], -1)
     out = []

@@ -50,6 +50,7 @@ class CoderConfig:
     temperature: float = 1.0  # binary: straight-through sigmoid temperature T
     decoder_scale: bool = False  # one learned scalar multiplying the decoded sum (saved folded into W_dec)
     hookpoint: str = ""
+    site: str = "output"  # the side of the hookpoint's module an SAE reads (transcoders: the MLP input)
     model_name: str = ""
 
     def __post_init__(self):

@@ -18,8 +18,9 @@ from typing import Iterable
 
 from ..artifacts import RunDir
 from ..errors import UserError
-from ..subject.hookpoints import valid_hookpoints
+from ..subject.hookpoints import canonical, resolve_site, site_dim
 from ..subject.model import RandomModelSpec, SubjectModel, parse_random_spec, random_subject_model
+from .hub import is_hub_spec, resolve_spec
 from .saelens import SAE_CFG, SAE_WEIGHTS, LoadedCoder, is_saelens_folder
 from .sparsify import SPARSIFY_WEIGHTS, is_sparsify_folder, sparsify_coder_name, sparsify_hookpoint_folders
 
@@ -28,21 +29,26 @@ log = logging.getLogger(__name__)
 
 def _extra_coders(path: str | Path) -> list[tuple[str, Path]]:
     """(name, folder) of the coders one --coder PATH names: a SAELens folder (named after it), a sparsify
-    hookpoint folder, or a sparsify root (one coder per hookpoint folder; each named `<root>.<hookpoint>`)."""
-    folder = Path(path).expanduser()
+    hookpoint folder, or a sparsify root (one coder per hookpoint folder; each named `<root>.<hookpoint>`); or one
+    of these by name from the Hugging Face hub (`hf:OWNER/REPO[/SUBFOLDER]`, `saelens:RELEASE/SAE_ID`, coders/hub.py)."""
+    name = None
+    if is_hub_spec(path):
+        name, folder = resolve_spec(str(path))
+    else:
+        folder = Path(path).expanduser()
     if not folder.exists():
         raise UserError(f"--coder {path}: no such folder")
     if is_saelens_folder(folder):
-        return [(folder.name, folder)]
+        return [(name or folder.name, folder)]
     if is_sparsify_folder(folder):
-        return [(sparsify_coder_name(folder), folder)]
+        return [(name or sparsify_coder_name(folder), folder)]
     hookpoints = sparsify_hookpoint_folders(folder)
     if not hookpoints:
         raise UserError(
             f"--coder {path}: not a coder folder (a SAELens folder holds {SAE_CFG} and {SAE_WEIGHTS}, a sparsify folder "
             f"{SAE_CFG} and {SPARSIFY_WEIGHTS}, a sparsify root one sparsify folder per hookpoint)"
         )
-    return [(sparsify_coder_name(sub), sub) for sub in hookpoints]
+    return [(f"{name}.{sub.name}" if name else sparsify_coder_name(sub), sub) for sub in hookpoints]
 
 
 def coder_folders(rd: RunDir, extra: Iterable[str | Path]) -> list[tuple[str, Path]]:
@@ -125,7 +131,6 @@ def group_by_subject(coders: list[LoadedCoder], subject: SubjectModel, allow_mod
     and is listed in its group's `mismatched`; its width and hookpoint must still fit, and a random-model
     control's coder still matches only its own base.
     """
-    hookpoints = valid_hookpoints(subject)
     subject_is_random = parse_random_spec(subject.name) is not None
     by_seed: dict[int | None, list[LoadedCoder]] = {}  # None: the subject itself
     mismatched: set[str] = set()
@@ -145,30 +150,33 @@ def group_by_subject(coders: list[LoadedCoder], subject: SubjectModel, allow_mod
                 f"coder {c.folder} was trained on model {name!r} but the subject model is {subject.name!r}: "
                 f"pass --model {spec.base if spec else name}{hint} or leave this coder out"
             )
-        _check_coder(c, subject, hookpoints)  # a random copy has the subject's architecture
+        _check_coder(c, subject)  # a random copy has the subject's architecture
         if mismatch:
             log.warning("coder %s was trained on %s but runs on the subject model %s (--allow-model-mismatch)",
                         c.name, name, subject.name)
             mismatched.add(c.name)
         by_seed.setdefault(seed, []).append(c)
     return [
-        SubjectGroup(seed, by_seed[seed], sorted({c.hookpoint for c in by_seed[seed]}, key=hookpoints.index),
+        SubjectGroup(seed, by_seed[seed], sorted({c.hookpoint for c in by_seed[seed]}, key=lambda h: resolve_site(subject, h).order),
                      frozenset(c.name for c in by_seed[seed] if c.name in mismatched))
         for seed in sorted(by_seed, key=lambda s: -1 if s is None else s)
     ]
 
 
-def _check_coder(coder: LoadedCoder, subject: SubjectModel, hookpoints: list[str]) -> None:
+def _check_coder(coder: LoadedCoder, subject: SubjectModel) -> None:
+    """The coder's hookpoint exists in `subject` and its width fits. Its hookpoint becomes our name for the site and
+    its `site` the side it really reads (blocks.N.hook_mlp_out -> layers.N.mlp, output; blocks.N.hook_resid_pre ->
+    layers.N, input), so coders named in either scheme share their capture."""
     where = f"coder {coder.folder}"
-    if coder.hookpoint not in hookpoints:
-        shown = f"{hookpoints[0]} ... {hookpoints[-1]}" if hookpoints else "none"
-        raise UserError(f"{where}: hookpoint {coder.hookpoint!r} does not exist in {subject.name} (valid: {shown})")
-    if coder.site not in ("input", "output"):
-        raise UserError(f"{where}: hook_site {coder.site!r} is not 'input' or 'output'")
-    if coder.d_in != subject.d_model:
+    try:
+        coder.hookpoint, site = canonical(subject, coder.hookpoint, coder.site)
+    except UserError as exc:
+        raise UserError(f"{where}: {exc}") from None
+    coder.site = site.side
+    width = site_dim(subject, site)
+    if coder.d_in != width:
         raise UserError(
-            f"{where}: d_in {coder.d_in} does not match the MLP {coder.site} size {subject.d_model} "
-            f"of {coder.hookpoint} in {subject.name}"
+            f"{where}: d_in {coder.d_in} does not match the width {width} of {coder.hookpoint} ({site.kind}) in {subject.name}"
         )
 
 

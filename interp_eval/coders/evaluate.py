@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
-from ..subject.hookpoints import splice_mlp
+from ..subject.hookpoints import resolve_site, splice_input, splice_output
 from ..subject.model import SubjectModel
 from ..progress import progress_bar
 from .coder import SparseCoder
@@ -86,16 +86,22 @@ def evaluate_reconstruction(
             for name, coder in coders.items():
                 st = stats[name]
 
-                def replace(mlp_in, mlp_out, coder=coder, st=st):
-                    shape = mlp_out.shape
-                    x = (mlp_in if coder.cfg.kind == "transcoder" else mlp_out).reshape(-1, shape[-1]).float()
-                    y = mlp_out.reshape(-1, shape[-1]).float()
+                def recon(x, shape, coder=coder, st=st, target=None):
+                    x = x.reshape(-1, x.shape[-1]).float()
+                    y = x if target is None else target.reshape(-1, target.shape[-1]).float()
                     code = coder.encode(x)
                     y_hat = coder.decode(code, x)
                     st.add_recon(y, y_hat, code.values, code.indices)
                     return y_hat.reshape(shape)
 
-                with splice_mlp(subject, hookpoint, replace):
+                site = resolve_site(subject, hookpoint, coder.cfg.site if coder.cfg.kind == "sae" else None)
+                if coder.cfg.kind == "transcoder":  # reads the MLP input, replaces its output
+                    splice = splice_output(subject, site.module, lambda i, o, r=recon: r(i, o.shape, target=o))
+                elif site.side == "output":
+                    splice = splice_output(subject, site.module, lambda i, o, r=recon: r(o, o.shape))
+                else:
+                    splice = splice_input(subject, site.module, lambda i, r=recon: r(i, i.shape))
+                with splice:
                     nll, correct, n = _nll_and_correct(subject, ids)
                 st.nll += nll
                 st.correct += correct

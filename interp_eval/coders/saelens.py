@@ -13,7 +13,7 @@ loaded by sae-lens. Binary coders store `threshold` (theta, not its log) like sa
 from __future__ import annotations
 
 import json
-import re
+import os
 import shutil
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -66,7 +66,7 @@ def save_coder(coder: SparseCoder, folder: Path, firing_frequency: torch.Tensor 
     metadata = {
         "model_name": cfg.model_name,
         "hook_name": cfg.hookpoint,
-        "hook_site": "output" if cfg.kind == "sae" else "input",
+        "hook_site": cfg.site if cfg.kind == "sae" else "input",
         "interp_eval": {"coder": _saved_config(coder), **(extra_metadata or {})},
     }
     if cfg.kind == "transcoder":
@@ -87,7 +87,7 @@ def save_coder(coder: SparseCoder, folder: Path, firing_frequency: torch.Tensor 
     if cfg.kind == "transcoder":
         cfg_dict["d_out"] = cfg.d_out
     folder = Path(folder)
-    tmp = folder.with_name(f".{folder.name}.tmp")
+    tmp = folder.with_name(f".{folder.name}.tmp-{os.getpid()}")
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir(parents=True)
@@ -102,17 +102,11 @@ def save_coder(coder: SparseCoder, folder: Path, firing_frequency: torch.Tensor 
 
 
 # --------------------------------------------------------------------------- load
-_TL_HOOK = re.compile(r"^blocks\.(\d+)\.(hook_mlp_out|hook_mlp_in|ln2\.hook_normalized)$")
-
-
 def hook_site(metadata: dict) -> tuple[str, str]:
-    """(hookpoint in our naming, 'input'|'output') for a SAELens folder's metadata."""
-    hook = metadata.get("hook_name") or ""
-    site = metadata.get("hook_site")
-    m = _TL_HOOK.match(hook)
-    if m:  # TransformerLens naming, as SAEs trained by sae-lens itself carry
-        return f"layers.{m.group(1)}.mlp", "output" if m.group(2) == "hook_mlp_out" else "input"
-    return hook, site or "output"
+    """(hookpoint name, 'input'|'output') of a SAELens folder's metadata. The name stays as the folder gives it (ours,
+    sparsify's or TransformerLens's, as SAEs trained by sae-lens carry); the subject's hookpoint table
+    (subject/hookpoints.py) resolves it, and a TransformerLens name fixes its own side there."""
+    return metadata.get("hook_name") or "", metadata.get("hook_site") or "output"
 
 
 @dataclass
@@ -122,7 +116,7 @@ class LoadedCoder:
     name: str
     folder: Path
     hookpoint: str
-    site: str  # which MLP activation it reads: 'input' or 'output'
+    site: str  # which side of its hookpoint's module it reads: 'input' or 'output'
     binary: bool
     d_in: int
     d_sae: int
@@ -230,6 +224,9 @@ def load_coder(folder: str | Path, name: str | None = None, device: str | torch.
             from sae_lens import SAE
 
             module = SAE.load_from_disk(folder, device=str(device))
+            # a hook_z SAE reshapes [..., heads, d_head] itself; our capture at attention's output projection is
+            # already the heads concatenated, head-major, as that reshape makes them
+            module.turn_off_forward_pass_hook_z_reshaping()
     except Exception as exc:
         raise UserError(f"{folder}: {who} cannot load this coder ({type(exc).__name__}: {str(exc).splitlines()[0]})") from exc
     hookpoint, site = hook_site(metadata)

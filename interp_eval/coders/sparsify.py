@@ -25,6 +25,7 @@ sparsify's own loader does. Weights are read as float32 whatever their stored dt
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 from dataclasses import dataclass
@@ -352,7 +353,7 @@ def save_sparsify(coder: SparseCoder, folder: str | Path) -> None:
         state["W_skip"] = as_saved(coder.W_skip)
     if coder.log_threshold is not None:
         state["log_threshold"] = as_saved(coder.log_threshold)
-    tmp = folder.with_name(f".{folder.name}.tmp")
+    tmp = folder.with_name(f".{folder.name}.tmp-{os.getpid()}")
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir(parents=True)
@@ -368,7 +369,7 @@ def write_run_config(root: str | Path, coder: SparseCoder) -> Path:
     cfg = coder.cfg
     body = {"sae": sparsify_config(coder), "model": cfg.model_name, "hookpoints": [cfg.hookpoint]}
     path = Path(root) / RUN_CONFIG
-    tmp = path.with_name(f".{path.name}.tmp")
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     tmp.write_text(json.dumps(body, indent=2) + "\n")
     tmp.replace(path)
     return path

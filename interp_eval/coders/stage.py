@@ -26,7 +26,9 @@ from ..errors import UserError
 from ..catalog import RECON_EVAL, TRAIN_METRICS
 from ..subject.activations import CacheKey, build_activation_caches
 from ..subject.corpus import CorpusConfig, split_tokens, take_contexts
-from ..subject.model import RANDOM_MODEL_SUFFIX, load_subject_model, parse_random_spec, random_model_spec
+from ..subject.hookpoints import Site, resolve_site, site_dim
+from ..subject.model import RANDOM_MODEL_SUFFIX, SubjectModel, load_subject_model, parse_random_spec, random_model_spec
+from .coder import CODER_KINDS
 from .evaluate import evaluate_reconstruction
 from .saelens import is_saelens_folder, save_coder
 from ..distributed import init_distributed
@@ -43,6 +45,18 @@ def control_name(name: str) -> str:
     return name if name.endswith(RANDOM_MODEL_SUFFIX) else name + RANDOM_MODEL_SUFFIX
 
 
+def train_site(subject: SubjectModel, c: TrainConfig) -> Site:
+    """The site a coder trains at: any hookpoint for an SAE; for a transcoder, an MLP (it reads the MLP's input and
+    predicts its output), refused in one line elsewhere."""
+    site = resolve_site(subject, c.hookpoint)
+    if CODER_KINDS[c.coder][0] == "transcoder" and site.kind not in ("mlp_out", "mlp_in"):
+        raise UserError(
+            f"--coder {c.coder} --hookpoint {c.hookpoint}: a transcoder reads an MLP's input and predicts its output, "
+            f"so it needs an MLP hookpoint (e.g. layers.{site.layer}.mlp), not a {site.kind} site"
+        )
+    return site
+
+
 @dataclass(frozen=True)
 class CoderGrid:
     """The coders `interp-eval train` trains: every kind x hookpoint x k, each with the same other settings."""
@@ -50,7 +64,8 @@ class CoderGrid:
     kinds: tuple[str, ...] = field(default=(TrainConfig.coder,), metadata=flags("--coder"))
     """sae, bae (binary SAE), tc (skip transcoder), btc (binary skip transcoder); repeat for several."""
     hookpoints: tuple[str, ...] = field(default=(TrainConfig.hookpoint,), metadata=flags("--hookpoint"))
-    """MLP hookpoint(s), e.g. layers.9.mlp."""
+    """Hookpoint(s): layers.9.mlp (MLP output; transcoders: MLP input to output), layers.9 (residual stream),
+    layers.9.self_attn, or a TransformerLens name such as blocks.9.hook_resid_pre (subject/hookpoints.py)."""
     ks: tuple[int, ...] = field(default=(TrainConfig.k,), metadata=flags("--k"))
     """Active latents per token (repeat for several)."""
 
@@ -145,6 +160,8 @@ def run_train_stage(run: str | Path, cfg: TrainStageConfig) -> list[str]:
         model = random_model_spec(model)
     rd = RunDir(run)
     d = init_distributed()
+    if d.is_main:
+        rd.prepare()
     subject = load_subject_model(model, cfg.device)
     if parse_random_spec(subject.name) is not None:
         configs = [replace(c, name=control_name(c.coder_name)) for c in configs]
@@ -154,11 +171,9 @@ def run_train_stage(run: str | Path, cfg: TrainStageConfig) -> list[str]:
     names = [c.coder_name for c in configs]
     if len(set(names)) != len(names):
         raise UserError(f"two coders would share a name ({', '.join(names)}): give --name or distinct settings")
-    from ..subject.hookpoints import resolve
-
-    for c in configs:  # fail on bad options before any model pass
-        resolve(subject, c.hookpoint)
-        c.coder_config(subject.d_model, subject.d_model, subject.name)
+    sites = {c.coder_name: train_site(subject, c) for c in configs}  # fail on bad options before any model pass
+    for c in configs:
+        c.coder_config(site_dim(subject, sites[c.coder_name]), subject.d_model, subject.name, sites[c.coder_name].side)
     hashes = {
         c.coder_name: config_hash({"train": asdict(c), "model": subject.name, "corpus": asdict(corpus), "cache_dtype": cfg.cache_dtype})
         for c in configs
@@ -187,7 +202,8 @@ def run_train_stage(run: str | Path, cfg: TrainStageConfig) -> list[str]:
     stage = "train" if parse_random_spec(subject.name) is None else f"train-{RANDOM_MODEL_CONTROL}"
     record = {stage: {"model": subject.name, "corpus": asdict(corpus), "coders": [asdict(c) for c in configs]}}
     for c in todo:
-        coder, rows, fires = train_coder(rd.root, c, caches[c.hookpoint], subject.name, dev, resume=cfg.resume, dist_info=d)
+        coder, rows, fires = train_coder(rd.root, c, caches[c.hookpoint], subject.name, dev, resume=cfg.resume, dist_info=d,
+                                           site=sites[c.coder_name].side)
         if d.is_main:
             _commit(rd, c, coder, rows, fires, evaluate_reconstruction(subject, c.hookpoint, {c.coder_name: coder}, heldout),
                     hashes[c.coder_name], record)

@@ -33,7 +33,7 @@ class TrainConfig:
     coder: str = field(default="sae", metadata=NOT_AN_OPTION)
     """sae | bae | tc | btc."""
     hookpoint: str = field(default="layers.9.mlp", metadata=NOT_AN_OPTION)
-    """MLP hookpoint, e.g. layers.9.mlp."""
+    """Hookpoint, e.g. layers.9.mlp (subject/hookpoints.py lists every name)."""
     k: int = field(default=32, metadata=NOT_AN_OPTION)
     """Active latents per token."""
     expansion: int = 8
@@ -85,7 +85,7 @@ class TrainConfig:
     def coder_name(self) -> str:
         return self.name or f"{self.coder}-{self.hookpoint}-k{self.k}"
 
-    def coder_config(self, d_in: int, d_out: int, model_name: str) -> CoderConfig:
+    def coder_config(self, d_in: int, d_out: int, model_name: str, site: str = "output") -> CoderConfig:
         kind, activation = CODER_KINDS[self.coder]
         d_sae = d_in * self.expansion
         if self.k > d_sae:
@@ -103,6 +103,7 @@ class TrainConfig:
             theta_init=self.theta_init,
             temperature=self.temperature,
             hookpoint=self.hookpoint,
+            site=site if kind == "sae" else "input",
             model_name=model_name,
         )
 
@@ -152,9 +153,11 @@ def train_coder(
     resume: bool = True,
     dist_info: DistInfo | None = None,
     on_step: Callable[[dict], None] | None = None,
+    site: str = "output",
 ) -> tuple[SparseCoder, list[dict], torch.Tensor]:
     """Train one coder; returns (coder in inference state, per-step metric rows, firing counts).
 
+    `site`: the side of the hookpoint's module an SAE reads (a transcoder reads the input, predicts the output).
     `on_step(row)` is called after every step with that step's metrics (for notebooks and loggers).
     """
     d = dist_info or DistInfo()
@@ -163,7 +166,8 @@ def train_coder(
     # there). The train stage has this on already (loading the subject model turns it on); a notebook
     # that trains from a cache gets it here.
     reuse_freed_memory()
-    ccfg = cfg.coder_config(cache.d_in, cache.d_out, model_name)
+    reads_input = site == "input" or CODER_KINDS[cfg.coder][0] == "transcoder"
+    ccfg = cfg.coder_config(cache.d_in if reads_input else cache.d_out, cache.d_out, model_name, site)
     torch.manual_seed(cfg.seed)
     coder = SparseCoder(ccfg, device=device, seed=cfg.seed)
     lr = cfg.lr if cfg.lr is not None else default_lr(ccfg.activation, cfg.optimizer, ccfg.d_sae)
@@ -189,7 +193,6 @@ def train_coder(
     if d.world > 1:
         ddp = torch.nn.parallel.DistributedDataParallel(coder, device_ids=[d.local_rank] if device.type == "cuda" else None)
     model = ddp or coder
-    transcoder = ccfg.kind == "transcoder"
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else torch.autocast("cpu", enabled=False)
     tokens_seen = start * cfg.batch_size * d.world
     t0 = time.time()
@@ -198,7 +201,7 @@ def train_coder(
         for step, xin, xout in cache.batches(cfg.batch_size, cfg.seed, cfg.epochs, start, d.rank, d.world):
             if step >= total:
                 break
-            x = (xin if transcoder else xout).to(device, non_blocking=True)
+            x = (xin if reads_input else xout).to(device, non_blocking=True)
             y = xout.to(device, non_blocking=True)
             if step == 0 and start == 0:
                 coder.init_from_batch(all_reduce(x.mean(0), d, average=True), all_reduce(y.mean(0), d, average=True))

@@ -144,6 +144,8 @@ def run_explain_stage(run: str | Path, cfg: ExplainConfig | None = None, llm_cfg
     cfg = cfg or ExplainConfig()
     llm_cfg = llm_cfg or LLMConfig()
     rd = RunDir(run)
+    if not dry_run:
+        rd.prepare()
     latents = rd.read(LATENTS)
     chosen = select_latents(latents, cfg)
     for line in mismatch_lines(latents[latents["coder"].isin(chosen["coder"])]):

@@ -30,11 +30,19 @@ class ExportSummary:
         return f"exported {len(self.files)} files in {fmt} layout to {self.out}{left}"
 
 
-def run_export(run: Path, fmt: str, out: Path) -> ExportSummary:
+def run_export(run: Path, fmt: str, out: Path, overwrite: bool = False) -> ExportSummary:
+    """Export `run` in `fmt`'s layout into `out`: a new or empty folder, or with `overwrite` one whose files of the
+    same names (and, for sparsify, whole coder folders) are replaced."""
     if fmt not in FORMATS:
         raise UserError(f"--format {fmt!r}: choose one of {', '.join(FORMATS)}")
     rd = RunDir(run)
     if not rd.root.is_dir():
         raise UserError(f"--run {run}: no such run directory")
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise UserError(f"{out} is a file: export writes a folder")
+    if out.is_dir() and any(out.iterdir()) and not overwrite:
+        raise UserError(f"{out} is not empty: choose an empty folder, or pass --overwrite to replace what this export writes there")
+    out.mkdir(parents=True, exist_ok=True)
     module = importlib.import_module(f".{FORMATS[fmt]}", __package__)
     return module.export(rd, Path(out))

@@ -9,6 +9,8 @@ are exported; a coder without a sparsify equivalent is left out with the reason.
 
 from __future__ import annotations
 
+import os
+import shutil
 from pathlib import Path
 
 from ..artifacts import RunDir
@@ -34,9 +36,16 @@ def export(rd: RunDir, out: Path) -> ExportSummary:
             continue
         root = summary.out / folder.name
         hookpoint = cfg.hookpoint or "coder"
-        root.mkdir(parents=True, exist_ok=True)
-        save_sparsify(coder, root / hookpoint)
+        tmp = root.with_name(f".{root.name}.tmp-{os.getpid()}")  # the coder root is written whole, then swapped in
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        tmp.mkdir(parents=True)
+        save_sparsify(coder, tmp / hookpoint)
+        run_config = write_run_config(tmp, coder).name if cfg.model_name else None
+        if root.exists():  # --overwrite: an earlier export's stale hookpoint folders go with it
+            shutil.rmtree(root)
+        tmp.rename(root)
         summary.files += [Path(folder.name, hookpoint, SPARSIFY_CFG), Path(folder.name, hookpoint, SPARSIFY_WEIGHTS)]
-        if cfg.model_name:
-            summary.files.append(write_run_config(root, coder).relative_to(summary.out))
+        if run_config:
+            summary.files.append(Path(folder.name, run_config))
     return summary

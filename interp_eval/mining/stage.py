@@ -215,10 +215,10 @@ def _mine(p: _Pass, progress: Progress, on_batch: Callable[[int], None] | None) 
                 sync()
                 t1 = time.perf_counter()
                 for c in g.coders:
-                    acts = (cap.mlp_in if c.site == "input" else cap.mlp_out)[c.hookpoint]
+                    acts = cap.read(c.hookpoint, c.site)
                     if acts.shape[-1] != c.d_in:
                         raise UserError(
-                            f"coder {c.folder}: d_in {c.d_in} does not match the MLP {c.site} size {acts.shape[-1]} at {c.hookpoint}"
+                            f"coder {c.folder}: d_in {c.d_in} does not match the {c.site} size {acts.shape[-1]} at {c.hookpoint}"
                         )
                     codes.append((c, c.encode_sparse(acts.reshape(-1, acts.shape[-1]))))
                 del cap
@@ -293,6 +293,8 @@ def run_mine_stage(run: str | Path, cfg: MineConfig | None = None, subject: Subj
         per = summary_from_files(rd)
         return {"run": str(rd.root), "skipped": True, "tokens": next(iter(per.values()))["n_tokens"] if per else 0, "coders": per}
     _check_corpus(p)
+    if p.dist.is_main:
+        rd.prepare()
     if p.dist.is_main and rd.stage_entry(STAGE) is not None:
         rd.mark_started(STAGE, p.cfg_hash, p.run_id)  # the earlier mining's files must not pass for this one's
 

@@ -439,6 +439,8 @@ def run_score_stage(run: str | Path, cfg: ScoreConfig | None = None, llm_cfg: LL
     cfg = cfg or ScoreConfig()
     cfg.validate()
     rd = RunDir(run)
+    if not dry_run:
+        rd.prepare()
     lat = rd.read(LATENTS)
     if cfg.coders:
         missing = set(cfg.coders) - set(lat["coder"])

@@ -1,7 +1,7 @@
-"""Disk caches of MLP inputs/outputs, so every coder of a hookpoint trains from one model pass.
+"""Disk caches of each hookpoint's module input and output, so every coder of a hookpoint trains from one model pass.
 
-Layout: <run>/activations/<split>-<key>/<hookpoint>/shard_00000.safetensors (tensors `mlp_in`,
-`mlp_out`, [tokens, d]) and a `meta.json` per cache written last: a cache without it is unfinished
+Layout: <run>/activations/<split>-<key>/<hookpoint>/shard_00000.safetensors (tensors `input`,
+`output`, [tokens, d]: an SAE reads its site's side, a transcoder the MLP's input to predict its output) and a `meta.json` per cache written last: a cache without it is unfinished
 and is resumed shard by shard.
 """
 
@@ -38,13 +38,14 @@ class CacheKey:
     n_tokens: int
     dtype: str = "float16"
     shard_tokens: int = 65536
+    tensors: str = "input,output"  # the shards' tensor names (caches of older versions held mlp_in, mlp_out)
 
     def digest(self) -> str:
         return config_hash(asdict(self))
 
 
 class ActivationCache:
-    """The finished cache of one hookpoint: shards of (mlp_in, mlp_out)."""
+    """The finished cache of one hookpoint: shards of its module's (input, output)."""
 
     def __init__(self, folder: Path):
         self.folder = Path(folder)
@@ -88,7 +89,7 @@ class ActivationCache:
         self, batch_size: int, seed: int, epochs: int = 1, start_step: int = 0, rank: int = 0, world: int = 1,
         buffer_shards: int = 8,
     ) -> Iterator[tuple[int, torch.Tensor, torch.Tensor]]:
-        """Yield (step, mlp_in, mlp_out) float32 batches in a seeded shuffled order.
+        """Yield (step, input, output) float32 batches in a seeded shuffled order.
 
         Shards are visited in a per-epoch permutation, `buffer_shards` at a time, and rows are
         permuted within that buffer. Steps before `start_step` are skipped without loading data,
@@ -103,8 +104,8 @@ class ActivationCache:
                     step += n_batches
                     continue
                 loaded = [self.load_shard(i) for i in group]
-                xin = torch.cat([s["mlp_in"] for s in loaded])
-                xout = torch.cat([s["mlp_out"] for s in loaded])
+                xin = torch.cat([s["input"] for s in loaded])
+                xout = torch.cat([s["output"] for s in loaded])
                 perm = torch.from_numpy(np.random.default_rng([seed, epoch, g]).permutation(xin.shape[0]))
                 for b in range(n_batches):
                     if step >= start_step:
@@ -121,7 +122,7 @@ def cache_root(run_root: Path, key: CacheKey) -> Path:
 def build_activation_caches(
     run_root: Path, subject: SubjectModel, key: CacheKey, hookpoints: list[str], batch_contexts: int = 32,
 ) -> dict[str, ActivationCache]:
-    """Cache MLP inputs/outputs at `hookpoints` for `key.n_tokens` tokens of one split (resumable)."""
+    """Cache the module inputs/outputs at `hookpoints` for `key.n_tokens` tokens of one split (resumable)."""
     if key.dtype not in _DTYPES:
         raise UserError(f"--cache-dtype {key.dtype}: use one of {', '.join(_DTYPES)}")
     for hp in hookpoints:
@@ -161,11 +162,11 @@ def _fill(subject: SubjectModel, key: CacheKey, folders: dict[str, Path], batch_
                 sizes.append(got * ctx_len)
                 bar.advance(got * ctx_len)
                 continue
-            parts: dict[str, dict[str, list[torch.Tensor]]] = {hp: {"mlp_in": [], "mlp_out": []} for hp in folders}
+            parts: dict[str, dict[str, list[torch.Tensor]]] = {hp: {"input": [], "output": []} for hp in folders}
             for batch in iter_batches(shard_ctx, batch_contexts):
                 cap = capture(subject, batch, list(folders))
                 for hp in folders:
-                    for which, src in (("mlp_in", cap.mlp_in), ("mlp_out", cap.mlp_out)):
+                    for which, src in (("input", cap.inputs), ("output", cap.outputs)):
                         t = src[hp].reshape(-1, src[hp].shape[-1]).to("cpu", dtype)
                         if not torch.isfinite(t).all():
                             raise UserError(
@@ -175,7 +176,7 @@ def _fill(subject: SubjectModel, key: CacheKey, folders: dict[str, Path], batch_
                 bar.advance(batch.numel())
             for hp, f in folders.items():
                 tensors = {w: torch.cat(v).contiguous() for w, v in parts[hp].items()}
-                dims[hp] = (tensors["mlp_in"].shape[1], tensors["mlp_out"].shape[1])
+                dims[hp] = (tensors["input"].shape[1], tensors["output"].shape[1])
                 with atomic_path(f / name) as tmp:
                     save_file(tensors, str(tmp))
             sizes.append(got * ctx_len)
@@ -190,7 +191,7 @@ def _fill(subject: SubjectModel, key: CacheKey, folders: dict[str, Path], batch_
     for hp, f in folders.items():
         if hp not in dims:  # every shard was already on disk
             first = load_file(f / shard_names[0])
-            dims[hp] = (first["mlp_in"].shape[1], first["mlp_out"].shape[1])
+            dims[hp] = (first["input"].shape[1], first["output"].shape[1])
         write_json(
             f / "meta.json",
             {
