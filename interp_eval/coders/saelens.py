@@ -197,6 +197,14 @@ def coder_config_of(saved: dict) -> CoderConfig:
     return CoderConfig(**{k: v for k, v in saved.items() if k in names})
 
 
+def _plain_topk(cfg: dict) -> bool:
+    """A sae-lens TopK SAE whose encode is ours: ReLU of the top k of (x - b_dec) W_enc + b_enc, no input
+    normalisation or reshaping, no rescaling by decoder norms."""
+    return (cfg.get("architecture") == "topk" and cfg.get("apply_b_dec_to_input", True) is True
+            and cfg.get("normalize_activations", "none") == "none" and cfg.get("reshape_activations", "none") == "none"
+            and not cfg.get("rescale_acts_by_decoder_norm", False) and isinstance(cfg.get("k"), int))
+
+
 def _load_ours(folder: Path, coder_cfg: CoderConfig, device) -> SparseCoder:
     state = load_file(str(folder / SAE_WEIGHTS), device=str(device))
     keep = {k: v for k, v in state.items() if k in ("W_enc", "b_enc", "W_dec", "b_dec", "W_skip")}
@@ -219,6 +227,10 @@ def load_coder(folder: str | Path, name: str | None = None, device: str | torch.
     try:
         if ours_cfg:
             ours = _load_ours(folder, coder_config_of(ours_cfg), device)
+        elif _plain_topk(cfg):  # sae-lens's own TopK SAE: the same encoder as ours, so our fast sparse path
+            ours = _load_ours(folder, CoderConfig("sae", "topk", int(cfg["d_in"]), int(cfg["d_sae"]), int(cfg["k"]),
+                                                  normalize_decoder=False, hookpoint=metadata.get("hook_name") or "",
+                                                  model_name=metadata.get("model_name") or ""), device)
         else:
             register_architectures()
             from sae_lens import SAE
