@@ -31,3 +31,37 @@ def test_each_architecture_encodes_as_sae_lens_did(arch):
     assert (coder.ours is not None) == (arch == "topk")  # the sparse fast path where the encoder is ours
     meta = json.loads((folder / "cfg.json").read_text())["metadata"]
     assert coder.hookpoint == meta["hook_name"] and coder.model_name == "smollm2-135m-instruct"
+
+
+def test_public_coders_at_residual_and_mlp_sites_run_mine_explain_score_and_report(tmp_path, subject):
+    """sae-lens-written coders of the packaged model, named the TransformerLens way (a JumpReLU SAE on the residual
+    stream, a skip transcoder on the MLP), go through every later stage at tiny size."""
+    import pandas as pd
+    from sae_lens import JumpReLUSAE, JumpReLUSAEConfig, SkipTranscoder, SkipTranscoderConfig
+    from sae_lens.saes.sae import SAEMetadata
+
+    from interp_eval.explain.stage import ExplainConfig, run_explain_stage
+    from interp_eval.mining import MineConfig, run_mine_stage
+    from interp_eval.report import ReportConfig, run_report_stage
+    from interp_eval.scoring import run_score_stage
+    from interp_eval.scoring.stage import ScoreConfig
+    from mining_helpers import MINE_KW
+
+    torch.manual_seed(0)
+    resid = JumpReLUSAE(JumpReLUSAEConfig(d_in=576, d_sae=48, metadata=SAEMetadata(
+        model_name="smollm2-135m-instruct", hook_name="blocks.1.hook_resid_post")))
+    resid.save_model(tmp_path / "gs-resid")
+    tc = SkipTranscoder(SkipTranscoderConfig(d_in=576, d_sae=48, d_out=576, apply_b_dec_to_input=False, metadata=SAEMetadata(
+        model_name="smollm2-135m-instruct", hook_name="blocks.1.ln2.hook_normalized", hook_name_out="blocks.1.hook_mlp_out")))
+    tc.save_model(tmp_path / "gs-tc")
+    run = tmp_path / "run"
+    run_mine_stage(run, MineConfig(coders=(tmp_path / "gs-resid", tmp_path / "gs-tc"), **MINE_KW), subject=subject)
+    lat = pd.read_parquet(run / "latents.parquet").groupby("coder").first()
+    assert lat.loc["gs-resid", "hookpoint"] == "layers.1" and lat.loc["gs-tc", "hookpoint"] == "layers.1.mlp"
+    run_explain_stage(run, ExplainConfig(explainer="token-table"))
+    run_score_stage(run, ScoreConfig(scorers=("embedding",)))
+    scores = pd.read_parquet(run / "latent_scores.parquet")
+    assert set(scores["coder"]) == {"gs-resid", "gs-tc"}
+    written = run_report_stage(run, ReportConfig(plots=False))
+    md = written["coders_md"].read_text()
+    assert "gs-resid" in md and "gs-tc" in md
