@@ -251,7 +251,7 @@ def test_canonical_dense_is_the_candidates_code_bit_for_bit():
     x, W_t, bias = _problem(n=500, m=2048, seed=3)
     k = 16
     cv, ci = candidate_topk(x, W_t, bias, k)
-    dv, di = topk_mod.canonical(dense_topk(x, W_t, bias, k)[1], x, W_t, bias)
+    dv, di = topk_mod.canonical_dense_topk(x, W_t, bias, k)
     same = (ci == di).all(1)
     assert same.float().mean() > 0.99  # the rest: latents tied at the k-th value within fp32 rounding
     _assert_same_up_to_fp32_ties(ci, di, x.double() @ W_t.double().T + bias.double(), k)
@@ -347,3 +347,32 @@ def test_sampled_dots_are_per_pair_dot_products():
     strided = torch.cat([W_t, W_t], dim=1)[:, :96]  # not contiguous: the embedding-bag kernel
     assert torch.allclose(gather_dots(idx, strided, x), got, rtol=1e-5, atol=1e-5)
     assert gather_dots(idx[:0], W_t, x[:0]).shape == (0, 40)
+
+
+def test_auto_dense_branch_ranks_a_kth_place_tie_as_the_candidates_do(monkeypatch):
+    """Two latents tied at the k-th place within fp32 rounding are ranked by whichever fp32 computation a branch
+    uses: the dense product of a block of rows (whose rounding depends on the block) or the per-pair dots of the
+    candidates. Found in training (bench/selection_divergence.py): auto's timing-based choice then changed the
+    code, and two trainings of one coder drifted apart. Here the dense product is made to rank every row's
+    (k+1)-th latent above its k-th, as a block's rounding can; the dense branch must still give the candidates'
+    code bit for bit."""
+    x, W_t, bias = _problem(n=300, m=2048, seed=3)
+    k = 16
+    cv, ci = candidate_topk(x, W_t, bias, k)
+    real = topk_mod.dense_topk
+
+    def rounded_otherwise(x, W_t, bias, kk):
+        v, i = real(x, W_t, bias, kk + 1)
+        order = v.argsort(dim=1, descending=True)
+        v, i = v.gather(1, order), i.gather(1, order)
+        v[:, [kk - 1, kk]], i[:, [kk - 1, kk]] = v[:, [kk, kk - 1]], i[:, [kk, kk - 1]]
+        return v[:, :kk], i[:, :kk]
+
+    monkeypatch.setattr(topk_mod, "dense_topk", rounded_otherwise)
+    monkeypatch.setattr(topk_mod, "ENCODE_PRECISION", "auto")
+    monkeypatch.setattr(topk_mod, "bf16_hardware", lambda device: True)
+    choice = topk_mod.AutoChoice()
+    choice.candidates = False  # auto timed the dense branch faster
+    monkeypatch.setattr(topk_mod, "AUTO_CHOICES", {("cpu", x.shape[1], W_t.shape[0], k, torch.get_num_threads()): choice})
+    dv, di = topk_mod.encoder_topk(x, W_t, bias, k)
+    assert torch.equal(di, ci) and torch.equal(dv, cv)

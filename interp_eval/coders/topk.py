@@ -43,9 +43,11 @@ architectures are not ruled out); if so, the first calls of each encoder shape a
 selections on their real batches (`AutoChoice`: one untimed call of each, then `AUTO_TRIALS` timed
 calls of each) and every later call takes the one with the lower time per row. While a shape can go
 either way its codes are made canonical on both paths (latents in ascending order, values the
-per-pair fp32 dot products `gather_dots` gives), so the choice, which depends on the machine's load
-while it is timed, changes nothing but the speed: the same codes bit for bit (but for latents tied
-at the k-th value within fp32 rounding, where either is a right answer).
+per-pair fp32 dot products `gather_dots` gives, and the ranking by those products too: the dense branch
+hands its top k + a margin to `select_by_dots`), so the choice, which depends on the machine's load
+while it is timed, changes nothing but the speed: the same codes bit for bit. (Ranking the dense branch
+by its own block product decided k-th place ties within fp32 rounding otherwise than the candidates, and
+two trainings of one coder drifted apart from the first such tie: bench/selection_divergence.py.)
 Why real calls rather than CPU flags alone: the flags say what the hardware has, not what torch's
 kernels do with it at this shape, nor what the path's own costs (converting W, selecting and
 rescoring candidates) add. Why real calls rather than a separate probe: a probe on a slice of rows
@@ -249,11 +251,27 @@ def use_candidates(x: torch.Tensor, W_t: torch.Tensor, k: int) -> bool:
     return auto is not None and auto.next()
 
 
-def canonical(indices: torch.Tensor, x: torch.Tensor, W_t: torch.Tensor, bias: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(values, indices) of the selected latents as candidate_topk returns them: latents in ascending
-    order, values the per-pair fp32 dot products of gather_dots plus the bias."""
-    indices = indices.sort(dim=1).values
-    return gather_dots(indices, W_t, x).add_(bias[indices]), indices
+def pool_size(k: int, m: int) -> int:
+    """How many of the dense product's largest entries the dense branch hands to select_by_dots: k and a margin,
+    so a latent tied at the k-th place within the product's rounding is in the pool whichever way it ranked."""
+    return min(m, k + max(8, k // 4))
+
+
+def select_by_dots(pool: torch.Tensor, x: torch.Tensor, W_t: torch.Tensor, bias: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(values, indices): the k latents of each row's `pool` [N, P] with the largest per-pair fp32 dot products
+    (gather_dots) plus bias, in ascending latent order, those products as values. Both branches of "auto" rank by
+    this one computation, so a tie at the k-th place within fp32 rounding goes the same way in each."""
+    z = gather_dots(pool, W_t, x).add_(bias[pool])
+    values, j = torch.topk(z, k, dim=-1, sorted=False)
+    indices, order = pool.gather(1, j).sort(dim=1)
+    return values.gather(1, order), indices
+
+
+def canonical_dense_topk(x: torch.Tensor, W_t: torch.Tensor, bias: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The dense branch's code as the candidates give it: the dense product's top k + margin, ranked by per-pair
+    dots. (The product of a block of rows rounds differently from a one-row product, so ranking by it would
+    decide k-th place ties otherwise than the candidates do.)"""
+    return select_by_dots(dense_topk(x, W_t, bias, pool_size(k, W_t.shape[0]))[1], x, W_t, bias, k)
 
 
 def encoder_topk(x: torch.Tensor, W_t: torch.Tensor, bias: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -271,7 +289,7 @@ def encoder_topk(x: torch.Tensor, W_t: torch.Tensor, bias: torch.Tensor, k: int)
     if candidates:
         out = candidate_topk(x, W_t, bias, k)
     else:  # canonical, so that the codes do not depend on the choice (module doc)
-        out = canonical(dense_topk(x, W_t, bias, k)[1], x, W_t, bias)
+        out = canonical_dense_topk(x, W_t, bias, k)
     auto.record(candidates, time.perf_counter() - t, x.shape[0])
     return out
 
@@ -351,10 +369,8 @@ def candidate_topk(
     CANDIDATE_STATS["fallback_rows"] += int(rows_bad.numel())
     if n_cand is None:
         _n_cand[key] = _next_count(kc, k, m, rows_bad.numel() / n)
-    if rows_bad.numel():
-        _, i = dense_topk(x[rows_bad], W_t, bias, k)
-        indices[rows_bad] = i
-        values[rows_bad] = gather_dots(i, W_t, x[rows_bad]).add_(bias[i])
+    if rows_bad.numel():  # ranked by the same per-pair dots as the proved rows
+        values[rows_bad], indices[rows_bad] = canonical_dense_topk(x[rows_bad], W_t, bias, k)
     # A canonical code: latents in ascending order, every value the same per-pair fp32 dot product
     # whichever rows were proved, so the result does not depend on the candidate count (which adapts
     # with the process's history) or on which rows fell back: a resumed run repeats an uninterrupted one.
