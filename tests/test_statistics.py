@@ -251,3 +251,14 @@ def test_a_per_coder_difference_over_seeds_has_the_range_of_its_seed_pairings():
     fvu["bae-layers.9.mlp-k32-s2"] = 0.25
     (cell,) = _pair_cells(fvu, pairs)
     assert cell.diff > 0 and cell.lo < 0 and cell.call == "within"
+
+
+def test_a_seed_the_scorer_never_scored_does_not_block_the_power_gate(tmp_path):
+    """The study's LLM scorers run on seed 1 only; the seed-2 coders of a side have no rows of that scorer. They
+    contribute no scores, so they must not make the pair "not measurable" ("no control"): the gate judges the
+    coders the scorer scored, and still refuses when it scored none."""
+    data = _run(tmp_path, 40)
+    unscored = "bae-unscored-seed"
+    assert power_gate(data, "detection", [BINARY, unscored, CONTINUOUS]) == (None, False)
+    why, _ = power_gate(data, "detection", [unscored])
+    assert why.startswith("not measurable: detection scored none of") and unscored in why

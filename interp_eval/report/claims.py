@@ -234,13 +234,17 @@ INTERPRETABILITY_METRIC = {"auc": "AUC", "f1": "F1", "accuracy": "accuracy"}
 
 
 def power_gate(data: RunData, scorer: str, coders: list[str]) -> tuple[str | None, bool]:
-    """Why the scorer cannot judge these coders (None when it has measured power on every one), and whether that call
-    sits on the edge: a borderline "has power" on one of them (counted), or only borderline misses (left out)."""
+    """Why the scorer cannot judge these coders (None when it has measured power on every one it scored; a coder it
+    never scored is left out), and whether that call sits on the edge: a borderline "has power" on one of them (counted), or only borderline misses (left out)."""
     s = data.all_summary
     if s is None:
         return f"not measurable: {scorer} has no measured power on this run (no score_summary.parquet)", False
     rows = s[(s["scorer"] == scorer) & s["coder"].isin(coders) & s["explainer"].isin(SHOWN_EXPLAINERS)]
-    powers = {c: Power.from_row(r.iloc[0]) if len(r := rows[rows["coder"] == c]) else None for c in coders}
+    # a coder the scorer never scored (e.g. a second seed the LLM scorers skip) brings no scores to the comparison
+    scored = [c for c in coders if (rows["coder"] == c).any()]
+    if not scored:
+        return f"not measurable: {scorer} scored none of {', '.join(coders)}", False
+    powers = {c: Power.from_row(rows[rows["coder"] == c].iloc[0]) for c in scored}
     missing = [c for c, p in powers.items() if p is None or not p.has_power]
     if not missing:
         return None, any(p.borderline for p in powers.values())
