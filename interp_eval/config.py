@@ -147,7 +147,8 @@ PRESETS: dict[str, Preset] = {
         explain=ExplainConfig(sample=100, seed=0),
         free_score=ScoreConfig(scorers=FREE_SCORERS, n_activating=10, n_negative=10, freq_adjust=True),
         score=ScoreConfig(scorers=("detection", "fuzzing", "intruder"), sample=100, sample_seed=0, control_latents=40,
-                          explainers=("llm",), n_activating=3, n_negative=3, freq_adjust=True, intruder_trials=1),
+                          explainers=("llm",), n_activating=3, n_negative=3, freq_adjust=True, intruder_trials=1,
+                          intruder_windows=4),  # 3 of the latent's own windows + the intruder (chance 1/4)
         llm_model=None, llm_seeds=(1,), llm_kinds=("sae", "bae"), llm_controls=False, estimate_time=True,
     ),
     "paper": Preset(

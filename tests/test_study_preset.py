@@ -127,3 +127,18 @@ def test_the_time_estimate_is_the_plan_counts_times_the_measured_rates():
     assert est["score"] == pytest.approx(280 * 6 * (1.0 + 0.5) + 200 * 1 * 2.0)
     assert est["total"] == pytest.approx(sum(v for k, v in est.items() if k != "total"))
     assert any("total" in line for line in format_estimate(timing, est))
+
+
+def test_an_intruder_that_cannot_form_a_trial_is_refused_before_any_work():
+    """The study ran 200 intruder jobs that made no call and no row: a trial needs intruder_windows - 1 of the
+    latent's own activating test windows, and it had 3 (n_activating) for 5 windows. Refused in one line now,
+    and the study preset's intruder fits its windows."""
+    from interp_eval.config import PRESETS
+    from interp_eval.errors import UserError
+    from interp_eval.scoring.stage import ScoreConfig
+
+    with pytest.raises(UserError, match=r"--intruder-windows 5 needs 4 activating test windows a latent \(--n-activating 3\)"):
+        ScoreConfig(scorers=("intruder",), n_activating=3, intruder_windows=5).validate()
+    ScoreConfig(scorers=("detection",), n_activating=3, intruder_windows=5).validate()  # no intruder: no matter
+    for name, preset in PRESETS.items():
+        preset.score.validate()

@@ -150,6 +150,11 @@ class ScoreConfig:
             raise UserError("--window-tokens must be >= 0 (0: whole windows)")
         if self.intruder_windows < 2:
             raise UserError("--intruder-windows must be at least 2")
+        if "intruder" in self.scorers and self.n_activating < self.intruder_windows - 1:
+            raise UserError(
+                f"--intruder-windows {self.intruder_windows} needs {self.intruder_windows - 1} activating test windows a "
+                f"latent (--n-activating {self.n_activating}): no intruder trial could be formed; lower "
+                "--intruder-windows or raise --n-activating")
         if self.max_retries < 0:
             raise UserError("--max-retries must be >= 0")
         if self.control_latents is not None and self.control_latents < 0:
