@@ -131,10 +131,12 @@ def test_an_unknown_name_lists_the_valid_ones_in_one_line():
     assert names.index("blocks.0.hook_resid_pre") < names.index("h.0.mlp") < names.index("h.0") < names.index("blocks.1.hook_resid_pre")
 
 
-def test_a_saelens_hook_z_coder_reads_the_heads_concatenated_as_captured(tmp_path):
+@pytest.mark.parametrize("arch", ["standard", "jumprelu"])
+def test_a_saelens_hook_z_coder_reads_the_heads_concatenated_as_captured(tmp_path, arch):
     """sae-lens reshapes a hook_z SAE's [..., heads, d_head] input itself; loaded here it encodes the capture at
-    attention's output projection (heads concatenated, head-major) exactly as sae-lens encodes the 4-d z."""
-    from sae_lens import StandardSAE, StandardSAEConfig
+    attention's output projection (heads concatenated, head-major) exactly as sae-lens encodes the 4-d z (a JumpReLU
+    one through the sparse fast path)."""
+    from sae_lens import JumpReLUSAE, JumpReLUSAEConfig, StandardSAE, StandardSAEConfig
     from sae_lens.saes.sae import SAEMetadata
 
     from interp_eval.coders.saelens import load_coder
@@ -144,14 +146,20 @@ def test_a_saelens_hook_z_coder_reads_the_heads_concatenated_as_captured(tmp_pat
     width = site_dim(subject, site)  # 4 heads x 12
     torch.manual_seed(0)
     meta = SAEMetadata(model_name="tiny-llama", hook_name="blocks.1.attn.hook_z")
-    sae = StandardSAE(StandardSAEConfig(d_in=width, d_sae=40, metadata=meta, reshape_activations="hook_z"))
+    cls, cfg_cls = (StandardSAE, StandardSAEConfig) if arch == "standard" else (JumpReLUSAE, JumpReLUSAEConfig)
+    sae = cls(cfg_cls(d_in=width, d_sae=40, metadata=meta, reshape_activations="hook_z"))
+    if arch == "jumprelu":
+        with torch.no_grad():
+            sae.W_enc.normal_()
+            sae.threshold.uniform_(0.0, 0.5)
     sae.save_model(tmp_path / "z")
     coder = load_coder(tmp_path / "z")
+    assert (coder.sparse is not None) == (arch == "jumprelu")
     z = capture(subject, torch.randint(0, 64, (2, 7)), ["blocks.1.attn.hook_z"]).read("blocks.1.attn.hook_z", "input")
     flat = z.reshape(-1, width)
     enc = coder.encode_sparse(flat)
     ours = torch.zeros(flat.shape[0], 40).scatter_add_(1, enc.indices, enc.values)
-    theirs = StandardSAE.load_from_disk(tmp_path / "z")
+    theirs = cls.load_from_disk(tmp_path / "z")
     theirs.turn_on_forward_pass_hook_z_reshaping()
     with torch.no_grad():
         ref = theirs.encode(flat.reshape(-1, 4, 12))

@@ -8,6 +8,12 @@ variants stock sae-lens lacks (binary_topk, topk/binary[_skip]_transcoder) have 
 Our own folders (cfg.json's metadata carries `interp_eval.coder`) load straight from the
 safetensors file into a `SparseCoder`, without importing sae-lens; any other SAELens folder is
 loaded by sae-lens. Binary coders store `threshold` (theta, not its log) like sae-lens' JumpReLU.
+
+Sparse fast paths for sae-lens's own folders: a plain TopK SAE loads as a `SparseCoder` (its encoder is ours);
+a plain JumpReLU SAE or transcoder (sae-lens saves BatchTopK and Matryoshka BatchTopK SAEs as JumpReLU too)
+is encoded by `jumprelu_sparse` over the sae-lens module's weights, which yields each row's nonzero pairs
+without the dense [N, d_sae] code. Every other architecture runs sae-lens's `encode`, then a top-k of its
+dense code.
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from ..errors import UserError
+from . import topk
 from .coder import CoderConfig, Encoded, SparseCoder
 
 SAE_CFG = "cfg.json"
@@ -125,6 +132,8 @@ class LoadedCoder:
     dense: Callable[[torch.Tensor], torch.Tensor] | None = None  # else: x [N, d_in] -> dense code [N, d_sae]
     module: nn.Module | None = None  # what `dense` runs (a sae-lens SAE, a sparsify coder), for .to()/.eval()
     source: str = "saelens"  # the folder's format: saelens | sparsify
+    # x [N, d_in] -> the sparse code straight from `module`'s weights, where its encode is a threshold (JumpReLU)
+    sparse: Callable[[torch.Tensor], Encoded] | None = None
 
     @torch.no_grad()
     def encode_sparse(self, x: torch.Tensor) -> Encoded:
@@ -132,6 +141,8 @@ class LoadedCoder:
         if self.ours is not None:
             code = self.ours.encode(x)
             return Encoded(code.values.detach(), code.indices)
+        if self.sparse is not None:
+            return self.sparse(x)
         assert self.dense is not None
         dense = self.dense(x).float()
         width = max(1, int((dense != 0).sum(-1).max().item()))
@@ -205,6 +216,75 @@ def _plain_topk(cfg: dict) -> bool:
             and not cfg.get("rescale_acts_by_decoder_norm", False) and isinstance(cfg.get("k"), int))
 
 
+@torch.no_grad()
+def jumprelu_sparse(x: torch.Tensor, W_enc: torch.Tensor, b_enc: torch.Tensor, threshold: torch.Tensor,
+                    b_dec: torch.Tensor | None = None) -> Encoded:
+    """sae-lens's JumpReLU encode, relu(pre) * (pre > threshold) with pre = (x - b_dec) @ W_enc + b_enc, as each
+    row's nonzero (value, latent) pairs (latents ascending), padded with (0, 0) to the widest row (at least 1).
+
+    A JumpReLU code is a selection by threshold, so it needs no top-k: the product is taken a block of rows at a
+    time into a reused scratch buffer (as `topk.dense_topk` does), and each block's entries above max(threshold, 0)
+    (relu(pre) * (pre > threshold) is nonzero exactly there, and equals pre) are picked out while it is in cache.
+    The dense [N, d_sae] code never exists whole. Computed in W_enc's dtype, the values returned as float32.
+    """
+    n, m = x.shape[0], W_enc.shape[1]
+    if n == 0:
+        return Encoded(torch.zeros(0, 1, device=x.device), torch.zeros(0, 1, dtype=torch.long, device=x.device))
+    x = x.to(W_enc.dtype)
+    if b_dec is not None:
+        x = x - b_dec
+    floor = threshold.clamp_min(0)
+    blocked = (topk.ENCODE_CHUNK_ROWS > 0 and x.device.type == "cpu" and not torch.is_autocast_enabled("cpu")
+               and n > topk.ENCODE_CHUNK_ROWS)
+    rows = topk.ENCODE_CHUNK_ROWS if blocked else n
+    if blocked:
+        pre_buf = topk._buffer("jumprelu_pre", (rows, m), W_enc.dtype, x.device)
+        mask_buf = topk._buffer("jumprelu_mask", (rows, m), torch.bool, x.device)
+    flat_parts, value_parts = [], []
+    for i in range(0, n, rows):
+        c = min(rows, n - i)
+        # the product, then the bias, as sae-lens rounds them (an addmm can round an entry at the threshold otherwise)
+        if blocked:
+            pre = torch.mm(x[i : i + c], W_enc, out=pre_buf[:c]).add_(b_enc)
+            above = torch.gt(pre, floor, out=mask_buf[:c])
+        else:
+            pre = (x[i : i + c] @ W_enc).add_(b_enc)
+            above = pre > floor
+        flat = above.view(-1).nonzero().squeeze(1)  # row-major: by row, then latent
+        value_parts.append(pre.view(-1).index_select(0, flat).float())
+        flat_parts.append(flat + i * m)
+    flat, vals = torch.cat(flat_parts), torch.cat(value_parts)
+    row = flat.div(m, rounding_mode="floor")
+    counts = torch.bincount(row, minlength=n)
+    width = max(1, int(counts.max()))
+    pos = torch.arange(flat.numel(), device=x.device) - (counts.cumsum(0) - counts).index_select(0, row)
+    values = torch.zeros(n, width, dtype=torch.float32, device=x.device)
+    indices = torch.zeros(n, width, dtype=torch.long, device=x.device)
+    values[row, pos] = vals
+    indices[row, pos] = flat - row * m
+    return Encoded(values, indices)
+
+
+def _jumprelu_encoder(module: nn.Module) -> Callable[[torch.Tensor], Encoded] | None:
+    """`jumprelu_sparse` over `module`'s weights where its encode is exactly that: stock sae-lens JumpReLU SAEs and
+    transcoders (not subclasses) with no input normalisation or reshaping (a hook_z SAE's reshaping is turned off on
+    load: it reads the heads concatenated, as captured). The weights are read at each call, so
+    the encoder follows `module` through .to(). None where sae-lens's own encode must run."""
+    from sae_lens import JumpReLUSAE, JumpReLUSkipTranscoder, JumpReLUTranscoder
+
+    cfg = module.cfg
+    if (type(module) not in (JumpReLUSAE, JumpReLUTranscoder, JumpReLUSkipTranscoder)
+            or cfg.normalize_activations != "none" or cfg.reshape_activations not in ("none", "hook_z")
+            or getattr(cfg, "rescale_acts_by_decoder_norm", False)):
+        return None
+    subtract_b_dec = type(module) is JumpReLUSAE and cfg.apply_b_dec_to_input  # a transcoder never subtracts it
+
+    def encode(x: torch.Tensor, m=module) -> Encoded:
+        return jumprelu_sparse(x, m.W_enc, m.b_enc, m.threshold, m.b_dec if subtract_b_dec else None)
+
+    return encode
+
+
 def _load_ours(folder: Path, coder_cfg: CoderConfig, device) -> SparseCoder:
     state = load_file(str(folder / SAE_WEIGHTS), device=str(device))
     keep = {k: v for k, v in state.items() if k in ("W_enc", "b_enc", "W_dec", "b_dec", "W_skip")}
@@ -222,7 +302,7 @@ def load_coder(folder: str | Path, name: str | None = None, device: str | torch.
     _check_shapes(folder, cfg)
     metadata = cfg.get("metadata") or {}
     ours_cfg = (metadata.get("interp_eval") or {}).get("coder")
-    ours = module = None
+    ours = module = sparse = None
     who = "interp-eval" if ours_cfg else "sae-lens"
     try:
         if ours_cfg:
@@ -239,6 +319,7 @@ def load_coder(folder: str | Path, name: str | None = None, device: str | torch.
             # a hook_z SAE reshapes [..., heads, d_head] itself; our capture at attention's output projection is
             # already the heads concatenated, head-major, as that reshape makes them
             module.turn_off_forward_pass_hook_z_reshaping()
+            sparse = _jumprelu_encoder(module)
     except Exception as exc:
         raise UserError(f"{folder}: {who} cannot load this coder ({type(exc).__name__}: {str(exc).splitlines()[0]})") from exc
     hookpoint, site = hook_site(metadata)
@@ -255,6 +336,7 @@ def load_coder(folder: str | Path, name: str | None = None, device: str | torch.
         ours=ours,
         dense=None if module is None else (lambda x, m=module: m.encode(x.to(m.W_enc.dtype))),
         module=module,
+        sparse=sparse,
     )
 
 
