@@ -94,9 +94,9 @@ def shrink_explain_windows(work: Path, keep: int | None, tokens: int | None) -> 
 def legacy_mode() -> None:
     """The behaviour before issue 15: (coder, latent) order, no guessed answer tokens."""
     from interp_eval.llm.backends import local_backend
-    from interp_eval.scoring import stage
+    from interp_eval.scoring import run_llm
 
-    stage.prefix_order = lambda jobs: sorted(jobs, key=lambda sj: (sj[1].tests.coder, sj[1].tests.latent))
+    run_llm.prefix_order = lambda jobs: sorted(jobs, key=lambda sj: (sj[1].tests.coder, sj[1].tests.latent))
     local_backend.Drafts.guess = lambda self, *args, **kwargs: []
 
 
@@ -141,7 +141,7 @@ def main() -> None:
         loads: dict[str, str] = {}
 
         t = time.perf_counter()
-        local_backend._load(local_backend.packaged_model_path(), llm_cfg.local_n_ctx, False, args.threads)
+        local_backend.load_model(local_backend.packaged_model_path(), llm_cfg.local_n_ctx, False, args.threads)
         times["model load (once)"] = time.perf_counter() - t
         stats: dict[str, dict] = {}
 

@@ -61,7 +61,8 @@ NO_EXPLAINER = "none"  # the explainer column of scores by scorers that read no 
 CONTROL_NONE, CONTROL_SHUFFLED = "none", "shuffled"
 CONTROLS = (CONTROL_NONE, CONTROL_SHUFFLED)  # predictions.control: the score, or its shuffled control
 
-METRICS = ("accuracy", "balanced_accuracy", "precision", "recall", "f1", "auc")  # per-latent metrics (scoring/metrics.py)
+METRICS = ("accuracy", "balanced_accuracy", "precision", "recall", "f1", "auc",  # per-latent metrics (scoring/metrics.py)
+           "correlation", "correlation_firing")  # the simulation scorer's (scoring/simulation.py); null for the others
 UNIFORM = "uniform"  # score_by_quantile.quantile of a binary coder's activating windows (no activation order)
 UHF_THRESHOLDS = (0.01, 0.1)  # firing rates above which a latent counts as ultra-high-frequency
 
@@ -302,8 +303,10 @@ PREDICTIONS = Table(
         ("position", _i32),           # 1-based place of the window in that prompt (intruder: the true position)
         ("windows_per_prompt", _i32),
         ("seed", _i64),
+        ("simulated", pa.list_(_f32)),  # simulation: the simulator's predicted activation per token of the window; else null
+        ("actual", pa.list_(_f32)),     # simulation: the latent's true activation per token of the window; else null
     ),
-    defaults={**_OLD_SCORES, "source_latent": None},  # a null source_latent reads as the row's own latent (scoring)
+    defaults={**_OLD_SCORES, "source_latent": None, "simulated": None, "actual": None},  # a null source_latent reads as the row's own latent (scoring)
 )
 
 LATENT_SCORES = Table(
@@ -318,6 +321,7 @@ LATENT_SCORES = Table(
         ("calls", _f64), *_TOKENS, ("cost_usd", _f64),  # the ledger's calls of this row's key (null without LLM calls)
     ),
     defaults={**_OLD_SCORES, "source_latent": None, "explanation": None, "explainer_model": None, "calls": None,
+              "correlation": None, "correlation_firing": None,
               **{t: None for t, _ in _TOKENS}, "cost_usd": None},
 )
 
@@ -346,7 +350,9 @@ SCORE_SUMMARY = Table(
         ("freq_weighted_f1", _f64),  # the paper's sum_i F1_i c_i / sum_i c_i per hookpoint; NaN without --freq-adjust
         ("freq_weighted_metric", _str), ("freq_weighted", _f64),
     ),
-    defaults={"power_status": None, "power_borderline": None},  # files from before the floor on latents: readers recompute them
+    defaults={"power_status": None, "power_borderline": None,  # files from before the floor on latents: readers recompute them
+              **{f"{m}_{s}": None for m in ("correlation", "correlation_firing")  # files from before the simulation scorer
+                 for s in ("mean", "ci_low", "ci_high", "latents", "pooled")}},
 )
 
 SCORE_BY_QUANTILE = Table(
@@ -361,7 +367,8 @@ SCORE_BY_FREQUENCY = Table(
     "of the latents in that firing-rate bin",
     _schema(("coder", _str), ("scorer", _str), ("explainer", _str), ("log10_frequency_bin", _f64), ("frequency_low", _f64),
             ("frequency_high", _f64), ("latents", _i64), ("firing_count", _i64),
-            *((f"{m}_mean", _f64) for m in ("f1", "balanced_accuracy", "accuracy", "auc"))),
+            *((f"{m}_mean", _f64) for m in ("f1", "balanced_accuracy", "accuracy", "auc", "correlation"))),
+    defaults={"correlation_mean": None},
 )
 
 WINDOW_EMBEDDINGS = Table(

@@ -31,6 +31,7 @@ _NO_MARKS = str.maketrans({"<": "\u2039", ">": "\u203a"})  # window text's own <
 # chat-control tokens such as <|im_end|> (the subject tokenizer's document separator) would end the
 # explainer's or scorer's own chat turn: they are shown as a paragraph break instead
 _SPECIAL = re.compile(r"^<\|[A-Za-z0-9_]{1,40}\|>$")
+_LINE_BREAK = re.compile("\r\n|[\n\r\v\f\x1c\x1d\x1e\x85\u2028\u2029]")  # what str.splitlines splits at
 
 
 def prompts_dir() -> Path:
@@ -109,6 +110,16 @@ def render(tokens: Sequence[str], mask: Sequence[bool] | None = None) -> str:
     if inside:
         out.append(CLOSE)
     return _one_line("".join(out))
+
+
+def token_line(token: str) -> str:
+    """One token as the first field of a `token<tab>value` line (the simulation prompt): chat-control tokens as a
+    literal backslash-n pair, every kind of line break as a literal backslash-n, tabs as a space, `<` `>` as `‹` `›`,
+    and no private-use characters (the prompt's own markers), so a document cannot add, end or split a line."""
+    if _SPECIAL.match(token):
+        return "\\n\\n"
+    text = "\\n".join(_LINE_BREAK.split(token.translate(_NO_MARKS).replace("\t", " ")))
+    return "".join(ch for ch in text if not 0xE000 <= ord(ch) <= 0xF8FF)
 
 
 def _one_line(text: str) -> str:

@@ -12,6 +12,10 @@ It binds to 127.0.0.1 only, on a free port, and serves from a thread.
   429 carries `retry-after: server.retry_after`; "slow" answers after `server.slow_seconds`.
 - `server.require_key = "..."`: completion calls without that key get 401.
 - `server.latency` seconds per completion call; `server.max_inflight` shows overlap.
+- Text completions (`/v1/completions`, OpenAI-compatible servers such as vLLM) with `echo=True`: the prompt is
+  tokenized into tabs, line breaks and the text between them (`echo_tokenize`), and every prompt token gets its
+  logprob and `logprobs` top alternatives from `server.echo_top(tokens, i) -> {token: logprob}` (default: the
+  token itself, certain), with character offsets, as the legacy Completions API returns them.
 - Batches: Anthropic Message Batches and OpenAI Files + Batch; a batch ends `batch_ready_after` s after
   it was created.
 - Prompt caching, counted as chars/4 tokens a text block: Anthropic caches the prefix up to each block
@@ -59,6 +63,11 @@ class FakeAnswer:
 def echo_answer(req: dict[str, Any]) -> str:
     last = req["messages"][-1]["content"] if req["messages"] else ""
     return f"answer to: {last[:40]}"
+
+
+def echo_tokenize(text: str) -> list[str]:
+    """The text completions' tokens: every tab and line break alone, the text between them as one token."""
+    return re.findall(r"[\t\n]|[^\t\n]+", text)
 
 
 def tokenize(text: str) -> list[str]:
@@ -135,6 +144,7 @@ class FakeLLMServer:
         self.openai_cache_min_tokens: int | None = None
         self.openai_cache_step = 1
         self.usage_log: list[dict[str, Any]] = []
+        self.echo_top: Callable[[list[str], int], dict[str, float]] = lambda tokens, i: {tokens[i]: 0.0}
         self._httpd: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
 
@@ -170,7 +180,7 @@ class FakeLLMServer:
             return sum(self.calls.values()) if endpoint is None else self.calls[endpoint]
 
     def completion_calls(self) -> int:
-        return self.count("messages") + self.count("chat")
+        return self.count("messages") + self.count("chat") + self.count("completions")
 
     def bodies(self, endpoint: str) -> list[Any]:
         with self._lock:
@@ -322,6 +332,26 @@ class FakeLLMServer:
             }),
         }
 
+    def _text_completion(self, body: dict[str, Any]) -> dict[str, Any]:
+        """A legacy /v1/completions answer; with echo=True, the prompt's tokens with their logprobs and offsets."""
+        prompt = str(body.get("prompt") or "")
+        tokens = echo_tokenize(prompt) if body.get("echo") else []
+        k = int(body.get("logprobs") or 0)
+        offsets, at = [], 0
+        for t in tokens:
+            offsets.append(at)
+            at += len(t)
+        tops = [None] + [dict(sorted(self.echo_top(tokens, i).items(), key=lambda kv: -kv[1])[:k]) for i in range(1, len(tokens))]
+        logprobs = {
+            "tokens": tokens, "text_offset": offsets, "top_logprobs": tops,
+            "token_logprobs": [None] + [tops[i].get(tokens[i], -20.0) for i in range(1, len(tokens))],
+        } if body.get("logprobs") is not None else None
+        return {
+            "id": f"cmpl-{uuid.uuid4().hex[:12]}", "object": "text_completion", "created": int(time.time()), "model": body.get("model"),
+            "choices": [{"index": 0, "text": (prompt if body.get("echo") else "") + " 0", "logprobs": logprobs, "finish_reason": "length"}],
+            "usage": self._log_usage({"prompt_tokens": len(tokens), "completion_tokens": 1, "total_tokens": len(tokens) + 1}),
+        }
+
     # -- batches ---------------------------------------------------------------------------------------------
     def _batch_done(self, batch: dict[str, Any]) -> bool:
         return time.time() >= batch["created"] + self.batch_ready_after
@@ -436,6 +466,9 @@ class _Handler(BaseHTTPRequestHandler):
         if path == "/v1/chat/completions":
             self._entry = self._record("chat", body)
             return self._completion("openai", body)
+        if path == "/v1/completions":
+            self._entry = self._record("completions", body)
+            return self._completion("openai-text", body)
         if path == "/v1/messages/batches":
             self._entry = self._record("anthropic_batch_create", body)
             return self._anthropic_batch_create(body)
@@ -505,11 +538,12 @@ class _Handler(BaseHTTPRequestHandler):
             if fault == "slow":
                 f._sleep(f.slow_seconds)
             try:
-                payload = f._anthropic_message(body, arrived) if api == "anthropic" else f._openai_completion(body, arrived)
+                payload = (f._anthropic_message(body, arrived) if api == "anthropic" else f._text_completion(body)
+                           if api == "openai-text" else f._openai_completion(body, arrived))
             except FakeItemError as e:
                 return self._error(400, api, "invalid_request_error", str(e))
             with f._lock:
-                f.answered["messages" if api == "anthropic" else "chat"] += 1
+                f.answered[{"anthropic": "messages", "openai-text": "completions"}.get(api, "chat")] += 1
             self._send(200, payload)
         finally:
             with f._lock:

@@ -46,9 +46,9 @@ def test_a_sample_is_reproducible_and_depends_on_seed_and_coder_only():
 def test_explain_and_score_draw_the_same_sample():
     lat = _latents()
     explained = select_latents(lat, ExplainConfig(sample=40, seed=5))
-    from interp_eval.scoring.stage import _live
+    from interp_eval.scoring.jobs import live_latents
 
-    scored = _live(lat, ScoreConfig(scorers=("example-embedding",), sample=40, sample_seed=5))
+    scored = live_latents(lat, ScoreConfig(scorers=("example-embedding",), sample=40, sample_seed=5))
     assert set(zip(explained["coder"], explained["latent"])) == set(zip(scored["coder"], scored["latent"]))
     assert len(scored) == 80
     with pytest.raises(UserError):

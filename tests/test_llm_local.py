@@ -11,13 +11,13 @@ import pytest
 
 from interp_eval.errors import UserError
 from interp_eval.llm import LLMConfig, LLMRequest, choice_probabilities, first_choice_probabilities, make_client
-from interp_eval.llm.backends import local_backend
+from interp_eval.llm.backends import local_backend, local_model
 
 
 def test_missing_model_packages_name_the_install_command(tmp_path, monkeypatch):
     monkeypatch.setenv("INTERP_EVAL_CACHE", str(tmp_path))
-    real = local_backend._part_path
-    monkeypatch.setattr(local_backend, "_part_path", lambda n: None if n == 7 else real(n))
+    real = local_model._part_path
+    monkeypatch.setattr(local_model, "_part_path", lambda n: None if n == 7 else real(n))
     with pytest.raises(UserError) as e:
         local_backend.packaged_model_path()
     msg = str(e.value)
@@ -80,8 +80,8 @@ def test_greedy_logprobs_without_logits_all_match_the_logits_all_path():
     """The single logits_all=False model's own greedy loop (with prefix reuse) gives the same text, tokens and logprobs as llama.cpp's logits_all=True path."""
     _local_model_or_skip()
     path = local_backend.packaged_model_path()
-    new = local_backend._load(path, 8192, False, None)
-    old = local_backend._load(path, 8192, True, None)
+    new = local_backend.load_model(path, 8192, False, None)
+    old = local_backend.load_model(path, 8192, True, None)
 
     def msgs(kind: str, n: int) -> list[dict[str, str]]:
         system = f"You label text windows for a {kind} check. " + "Answer with a list of 0 and 1, one per window, nothing else. " * 6
@@ -130,7 +130,7 @@ def test_kept_kv_prefix_and_guessed_answers_give_the_probabilities_of_a_cold_cal
     requests = [build_request("detection", e, [ScoreWindow(i, 1, 0, w.split(" "), np.zeros(len(w.split(" "))))])
                 for e in ("names of months", "words about money and prices") for i, w in enumerate(windows)]
     backend = local_backend.LocalBackend()
-    llm = local_backend._load(backend.path, backend.n_ctx, False, backend.n_threads)
+    llm = local_backend.load_model(backend.path, backend.n_ctx, False, backend.n_threads)
 
     def ask(request):
         r = parse_chat_completion(backend._complete_sync_raw(request), backend="local", model="m")

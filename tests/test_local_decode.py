@@ -1,4 +1,4 @@
-"""The local backend's greedy loop (local_backend.greedy_decode) on a fake llama.cpp: no model, CI-safe.
+"""The local backend's greedy loop (local_decode.greedy_decode) on a fake llama.cpp: no model, CI-safe.
 
 The fake keeps a KV cache (position -> token) and computes each requested row's logits from the tokens in the cache
 at positions 0..row, and it refuses a decode whose positions do not continue the cache: so a wrong n_tokens, a stale
@@ -16,7 +16,8 @@ import types
 import numpy as np
 import pytest
 
-from interp_eval.llm.backends import local_backend as lb
+from interp_eval.llm.backends import local_decode as lb
+from interp_eval.llm.backends import local_model
 
 EOS, VOCAB, TILE = 0, 256, 8
 
@@ -125,7 +126,7 @@ def fake(monkeypatch):
 
     mod = types.SimpleNamespace(llama_get_logits_ith=get_logits_ith, llama_vocab_is_eog=lambda vocab, t: t == EOS)
     monkeypatch.setitem(sys.modules, "llama_cpp", mod)
-    monkeypatch.setattr(lb, "_chat_formatter", lambda llm: FakeFormatter())
+    monkeypatch.setattr(lb, "chat_formatter", lambda llm: FakeFormatter())
     return FakeLlama()
 
 
@@ -286,8 +287,8 @@ def test_local_model_threads_default_to_one_per_physical_core(tmp_path):
     smt = _topology(tmp_path / "smt", [(0, 0), (0, 1), (0, 0), (0, 1)])
     plain = _topology(tmp_path / "plain", [(0, 0), (0, 1)])
     two_sockets = _topology(tmp_path / "two", [(0, 0), (1, 0), (0, 1), (1, 1)])
-    assert lb.physical_cores(smt, cpus={0, 1, 2, 3}) == 2
-    assert lb.physical_cores(plain, cpus={0, 1}) == 2
-    assert lb.physical_cores(two_sockets, cpus={0, 1, 2, 3}) == 4
-    assert lb.physical_cores(smt, cpus={0, 2}) == 1  # an affinity mask of one core's two threads
-    assert lb.physical_cores(tmp_path / "none", cpus={0, 1, 2, 3}) == 2  # no topology: llama.cpp's own guess
+    assert local_model.physical_cores(smt, cpus={0, 1, 2, 3}) == 2
+    assert local_model.physical_cores(plain, cpus={0, 1}) == 2
+    assert local_model.physical_cores(two_sockets, cpus={0, 1, 2, 3}) == 4
+    assert local_model.physical_cores(smt, cpus={0, 2}) == 1  # an affinity mask of one core's two threads
+    assert local_model.physical_cores(tmp_path / "none", cpus={0, 1, 2, 3}) == 2  # no topology: llama.cpp's own guess

@@ -19,6 +19,11 @@ class LLMRequest:
       many requests" (Anthropic: marked with cache_control; OpenAI-compatible: kept first and byte-identical).
     stage: which pipeline stage asks (explain, detection, fuzzing ...); for usage accounting only.
     expected_output_tokens: what a dry run should assume instead of max_tokens.
+    echo_marker: score the prompt instead of answering it (the simulation scorer): the request is one user turn of
+      raw text (no system prompt; no chat template is applied), split at every occurrence of the marker, which is
+      removed. Nothing is generated; the response's `logprobs` hold, for each split point in order, the token that
+      follows it and the `top_logprobs` most likely tokens there. Backends that cannot score a prompt (Anthropic,
+      OpenAI's own chat models) refuse it; the score stage refuses such a scorer before any work.
     Neither `stage`, `cache_prefix` nor `expected_output_tokens` is part of the response-cache key.
     """
 
@@ -33,6 +38,7 @@ class LLMRequest:
     cache_prefix: int | None = None
     stage: str = "llm"
     expected_output_tokens: int | None = None
+    echo_marker: str | None = None
 
     def __post_init__(self) -> None:
         msgs = tuple({"role": str(m["role"]), "content": str(m["content"])} for m in self.messages)
@@ -46,6 +52,14 @@ class LLMRequest:
             raise ValueError(f"cache_prefix={self.cache_prefix} is outside 0..{len(msgs)} messages")
         if self.top_logprobs < 0:
             raise ValueError("top_logprobs must be >= 0")
+        if self.echo_marker is not None and (self.system is not None or len(msgs) != 1 or msgs[0]["role"] != "user"
+                                             or not self.echo_marker):
+            raise ValueError("an echo_marker request is one user turn of raw text, without a system prompt")
+
+    def echo_pieces(self) -> list[str]:
+        """The raw text of an echo_marker request, split at the marker (the marker removed)."""
+        assert self.echo_marker is not None
+        return self.messages[0]["content"].split(self.echo_marker)
 
     @classmethod
     def user(cls, prompt: str, **kw: Any) -> "LLMRequest":
@@ -54,7 +68,8 @@ class LLMRequest:
 
     def key_fields(self) -> dict[str, Any]:
         """What determines the answer: the content-addressed cache key is built from this."""
-        return {
+        echo = {"echo_marker": self.echo_marker} if self.echo_marker is not None else {}  # old keys stay as they were
+        return {**echo,
             "system": self.system,
             "messages": [dict(m) for m in self.messages],
             "max_tokens": self.max_tokens,

@@ -37,6 +37,7 @@ from ..catalog import SCORE_KEY, UHF_THRESHOLDS, UNIFORM
 from .controls import Power, chance_power, no_power, paired_power
 from .metrics import METRICS, NAN, Confusion, bootstrap_mean_ci, frequency_bin, frequency_weighted
 from .registry import CONTROL_NONE, CONTROL_SHUFFLED, get_scorer
+from .simulation import simulation_metrics
 
 KEY = list(SCORE_KEY)
 
@@ -62,6 +63,9 @@ def latent_scores(predictions: pd.DataFrame, latents: pd.DataFrame, explanations
         conf = Confusion.of(valid["label"].astype(int), valid["prediction"].astype(int))
         has_pred = len(valid) > 0
         metrics = conf.metrics() if has_pred else {m: NAN for m in METRICS if m != "auc"}
+        simulated = g[g["simulated"].notna()] if "simulated" in g else g.iloc[0:0]
+        if per_token(scorer):  # the simulation scorer: correlations over the tokens of the windows it predicted
+            metrics = {**metrics, **simulation_metrics(simulated["simulated"].tolist(), simulated["actual"].tolist())}
         s = _scores(g)
         scored = g[s.notna()]
         auc = None
@@ -73,13 +77,14 @@ def latent_scores(predictions: pd.DataFrame, latents: pd.DataFrame, explanations
             "coder": coder, "latent": int(latent), "scorer": scorer, "explainer": explainer, "control": control,
             "source_latent": int(g["source_latent"].iloc[0]), "model": str(g["model"].iloc[0]),
             "prompt_version": g["prompt_version"].iloc[0],
-            "n": len(g), "failures": 0 if embedding else int(len(g) - len(valid)),
+            "n": len(g), "failures": 0 if embedding else int(len(g) - len(simulated if per_token(scorer) else valid)),
             "n_activating": int((g["label"] == 1).sum()), "n_negative": int((g["label"] == 0).sum()),
             **metrics, "auc": auc, "n_probabilities": int(len(scored)),
             "tp": conf.tp, "fp": conf.fp, "tn": conf.tn, "fn": conf.fn,
         })
     cols = ["coder", "latent", "scorer", "explainer", "control", "source_latent", "model", "prompt_version", "n", "failures", "n_activating", "n_negative",
-            "accuracy", "balanced_accuracy", "precision", "recall", "f1", "auc", "n_probabilities", "tp", "fp", "tn", "fn"]
+            "accuracy", "balanced_accuracy", "precision", "recall", "f1", "auc", "correlation", "correlation_firing", "n_probabilities",
+            "tp", "fp", "tn", "fn"]
     out = pd.DataFrame(rows, columns=cols)
     out["auc"] = out["auc"].astype("float64")
     lat = latents[["coder", "latent", "hookpoint", "binary", "frequency", "firing_count"]]
@@ -98,6 +103,8 @@ def _pooled(preds: pd.DataFrame) -> dict[str, float]:
     s = _scores(preds).dropna()
     lab = preds.loc[s.index, "label"]
     out["auc"] = _auc_sorted(s[lab == 1].to_numpy(np.float64), np.sort(s[lab == 0].to_numpy(np.float64))) if len(s) else NAN
+    sim = preds[preds["simulated"].notna()] if "simulated" in preds else preds.iloc[0:0]
+    out.update(simulation_metrics(sim["simulated"].tolist(), sim["actual"].tolist()))  # every token of the coder together
     return out
 
 
@@ -117,6 +124,7 @@ def summary(
         p = own_preds[(own_preds["coder"] == coder) & (own_preds["scorer"] == scorer) & (own_preds["explainer"] == explainer)]
         only_auc = auc_only(scorer)
         scored = g[g["auc"].notna()] if only_auc else g[g["n"] > g["failures"]]
+        weighted = weight_metric(scorer)
         row = {
             "coder": coder, "scorer": scorer, "explainer": explainer, "model": ",".join(sorted(set(g["model"].astype(str)))),
             "latents": len(lat),
@@ -141,14 +149,30 @@ def summary(
             frequency_weighted(g["f1"].astype(float), g["firing_count"].astype(float), g["hookpoint"].astype(str))
             if freq_adjust else NAN
         )
-        weight_metric = "auc" if only_auc else "f1"
-        row["freq_weighted_metric"] = weight_metric
+        row["freq_weighted_metric"] = weighted
         row["freq_weighted"] = (
-            frequency_weighted(g[weight_metric].astype(float), g["firing_count"].astype(float), g["hookpoint"].astype(str))
+            frequency_weighted(g[weighted].astype(float), g["firing_count"].astype(float), g["hookpoint"].astype(str))
             if freq_adjust else NAN
         )
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def per_token(scorer: str) -> bool:
+    """Scorers whose windows carry per-token predictions (simulation): scored by correlation, not a confusion matrix."""
+    try:
+        return "correlation" in get_scorer(scorer).metrics
+    except Exception:
+        return False
+
+
+def weight_metric(scorer: str) -> str:
+    """The metric the frequency-weighted score weights: F1 where the scorer has it, else its first metric."""
+    try:
+        metrics = get_scorer(scorer).metrics
+    except Exception:
+        return "f1"
+    return "f1" if "f1" in metrics else metrics[0]
 
 
 def auc_only(scorer: str) -> bool:
@@ -185,8 +209,8 @@ def by_quantile(predictions: pd.DataFrame) -> pd.DataFrame:
     p["qbin"] = p["quantile"].map(lambda q: UNIFORM if q is None or pd.isna(q) else str(int(q)))
     p["score"] = _scores(p)
     for (coder, scorer, explainer), g in p.groupby(["coder", "scorer", "explainer"], sort=True):
-        if not (g["label"] == 0).any():
-            continue  # no negatives (the intruder): no per-quantile comparison
+        if not (g["label"] == 0).any() or per_token(scorer):
+            continue  # no negatives (the intruder), or no per-window score (simulation): no per-quantile comparison
         pos = g[g["label"] == 1]
         negs = {k: np.sort(v.dropna().to_numpy(np.float64)) for k, v in g[g["label"] == 0].groupby("latent")["score"]}
         for qbin, b in pos.groupby("qbin", sort=True):
@@ -219,10 +243,11 @@ def by_frequency(scores: pd.DataFrame) -> pd.DataFrame:
         rows.append({
             "coder": coder, "scorer": scorer, "explainer": explainer, "log10_frequency_bin": b, "frequency_low": 10.0 ** b, "frequency_high": 10.0 ** (b + 1),
             "latents": len(g), "firing_count": int(g["firing_count"].sum()),
-            **{f"{m}_mean": float(g[m].astype(float).mean()) if g[m].notna().any() else NAN for m in ("f1", "balanced_accuracy", "accuracy", "auc")},
+            **{f"{m}_mean": float(g[m].astype(float).mean()) if m in g and g[m].notna().any() else NAN
+               for m in ("f1", "balanced_accuracy", "accuracy", "auc", "correlation")},
         })
     return pd.DataFrame(rows, columns=["coder", "scorer", "explainer", "log10_frequency_bin", "frequency_low", "frequency_high", "latents", "firing_count",
-                                       "f1_mean", "balanced_accuracy_mean", "accuracy_mean", "auc_mean"])
+                                       "f1_mean", "balanced_accuracy_mean", "accuracy_mean", "auc_mean", "correlation_mean"])
 
 
 def format_summary(df: pd.DataFrame) -> str:

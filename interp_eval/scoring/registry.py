@@ -36,7 +36,7 @@ if TYPE_CHECKING:
     from ..llm import LLMRequest, LLMResponse
     from .testset import LatentTests, ScoreWindow
 
-BUILTIN_MODULES = ("classifier", "embedding", "example_embedding", "intruder")
+BUILTIN_MODULES = ("classifier", "embedding", "example_embedding", "intruder", "simulation")
 EXPLAINED, LIVE = "explained", "live"
 
 
@@ -79,6 +79,7 @@ class Scorer:
     uses_llm: ClassVar[bool] = False
     needs_explanation: ClassVar[bool] = True
     needs_marks: ClassVar[bool] = False  # reads ScoreWindow.fuzz_mask (highlighted windows)
+    needs_prompt_logprobs: ClassVar[bool] = False  # reads the prompt's token logprobs (LLMRequest.echo_marker): not every backend can
     latents: ClassVar[str] = EXPLAINED  # which latents it scores: the explained ones, or every live one (LIVE)
     control: ClassVar[str] = CONTROL_SHUFFLED  # "shuffled" (own vs another latent's) or "chance"
     metrics: ClassVar[tuple[str, ...]] = ("accuracy", "balanced_accuracy", "precision", "recall", "f1", "auc")

@@ -92,12 +92,28 @@ class OpenAIBackend(BatchBackend):
 
     def build_body(self, request: LLMRequest) -> dict[str, Any]:
         """The /v1/chat/completions body (also the `body` of a Batch API line)."""
+        if request.echo_marker is not None:
+            raise UserError("prompt scoring (echo) has no chat or Batch API form: it goes through /v1/completions online")
         return chat_body(request, self.model, official=self.official)
 
     async def complete(self, request: LLMRequest) -> LLMResponse:
+        if request.echo_marker is not None:
+            return await self._echo(request)
         completion = await self.sdk.chat.completions.create(**self.build_body(request), timeout=self.timeout)
         data = completion.model_dump() if hasattr(completion, "model_dump") else completion
         return parse_chat_completion(data, backend=self.name, model=self.model)
+
+    async def _echo(self, request: LLMRequest) -> LLMResponse:
+        """Prompt scoring on an OpenAI-compatible server (vLLM and others): the legacy /v1/completions endpoint with
+        echo=True returns every prompt token's logprob and top alternatives; OpenAI's own models do not."""
+        if self.official:
+            raise UserError(ECHO_REFUSAL)
+        pieces = request.echo_pieces()
+        completion = await self.sdk.completions.create(
+            model=self.model, prompt="".join(pieces), max_tokens=1, temperature=0.0, echo=True,
+            logprobs=min(max(request.top_logprobs, 1), MAX_TOP_LOGPROBS), timeout=self.timeout)
+        data = completion.model_dump() if hasattr(completion, "model_dump") else completion
+        return parse_echo_completion(data, pieces, backend=self.name, model=self.model)
 
     # -- Batch API ---------------------------------------------------------------------------------
     async def submit_batch(self, requests: dict[str, LLMRequest], policy: RetryPolicy) -> dict[str, str]:
@@ -155,6 +171,37 @@ class OpenAIBackend(BatchBackend):
         err = row.get("error") or ((response.get("body") or {}).get("error")) or {}
         code = err.get("code") or err.get("type") or "error"
         return LLMFailure(f"batch_errored:{code}", redact(str(err.get("message") or err)), status_code=response.get("status_code"))
+
+
+ECHO_REFUSAL = ("OpenAI's own models return no logprobs for the prompt (the simulation scorer reads them): use the "
+                "offline model (--model local) or an OpenAI-compatible server that echoes prompt logprobs (--base-url, e.g. vLLM)")
+
+
+def parse_echo_completion(data: Any, pieces: list[str], *, backend: str, model: str) -> LLMResponse:
+    """A /v1/completions answer with echo=True -> LLMResponse whose logprobs are the entries at the marked points
+    (the prompt token that starts at each boundary between pieces, with its top alternatives)."""
+    try:
+        lp = data["choices"][0]["logprobs"]
+        tokens, offsets = [str(t) for t in lp["tokens"]], [int(o) for o in lp["text_offset"]]
+        token_lps, tops = lp["token_logprobs"], lp["top_logprobs"]
+        at = {o: i for i, o in reversed(list(enumerate(offsets)))}  # the first token starting at each offset
+        points, end = [], 0
+        for piece in pieces[:-1]:
+            end += len(piece)
+            points.append(end)
+        entries = []
+        for point in points:
+            if point not in at or at[point] == 0:
+                raise ValueError(f"no prompt token starts at character {point} (the server's tokens cross a marked point)")
+            i = at[point]
+            alternatives = tops[i] or {}
+            entries.append(TokenLogprob(tokens[i], float(token_lps[i]), [(str(t), float(v)) for t, v in alternatives.items()]))
+        u = data.get("usage") or {}
+        usage = Usage(input_tokens=int(u.get("prompt_tokens") or 0), output_tokens=int(u.get("completion_tokens") or 0))
+        reported = str(data.get("model") or model)
+    except (KeyError, IndexError, TypeError, ValueError, AttributeError) as e:
+        raise MalformedResponseError(f"echoed completion without the expected logprobs: {type(e).__name__}: {e}") from None
+    return LLMResponse(text="", backend=backend, model=reported, usage=usage, logprobs=entries, finish_reason="echo")
 
 
 def parse_chat_completion(data: Any, *, backend: str, model: str) -> LLMResponse:
