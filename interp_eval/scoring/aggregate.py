@@ -63,7 +63,7 @@ def latent_scores(predictions: pd.DataFrame, latents: pd.DataFrame, explanations
         conf = Confusion.of(valid["label"].astype(int), valid["prediction"].astype(int))
         has_pred = len(valid) > 0
         metrics = conf.metrics() if has_pred else {m: NAN for m in METRICS if m != "auc"}
-        simulated = g[g["simulated"].notna()] if "simulated" in g else g.iloc[0:0]
+        simulated = g[g["simulated"].notna()] if "simulated" in g else g.iloc[0:0].assign(simulated=None, actual=None)
         if per_token(scorer):  # the simulation scorer: correlations over the tokens of the windows it predicted
             metrics = {**metrics, **simulation_metrics(simulated["simulated"].tolist(), simulated["actual"].tolist())}
         s = _scores(g)
@@ -103,8 +103,9 @@ def _pooled(preds: pd.DataFrame) -> dict[str, float]:
     s = _scores(preds).dropna()
     lab = preds.loc[s.index, "label"]
     out["auc"] = _auc_sorted(s[lab == 1].to_numpy(np.float64), np.sort(s[lab == 0].to_numpy(np.float64))) if len(s) else NAN
-    sim = preds[preds["simulated"].notna()] if "simulated" in preds else preds.iloc[0:0]
-    out.update(simulation_metrics(sim["simulated"].tolist(), sim["actual"].tolist()))  # every token of the coder together
+    sim = preds[preds["simulated"].notna()] if "simulated" in preds else None
+    out.update(simulation_metrics(sim["simulated"].tolist(), sim["actual"].tolist()) if sim is not None  # every token together
+               else simulation_metrics([], []))
     return out
 
 
@@ -134,8 +135,9 @@ def summary(
             "scored": int(len(scored)), "score_failed": int(len(g) - len(scored)),
             "windows": int(g["n"].sum()), "window_failures": int(g["failures"].sum()),
         }
-        for m in METRICS:
-            mean, lo, hi, n = bootstrap_mean_ci(g[m].astype(float).to_numpy(), n_boot=n_boot, seed=seed)
+        for m in METRICS:  # a metric the scores lack (rows from before it existed) has no values
+            values = g[m].astype(float).to_numpy() if m in g else np.full(len(g), np.nan)
+            mean, lo, hi, n = bootstrap_mean_ci(values, n_boot=n_boot, seed=seed)
             row.update({f"{m}_mean": mean, f"{m}_ci_low": lo, f"{m}_ci_high": hi, f"{m}_latents": n})
         for m, v in _pooled(p).items():
             row[f"{m}_pooled"] = v
