@@ -57,17 +57,21 @@ def make_run(run: Path, tokenizer, **kw) -> dict:
     return info
 
 
-def truth(run: Path) -> dict[tuple[str, str], int]:
-    """(explanation, window text) -> label, for every test window of every explained latent."""
+def explained_test_windows(run: Path):
+    """(explanation, window tokens, kind, activations) of every test window of every explained latent."""
     ctx = pd.read_parquet(run / "contexts.parquet")
     win = pd.read_parquet(run / "windows.parquet").set_index("window_id")
     ex = pd.read_parquet(run / "explanations.parquet").dropna(subset=["explanation"])
     expl = dict(zip(zip(ex["coder"], ex["latent"]), ex["explanation"]))
-    out = {}
-    for coder, latent, wid, kind, split in zip(ctx["coder"], ctx["latent"], ctx["window_id"], ctx["kind"], ctx["split"]):
+    for coder, latent, wid, kind, split, acts in zip(ctx["coder"], ctx["latent"], ctx["window_id"], ctx["kind"], ctx["split"],
+                                                     ctx["activations"]):
         if split == "test" and (coder, latent) in expl:
-            out[(expl[(coder, latent)], key(render(list(win.at[wid, "tokens"]))))] = int(kind == "quantile")
-    return out
+            yield expl[(coder, latent)], list(win.at[wid, "tokens"]), kind, [float(a) for a in acts]
+
+
+def truth(run: Path) -> dict[tuple[str, str], int]:
+    """(explanation, window text) -> label, for every test window of every explained latent."""
+    return {(e, key(render(tokens))): int(kind == "quantile") for e, tokens, kind, _ in explained_test_windows(run)}
 
 
 def read_prompt(req: dict) -> tuple[str, list[str]]:

@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 
 from llm_fixtures import fake_server, fast_config, llm_env  # noqa: F401
-from scoring_helpers import make_run
+from scoring_helpers import explained_test_windows, make_run
 
 from interp_eval.errors import UserError
 from interp_eval.llm import LLMRequest
@@ -113,15 +113,7 @@ def tokenizer():
 
 def _truth_table(run) -> dict[tuple[str, tuple[str, ...]], list[float]]:
     """(explanation, the window's token lines) -> the latent's true activations on it."""
-    ctx = pd.read_parquet(run / "contexts.parquet")
-    win = pd.read_parquet(run / "windows.parquet").set_index("window_id")
-    ex = pd.read_parquet(run / "explanations.parquet").dropna(subset=["explanation"])
-    expl = dict(zip(zip(ex["coder"], ex["latent"]), ex["explanation"]))
-    out = {}
-    for coder, latent, wid, split, acts in zip(ctx["coder"], ctx["latent"], ctx["window_id"], ctx["split"], ctx["activations"]):
-        if split == "test" and (coder, latent) in expl:
-            out[(expl[(coder, latent)], tuple(token_line(t) for t in win.at[wid, "tokens"]))] = [float(a) for a in acts]
-    return out
+    return {(e, tuple(token_line(t) for t in tokens)): acts for e, tokens, _, acts in explained_test_windows(run)}
 
 
 def _simulator(table, noise: bool = False):
