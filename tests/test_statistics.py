@@ -262,3 +262,14 @@ def test_a_seed_the_scorer_never_scored_does_not_block_the_power_gate(tmp_path):
     assert power_gate(data, "detection", [BINARY, unscored, CONTINUOUS]) == (None, False)
     why, _ = power_gate(data, "detection", [unscored])
     assert why.startswith("not measurable: detection scored none of") and unscored in why
+
+
+def test_a_simulation_scorer_with_power_judges_claim_2_by_its_correlation(tmp_path):
+    """A scorer whose headline is Pearson r (simulation) enters the claims like any other with power."""
+    corr = {BINARY: np.linspace(0.5, 0.6, 25), CONTINUOUS: np.linspace(0.1, 0.2, 25)}
+    data = _run(tmp_path, 25, corr)
+    data.scores = data.scores.assign(scorer="simulation").rename(columns={"f1": "correlation"})
+    data.all_summary = data.all_summary.assign(scorer="simulation", power_metric="correlation")
+    claim = _claims(data)[1]
+    assert claim.verdict == REPRODUCED
+    assert [c.comparison for c in claim.cells] == ["BAE vs SAE (layers.9.mlp, k=8), simulation (Pearson r)"]

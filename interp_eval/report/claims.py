@@ -230,7 +230,7 @@ def _needed(cells: list[Cell]) -> str | None:
 
 # -- the power gate ---------------------------------------------------------------------------------------------
 
-INTERPRETABILITY_METRIC = {"auc": "AUC", "f1": "F1", "accuracy": "accuracy"}
+INTERPRETABILITY_METRIC = {"auc": "AUC", "f1": "F1", "accuracy": "accuracy", "correlation": "Pearson r"}
 
 
 def power_gate(data: RunData, scorer: str, coders: list[str]) -> tuple[str | None, bool]:
@@ -393,7 +393,7 @@ def claim_interpretability(run: ClaimInputs) -> Claim:
             a = s[s["coder"].isin(p.binary)][m].dropna().to_numpy(np.float64)
             b = s[s["coder"].isin(p.continuous)][m].dropna().to_numpy(np.float64)
             if len(a) and len(b):
-                comp.add(_boot_cell(f"{p.label}, {scorer} ({INTERPRETABILITY_METRIC[m]})", a, b, seed),
+                comp.add(_boot_cell(f"{p.label}, {scorer} ({INTERPRETABILITY_METRIC.get(m, m)})", a, b, seed),
                          power_gate(data, scorer, [*p.binary, *p.continuous]))
     cells = comp.cells
     if not cells:
@@ -498,7 +498,7 @@ def claim_freq_weighted(run: ClaimInputs) -> Claim:
                 wa = float((a[:, 0] * a[:, 1]).sum() / a[:, 1].sum())
                 wb = float((b[:, 0] * b[:, 1]).sum() / b[:, 1].sum())
                 lo, hi = _boot_diff(a, b, _weighted_stat, seed) if min(len(a), len(b)) > 1 else (math.nan, math.nan)
-                comp.add(Cell(f"{p.label}, {scorer} ({INTERPRETABILITY_METRIC[m]})", wb, wa, wa - wb, None if math.isnan(lo) else lo,
+                comp.add(Cell(f"{p.label}, {scorer} ({INTERPRETABILITY_METRIC.get(m, m)})", wb, wa, wa - wb, None if math.isnan(lo) else lo,
                               None if math.isnan(hi) else hi, min(len(a), len(b))),
                          power_gate(data, scorer, [*p.binary, *p.continuous]))
     cells = comp.cells
