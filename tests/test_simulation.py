@@ -17,12 +17,13 @@ from scoring_helpers import explained_test_windows, make_run
 
 from interp_eval.errors import UserError
 from interp_eval.llm import LLMRequest
+from interp_eval.llm.backends.openai_backend import prompt_logprobs_refusal
 from interp_eval.llm.types import TokenLogprob
 from interp_eval.prompting import token_line
 from interp_eval.scoring import run_score_stage
 from interp_eval.scoring.registry import Job, get_scorer
 from interp_eval.scoring.simulation import (
-    MARK, build_request, expected_digit, pearson, prompt_logprobs_refusal, simulation_metrics, simulation_text,
+    MARK, build_request, expected_digit, pearson, simulation_metrics, simulation_text,
 )
 from interp_eval.scoring.stage import ScoreConfig
 from interp_eval.scoring.testset import LatentTests, ScoreWindow

@@ -58,14 +58,15 @@ def _scores(df: pd.DataFrame) -> pd.Series:
 
 def latent_scores(predictions: pd.DataFrame, latents: pd.DataFrame, explanations: pd.DataFrame | None = None) -> pd.DataFrame:
     rows = []
+    tokenwise = {s: per_token(s) for s in predictions["scorer"].unique()}  # looked up once, not per latent
     for (coder, latent, scorer, explainer, control), g in predictions.groupby(KEY, sort=True):
         valid = g[g["prediction"].notna()]
         conf = Confusion.of(valid["label"].astype(int), valid["prediction"].astype(int))
         has_pred = len(valid) > 0
         metrics = conf.metrics() if has_pred else {m: NAN for m in METRICS if m != "auc"}
-        simulated = g[g["simulated"].notna()] if "simulated" in g else g.iloc[0:0].assign(simulated=None, actual=None)
-        if per_token(scorer):  # the simulation scorer: correlations over the tokens of the windows it predicted
-            metrics = {**metrics, **simulation_metrics(simulated["simulated"].tolist(), simulated["actual"].tolist())}
+        if tokenwise[scorer]:  # the simulation scorer: correlations over the tokens of the windows it predicted
+            valid = g[g["simulated"].notna()]
+            metrics = {**metrics, **simulation_metrics(valid["simulated"].tolist(), valid["actual"].tolist())}
         s = _scores(g)
         scored = g[s.notna()]
         auc = None
@@ -77,7 +78,7 @@ def latent_scores(predictions: pd.DataFrame, latents: pd.DataFrame, explanations
             "coder": coder, "latent": int(latent), "scorer": scorer, "explainer": explainer, "control": control,
             "source_latent": int(g["source_latent"].iloc[0]), "model": str(g["model"].iloc[0]),
             "prompt_version": g["prompt_version"].iloc[0],
-            "n": len(g), "failures": 0 if embedding else int(len(g) - len(simulated if per_token(scorer) else valid)),
+            "n": len(g), "failures": 0 if embedding else int(len(g) - len(valid)),
             "n_activating": int((g["label"] == 1).sum()), "n_negative": int((g["label"] == 0).sum()),
             **metrics, "auc": auc, "n_probabilities": int(len(scored)),
             "tp": conf.tp, "fp": conf.fp, "tn": conf.tn, "fn": conf.fn,

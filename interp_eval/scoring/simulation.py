@@ -9,7 +9,8 @@ distribution at that point: sum_d d p(d) / sum_d p(d) over the digits among the 
 (0 where no digit is among them; the prompt says most activations are 0). Nothing is generated: the whole window is
 read in one forward pass (`LLMRequest.echo_marker`), so this needs a backend that returns the prompt's token
 logprobs: the offline model, or an OpenAI-compatible server whose /v1/completions echoes them (vLLM). Anthropic
-and OpenAI's own models cannot, and the stage refuses the scorer with them before any work.
+and OpenAI's own models cannot, and the stage refuses the scorer with them before any work
+(`llm/backends/openai_backend.py` `prompt_logprobs_refusal`).
 
 Per latent (aggregate.py, `simulation_metrics`), over all tokens of its test windows together (activating and
 non-activating, as Bills et al. score top and random sequences together):
@@ -24,7 +25,6 @@ The shuffled control scores each latent again with another latent's explanation;
 from __future__ import annotations
 
 import math
-import os
 from typing import Any, Sequence
 
 import numpy as np
@@ -39,19 +39,6 @@ PLACEHOLDER = "unknown"
 DIGITS = tuple(str(d) for d in range(10))
 TOP_LOGPROBS = 20  # alternatives per read point: the most an OpenAI-compatible server returns
 TEMPLATE = "simulation_prompt"
-
-
-def prompt_logprobs_refusal(backend: str, base_url: str | None) -> str | None:
-    """Why this backend cannot run the simulation scorer, or None when it can."""
-    if backend == "local":
-        return None
-    base_url = base_url or os.environ.get("OPENAI_BASE_URL")
-    if backend == "openai" and base_url and "api.openai.com" not in base_url:
-        return None
-    who = "Anthropic's API returns no token logprobs" if backend == "anthropic" else \
-        "OpenAI's own models return no logprobs for the prompt"
-    return (f"--scorer simulation reads the simulator's logprobs at every token of the prompt, and {who}: use the offline "
-            "model (--model local) or an OpenAI-compatible server that echoes prompt logprobs (--base-url, e.g. vLLM)")
 
 
 def simulation_text(explanation: str, window: ScoreWindow) -> str:

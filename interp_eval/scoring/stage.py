@@ -56,7 +56,7 @@ from .registry import EXPLAINED, LIVE, Job, get_scorer, scorer_names
 from .rows import load_predictions, predictions_table, to_table
 from .run_llm import run_llm
 from .run_local import LocalContext, run_local
-from .simulation import prompt_logprobs_refusal
+from ..llm.backends.openai_backend import prompt_logprobs_refusal
 
 __all__ = ["HOSTED_WINDOWS_PER_PROMPT", "LOCAL_WINDOW_TOKENS", "LOCAL_WINDOWS_PER_PROMPT", "ScoreConfig", "TestData", "load_tests",
            "read_explanations", "run_score_stage", "scorers_help", "with_backend_format"]

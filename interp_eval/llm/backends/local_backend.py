@@ -62,13 +62,6 @@ class LocalBackend(Backend):
 
     def _complete_sync_raw(self, request: LLMRequest) -> dict[str, Any]:
         """The request through the loaded model: llama.cpp's chat-completion dict."""
-        if request.echo_marker is not None:
-            with RUN_LOCK:
-                llm = load_model(self.path, self.n_ctx, False, self.n_threads)
-                try:
-                    return echo_logprobs(llm, request.echo_pieces(), request.top_logprobs)
-                except (ValueError, RuntimeError) as e:
-                    raise BackendError(f"llama.cpp: {e}") from None
         messages: list[dict[str, str]] = []
         if request.system is not None:
             messages.append({"role": "system", "content": request.system})
@@ -88,7 +81,9 @@ class LocalBackend(Backend):
         with RUN_LOCK:
             llm = load_model(self.path, self.n_ctx, False, self.n_threads)
             try:
-                if greedy and chat_formatter(llm) is not None:
+                if request.echo_marker is not None:
+                    out = echo_logprobs(llm, request.echo_pieces(), request.top_logprobs)
+                elif greedy and chat_formatter(llm) is not None:
                     top_n = kwargs["top_logprobs"] if request.logprobs else None
                     out = greedy_decode(llm, messages, request.max_tokens, kwargs["stop"], top_n,
                                         _drafts.setdefault(id(llm), Drafts()), (request.stage, request.system))

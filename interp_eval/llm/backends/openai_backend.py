@@ -40,6 +40,26 @@ def is_local_url(url: str) -> bool:
     return ip.is_loopback or ip.is_private or ip.is_unspecified
 
 
+def is_official(base_url: str | None) -> bool:
+    """Whether requests go to OpenAI's own API (no --base-url, or api.openai.com), not an OpenAI-compatible server."""
+    return base_url is None or "api.openai.com" in base_url
+
+
+def prompt_logprobs_refusal(backend: str, base_url: str | None) -> str | None:
+    """Why this backend cannot score a prompt (`LLMRequest.echo_marker`, the simulation scorer), or None when it can:
+    the offline model can, an OpenAI-compatible server through /v1/completions with echo can, Anthropic's API and
+    OpenAI's own models cannot."""
+    if backend == "local":
+        return None
+    base_url = base_url or os.environ.get(BASE_URL_ENV)
+    if backend == "openai" and not is_official(base_url):
+        return None
+    who = "Anthropic's API returns no token logprobs" if backend == "anthropic" else \
+        "OpenAI's own models return no logprobs for the prompt"
+    return (f"--scorer simulation reads the simulator's logprobs at every token of the prompt, and {who}: use the offline "
+            "model (--model local) or an OpenAI-compatible server that echoes prompt logprobs (--base-url, e.g. vLLM)")
+
+
 def chat_body(request: LLMRequest, model: str, *, official: bool = True) -> dict[str, Any]:
     """The /v1/chat/completions body of `request` (online and in the Batch API alike); needs no key.
 
@@ -82,7 +102,7 @@ class OpenAIBackend(BatchBackend):
             key = _NO_KEY
         register_secret(key)
         self._key = key
-        self.official = self.base_url is None or "api.openai.com" in self.base_url
+        self.official = is_official(self.base_url)
         self.model = model
         self.cache_model = model
         self.timeout = timeout
@@ -107,7 +127,7 @@ class OpenAIBackend(BatchBackend):
         """Prompt scoring on an OpenAI-compatible server (vLLM and others): the legacy /v1/completions endpoint with
         echo=True returns every prompt token's logprob and top alternatives; OpenAI's own models do not."""
         if self.official:
-            raise UserError(ECHO_REFUSAL)
+            raise UserError(prompt_logprobs_refusal(self.name, self.base_url))
         pieces = request.echo_pieces()
         completion = await self.sdk.completions.create(
             model=self.model, prompt="".join(pieces), max_tokens=1, temperature=0.0, echo=True,
@@ -171,10 +191,6 @@ class OpenAIBackend(BatchBackend):
         err = row.get("error") or ((response.get("body") or {}).get("error")) or {}
         code = err.get("code") or err.get("type") or "error"
         return LLMFailure(f"batch_errored:{code}", redact(str(err.get("message") or err)), status_code=response.get("status_code"))
-
-
-ECHO_REFUSAL = ("OpenAI's own models return no logprobs for the prompt (the simulation scorer reads them): use the "
-                "offline model (--model local) or an OpenAI-compatible server that echoes prompt logprobs (--base-url, e.g. vLLM)")
 
 
 def parse_echo_completion(data: Any, pieces: list[str], *, backend: str, model: str) -> LLMResponse:
