@@ -360,9 +360,10 @@ def candidate_topk(
         flushed = _TINY * ((d + 4) + math.sqrt(d + 3) * (xb_norm + r.max()))
         bound += bound.abs() * (_U / (1 - _U)) + rescore_err + flushed
 
-    z = gather_dots(cand, W_t, x).add_(bias[cand])  # fp32 scores of the candidates
-    values, j = torch.topk(z, k, dim=-1, sorted=False)
-    indices = cand.gather(1, j)
+    # A canonical code: latents in ascending order, every value the same per-pair fp32 dot product
+    # whichever rows were proved, so the result does not depend on the candidate count (which adapts
+    # with the process's history) or on which rows fell back: a resumed run repeats an uninterrupted one.
+    values, indices = select_by_dots(cand, x, W_t, bias, k)  # the candidates rescored in fp32, the top k kept
     bad = ~(values.amin(1) > bound)  # not proved (includes NaN)
     rows_bad = bad.nonzero().squeeze(1)
     CANDIDATE_STATS["rows"] += n
@@ -371,8 +372,4 @@ def candidate_topk(
         _n_cand[key] = _next_count(kc, k, m, rows_bad.numel() / n)
     if rows_bad.numel():  # ranked by the same per-pair dots as the proved rows
         values[rows_bad], indices[rows_bad] = canonical_dense_topk(x[rows_bad], W_t, bias, k)
-    # A canonical code: latents in ascending order, every value the same per-pair fp32 dot product
-    # whichever rows were proved, so the result does not depend on the candidate count (which adapts
-    # with the process's history) or on which rows fell back: a resumed run repeats an uninterrupted one.
-    indices, order = indices.sort(dim=1)
-    return values.gather(1, order), indices
+    return values, indices
