@@ -134,6 +134,15 @@ class LoadedCoder:
     source: str = "saelens"  # the folder's format: saelens | sparsify
     # x [N, d_in] -> the sparse code straight from `module`'s weights, where its encode is a threshold (JumpReLU)
     sparse: Callable[[torch.Tensor], Encoded] | None = None
+    transcoder: bool = False  # its decoder predicts another tensor (the MLP's output) than the one it reads
+    out_hookpoint: str | None = None  # where a transcoder's output goes, when its folder names it (sae-lens's hook_name_out)
+
+    def decoder(self) -> torch.Tensor:
+        """The decoder rows [d_sae, d_out], as the coder decodes with them (a learned scale folded in)."""
+        if self.ours is not None:
+            return self.ours.folded_decoder()
+        assert self.module is not None
+        return self.module.W_dec.detach()
 
     @torch.no_grad()
     def encode_sparse(self, x: torch.Tensor) -> Encoded:
@@ -337,6 +346,8 @@ def load_coder(folder: str | Path, name: str | None = None, device: str | torch.
         dense=None if module is None else (lambda x, m=module: m.encode(x.to(m.W_enc.dtype))),
         module=module,
         sparse=sparse,
+        transcoder=(ours.cfg.kind == "transcoder") if ours is not None else "transcoder" in type(module).__name__.lower(),
+        out_hookpoint=cfg.get("hook_name_out") or metadata.get("hook_name_out"),
     )
 
 

@@ -308,6 +308,7 @@ def load_sparsify(folder: str | Path, name: str | None = None, device: str | tor
         dense=module,
         module=module,
         source="sparsify",
+        transcoder=bool(cfg.transcode),
     )
     return loaded.to(device)
 
