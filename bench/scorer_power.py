@@ -9,6 +9,7 @@ bootstrap 95% interval over latents, and seconds per scored window.
     python bench/scorer_power.py --run runs/demo --model local --latents 6 --formats 1 5
     python bench/scorer_power.py --run runs/demo --latents 5 --formats 1 1x16 1x8   # 1 a prompt, cut to 16 / 8 tokens
     python bench/scorer_power.py --run runs/demo --model claude --scorer fuzzing --formats 5
+    python bench/scorer_power.py --run runs/demo --formats 1x16 --negatives random neighbours similar  # hard negatives
 
 Not run in CI (the offline model scores windows slowly; README has the measured seconds a window).
 """
@@ -38,17 +39,18 @@ def parse_format(text: str) -> tuple[int, int | None]:
     return int(wpp), int(cut) if cut else 0
 
 
-def measure(run: Path, llm_cfg: LLMConfig, scorer: str, fmt: str, latents: int, explainers, n_test: int, scratch: Path) -> list[dict]:
+def measure(run: Path, llm_cfg: LLMConfig, scorer: str, fmt: str, latents: int, explainers, n_test: int, scratch: Path,
+            negatives: str = "random") -> list[dict]:
     wpp, cut = parse_format(fmt)
-    label = f"{wpp} a prompt" + (f", {cut} tokens" if cut else ", whole windows")
-    work = scratch / f"{scorer}-{fmt}"
+    label = f"{wpp} a prompt" + (f", {cut} tokens" if cut else ", whole windows") + f", {negatives} negatives"
+    work = scratch / f"{scorer}-{fmt}-{negatives}"
     work.mkdir(parents=True)
     for entry in COPIED:
         if (run / entry.name).exists():
             shutil.copy2(run / entry.name, work / entry.name)
     t = time.perf_counter()
     cfg = ScoreConfig(scorers=(scorer,), latents=latents, windows_per_prompt=wpp, explainers=explainers,
-                      n_activating=n_test, n_negative=n_test, window_tokens=cut)
+                      n_activating=n_test, n_negative=n_test, window_tokens=cut, negatives=negatives)
     out = run_score_stage(work, cfg, llm_cfg)
     seconds = time.perf_counter() - t
     scored_windows = len(RunDir(work).read(PREDICTIONS, columns=["latent"]))
@@ -59,7 +61,7 @@ def measure(run: Path, llm_cfg: LLMConfig, scorer: str, fmt: str, latents: int, 
                      "ci": f"[{r['power_ci_low']:+.3f}, {r['power_ci_high']:+.3f}]", "latents": r["power_latents"],
                      "has_power": r["has_power"]})
     metric = rows[0]["metric"] if rows else "auc"
-    p = pooled_power(RunDir(work).read(LATENT_SCORES), scorer, metric)
+    p = pooled_power(RunDir(work).read(LATENT_SCORES), scorer if negatives == "random" else f"{scorer}@{negatives}", metric)
     rows.append({"format": label, "coder": "(all)", "explainer": ",".join(sorted({r["explainer"] for r in rows})), "metric": metric,
                  "own": p.own, "control": p.control, "power": p.power, "ci": f"[{p.ci_low:+.3f}, {p.ci_high:+.3f}]",
                  "latents": p.latents, "has_power": p.has_power,
@@ -87,12 +89,15 @@ def main() -> None:
     ap.add_argument("--latents", type=int, default=6, help="explained latents per coder")
     ap.add_argument("--n-test", type=int, default=10, help="activating and non-activating test windows per latent (each)")
     ap.add_argument("--explainer", action="append", default=None, help="only these explainers' explanations")
+    ap.add_argument("--negatives", nargs="+", default=["random"], help="non-activating windows: random, neighbours, similar")
     args = ap.parse_args()
     llm_cfg = LLMConfig(model=args.model, base_url=args.base_url)
     rows = []
     with tempfile.TemporaryDirectory(prefix="scorer-power-") as scratch:
         for fmt in args.formats:
-            rows += measure(args.run, llm_cfg, args.scorer, fmt, args.latents, args.explainer, args.n_test, Path(scratch))
+            for negatives in args.negatives:
+                rows += measure(args.run, llm_cfg, args.scorer, fmt, args.latents, args.explainer, args.n_test, Path(scratch),
+                                negatives)
     df = pd.DataFrame(rows)
     with pd.option_context("display.width", 200, "display.max_columns", 20):
         print(df.to_string(index=False, float_format=lambda v: f"{v:.3f}"))

@@ -51,12 +51,17 @@ STATUS_OK, STATUS_TOO_RARE, STATUS_DEAD = "ok", "too_rare", "dead"
 STATUSES = (STATUS_OK, STATUS_TOO_RARE, STATUS_DEAD)  # latents.status
 
 KIND_TOP, KIND_QUANTILE, KIND_NEGATIVE = "top", "quantile", "random_negative"
-KINDS = (KIND_TOP, KIND_QUANTILE, KIND_NEGATIVE)  # contexts.kind
+KIND_NEIGHBOUR, KIND_SIMILAR = "neighbour_negative", "similar_negative"  # hard negatives (mining/hard_negatives.py)
+KINDS = (KIND_TOP, KIND_QUANTILE, KIND_NEGATIVE, KIND_NEIGHBOUR, KIND_SIMILAR)  # contexts.kind
+NEGATIVES = {"random": KIND_NEGATIVE, "neighbours": KIND_NEIGHBOUR, "similar": KIND_SIMILAR}  # score --negatives -> kind
 SPLIT_DISPLAY, SPLIT_EXPLAIN, SPLIT_TEST = "display", "explain", "test"
 SPLITS = (SPLIT_DISPLAY, SPLIT_EXPLAIN, SPLIT_TEST)  # contexts.split
 
 EXPLAINER_LLM, EXPLAINER_TOKEN_TABLE = "llm", "token-table"
-EXPLAINERS = (EXPLAINER_LLM, EXPLAINER_TOKEN_TABLE)  # explanations.explainer
+# the output-centric explainers: the LLM reads the windows and the latent's output tokens, or the output tokens alone
+EXPLAINER_LLM_OUTPUTS, EXPLAINER_OUTPUT = "llm-outputs", "output"
+LLM_EXPLAINERS = (EXPLAINER_LLM, EXPLAINER_LLM_OUTPUTS, EXPLAINER_OUTPUT)  # explainers that ask an LLM
+EXPLAINERS = (*LLM_EXPLAINERS, EXPLAINER_TOKEN_TABLE)  # explanations.explainer
 NO_EXPLAINER = "none"  # the explainer column of scores by scorers that read no explanation
 CONTROL_NONE, CONTROL_SHUFFLED = "none", "shuffled"
 CONTROLS = (CONTROL_NONE, CONTROL_SHUFFLED)  # predictions.control: the score, or its shuffled control
@@ -178,8 +183,13 @@ LATENTS = Table(
     "latents.parquet", "mine", "one row per (coder, latent), every latent of every coder, none dropped: firing counts and status",
     _schema(("coder", _str), ("latent", _i64), ("hookpoint", _str), ("binary", _bool), ("firing_count", _i64), ("n_tokens", _i64),
             ("frequency", _f64), ("max_activation", _f32), ("n_windows", _i64), ("status", _str),
-            ("trained_on", _str), ("mined_on", _str), ("model_mismatch", _bool)),
-    defaults={"trained_on": None, "mined_on": None, "model_mismatch": False},  # files from before --allow-model-mismatch
+            ("trained_on", _str), ("mined_on", _str), ("model_mismatch", _bool),
+            ("promotes", pa.list_(_str)), ("promote_logits", pa.list_(_f32)), ("suppresses", pa.list_(_str)),
+            ("suppress_logits", pa.list_(_f32)), ("output_note", _str), ("neighbours", pa.list_(_i64))),
+    # files from before --allow-model-mismatch, and from before output tokens
+    defaults={"trained_on": None, "mined_on": None, "model_mismatch": False, "promotes": None, "promote_logits": None,
+              "suppresses": None, "suppress_logits": None, "neighbours": None,
+              "output_note": "mined before interp-eval recorded output tokens: mine again with --force"},
     doc="""\
 | column         | type    | meaning                                                             |
 |----------------|---------|---------------------------------------------------------------------|
@@ -196,6 +206,12 @@ LATENTS = Table(
 | trained_on     | string, null | the model the coder's folder says it was trained on (`metadata.model_name`; null when it names none) |
 | mined_on       | string  | the model whose activations were mined: the subject model, or its random-model control `random:<model>:<seed>` |
 | model_mismatch | bool    | trained_on names another model than mined_on: mined with `--allow-model-mismatch` (e.g. a base-model coder on the instruct subject); its results describe the coder on a model it was not trained on |
+| promotes       | list<string>, null | the `--output-tokens` tokens the latent's decoder row raises most through the final norm and the unembedding (its output-centric view, subject/logit_lens.py), most raised first; null when `output_note` says why not |
+| promote_logits | list<float32>, null | their logits (a residual of RMS 1 along the row, the zero vector's logits subtracted) |
+| suppresses     | list<string>, null | the tokens it lowers most, most lowered first |
+| suppress_logits| list<float32>, null | their logits (negative) |
+| output_note    | string, null | why the latent has no output tokens (e.g. a coder writing to the MLP's normalised input; `--output-tokens 0`); null when it has them |
+| neighbours     | list<int64>, null | the 10 other latents of the coder whose decoder rows are nearest by cosine, nearest first (the source of `neighbour_negative` windows) |
 """ + "\n" + _MINE_DOC,
     one_run=True,
 )
@@ -225,12 +241,12 @@ CONTEXTS = Table(
 | coder          | string        |                                                               |
 | latent         | int64         |                                                               |
 | window_id      | int64         | join with `windows.parquet`                                   |
-| kind           | string        | `top`, `quantile` or `random_negative`                        |
+| kind           | string        | `top`, `quantile`, `random_negative`, `neighbour_negative` or `similar_negative` |
 | split          | string        | `display`, `explain` or `test`                                |
 | quantile       | int8, null    | activation decile 0 (lowest) - 9 of a `quantile` row; null for binary coders and other kinds (plain pandas reads it as float with NaN; `dtype_backend="numpy_nullable"` keeps Int8) |
 | rank           | int32         | order within (coder, latent, kind, split): 0 = highest for `top` |
 | activations    | list<float32> | the latent's activation at each token of the window           |
-| max_activation | float32       | max of `activations` (0 for `random_negative`)                |
+| max_activation | float32       | max of `activations` (0 for the three negative kinds)         |
 
 Kinds, per latent:
 - `top` / `display`: the `--n-top` (20) windows with the largest max activation, for the feature
@@ -250,6 +266,13 @@ Kinds, per latent:
   taken from one uniform random pool of windows (`--negative-pool`, 500) whose full codes are kept,
   so "does not fire" is read from the recorded activations, not assumed. Dead latents get none
   (they have no rows at all).
+- `neighbour_negative` / `test` (delphi's neighbour negatives): up to `--n-negative` pool windows where
+  the latent fires at no token but one of its 10 nearest latents by decoder cosine (latents.parquet
+  `neighbours`) fires, nearest neighbour first: text a vague explanation would also claim.
+- `similar_negative` / `test`: up to `--n-negative` pool windows where the latent fires at no token, most
+  similar (MiniLM cosine) to the mean embedding of the pool windows where it fires: text like its own,
+  without it. None for a latent that fires in no pool window (raise `--negative-pool`), and none at all
+  when the sentence embedder is not installed.
 """,
     one_run=True,
 )
@@ -259,7 +282,7 @@ Kinds, per latent:
 EXPLANATIONS = Table(
     "explanations.parquet", "explain", "one row per (coder, latent, explainer): the explanation, or why there is none",
     _schema(("coder", _str), ("latent", _i64),
-            ("explainer", _str),        # llm | token-table
+            ("explainer", _str),        # llm | llm-outputs | output | token-table
             ("explanation", _str),      # null when it failed
             ("explainer_model", _str), ("prompt_version", _str),
             ("n_windows", _i64),        # explanation windows shown

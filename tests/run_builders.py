@@ -20,10 +20,11 @@ WORDS = ["the", "of", "to", "and", "in", "a", "is", "for", "that", "on", "was", 
 
 def build_mined_run(run: Path, tokenizer, coders=("sae-x", "bae-x"), n_latents: int = 6, n_explain: int = 8,
                     n_test: int = 10, n_negative: int = 10, window: int = 16, seed: int = 0, rare: int = 1,
-                    n_windows: int = 4000) -> dict:
+                    n_windows: int = 4000, hard_negatives: bool = False) -> dict:
     """Write latents/windows/contexts Parquet; latent i of every coder fires on WORDS[i].
 
-    The last `rare` latents of each coder are marked too_rare. Returns {"truth": {(coder, latent, window_id): label}}.
+    The last `rare` latents of each coder are marked too_rare. With `hard_negatives`, each latent also gets
+    `neighbour_negative` test windows: windows where it does not fire but latent i + 1's word occurs. Returns {"truth": {(coder, latent, window_id): label}}.
     """
     from interp_eval.subject.corpus import CorpusConfig, iter_contexts
 
@@ -53,13 +54,16 @@ def build_mined_run(run: Path, tokenizer, coders=("sae-x", "bae-x"), n_latents: 
             chosen = rng.permutation(pos)[: n_explain + n_test]
             explain, test = chosen[:n_explain], chosen[n_explain:]
             negs = rng.permutation(neg)[:n_negative]
+            nxt = WORDS[(latent + 1) % n_latents]
+            hard = [i for i in neg if any(tok.strip().lower() == nxt for tok in toks[i])][:n_negative] if hard_negatives else []
             status = "too_rare" if latent >= n_latents - rare else "ok"
             firing = int(sum(sum(a > 0 for a in acts[i]) for i in pos))
             lat_rows.append({"coder": coder, "latent": latent, "hookpoint": "layers.9.mlp", "binary": binary,
                              "firing_count": firing, "n_tokens": len(ids) * window, "frequency": firing / (len(ids) * window),
                              "max_activation": float(max(max(acts[i]) for i in pos)), "n_windows": len(pos), "status": status})
             for kind, split, group, label in (("quantile", "explain", explain, 1), ("quantile", "test", test, 1),
-                                              ("random_negative", "test", negs, 0)):
+                                              ("random_negative", "test", negs, 0),
+                                              ("neighbour_negative", "test", hard, 0)):
                 for rank, w in enumerate(group):
                     w = int(w)
                     q = None if binary or kind != "quantile" else rank % 10

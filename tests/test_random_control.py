@@ -23,6 +23,7 @@ from interp_eval.coders.train import TrainConfig
 from interp_eval.errors import UserError
 from interp_eval.subject.corpus import CorpusConfig, take_contexts
 from interp_eval.subject.hookpoints import capture
+from interp_eval.subject.logit_lens import vocabulary
 from interp_eval.subject.model import PACKAGED, load_subject_model, parse_random_spec, random_subject_model
 from interp_eval.mining import MineConfig, run_mine_stage
 from mining_helpers import MINE_KW
@@ -192,6 +193,66 @@ def test_control_codes_equal_encoding_the_random_model_directly(mined, subject, 
         got = np.stack(rows["activations"].to_numpy())
         np.testing.assert_allclose(got, _direct(model, coder, contexts, t["windows"], rows), rtol=1e-4, atol=1e-4)
         assert not np.allclose(got, _direct(wrong, coder, contexts, t["windows"], rows), rtol=1e-2, atol=1e-2)
+
+
+def test_output_tokens_of_every_coder_are_its_decoder_rows_through_its_own_model(mined, subject, random_model):
+    """latents.parquet's promotes/suppresses: the final norm and unembedding of the model a coder is mined on, applied
+    to its decoder rows by hand; a transcoder's rows are read as the MLP output it predicts."""
+    _, _, t = mined
+    lat = t["latents"].set_index(["coder", "latent"])
+    vocab = vocabulary(subject.tokenizer, subject.model.get_output_embeddings().weight.shape[0])
+    for name, model in ((TRAINED, subject), (f"tc-{HP}-k8", subject), (CONTROLS[1], random_model)):
+        rows = load_coder(RunDir(mined[0]).coder_dir(name)).decoder()[:3]
+        x = rows / rows.pow(2).mean(-1, keepdim=True).sqrt() * model.model.base_model.norm.weight
+        logits = x @ model.model.get_output_embeddings().weight.T
+        for latent in range(3):
+            row = lat.loc[(name, latent)]
+            assert pd.isna(row["output_note"]) and len(row["promotes"]) == 10
+            top = torch.topk(logits[latent], 10)
+            assert list(row["promotes"]) == [vocab[i] for i in top.indices]
+            np.testing.assert_allclose(row["promote_logits"], top.values.numpy(), rtol=1e-3, atol=1e-3)
+            assert list(row["suppresses"]) == [vocab[i] for i in torch.topk(-logits[latent], 10).indices]
+            assert np.all(np.diff(row["suppress_logits"]) >= 0)  # most suppressed first
+    # the control's rows through the trained model would rank other tokens: a control's view is its own model's
+    rows = load_coder(RunDir(mined[0]).coder_dir(CONTROLS[1])).decoder()[:1]
+    x = rows / rows.pow(2).mean(-1, keepdim=True).sqrt() * subject.model.base_model.norm.weight
+    wrong = torch.topk(x @ subject.model.get_output_embeddings().weight.T, 10).indices[0]
+    assert list(lat.loc[(CONTROLS[1], 0), "promotes"]) != [vocab[i] for i in wrong]
+
+
+def _window_codes(model, coder, contexts: torch.Tensor, windows: pd.DataFrame, ids) -> dict[int, np.ndarray]:
+    """{window_id: the coder's dense code [window, latents]}, from encoding `model`'s activations directly."""
+    w = windows.set_index("window_id").loc[list(ids)]
+    ctx_ids = sorted(set(w["context"]))
+    x = capture(model, contexts[ctx_ids], [coder.hookpoint]).outputs[coder.hookpoint]
+    with torch.no_grad():
+        dense = dense_activations(coder.ours, x.reshape(-1, x.shape[-1])).reshape(len(ctx_ids), x.shape[1], -1).numpy()
+    return {int(i): dense[ctx_ids.index(c), p : p + MINE_KW["window"]] for i, c, p in zip(ids, w["context"], w["position"])}
+
+
+def test_hard_negatives_never_fire_and_neighbour_ones_hold_a_neighbour_firing(mined, subject):
+    run, _, t = mined
+    ctx, lat = t["contexts"], t["latents"].set_index(["coder", "latent"])
+    contexts = take_contexts(CorpusConfig(), subject.tokenizer, "heldout", MINE_KW["tokens"])
+    coder = load_coder(RunDir(run).coder_dir(TRAINED))
+    rows = ctx[(ctx["coder"] == TRAINED) & ctx["kind"].isin(["neighbour_negative", "similar_negative"])]
+    assert set(rows["kind"]) == {"neighbour_negative", "similar_negative"} and (rows["split"] == "test").all()
+    codes = _window_codes(subject, coder, contexts, t["windows"], sorted(set(rows["window_id"])))
+    for r in rows.itertuples():
+        assert not (codes[r.window_id][:, r.latent] > 0).any()  # the latent fires at no token of its hard negative
+        assert not np.asarray(r.activations).any() and r.max_activation == 0
+    per = rows.groupby(["latent", "kind"]).size()
+    assert per.max() <= MINE_KW["n_negative"] and per.loc[(slice(None), "neighbour_negative")].min() >= 1
+    live = lat.loc[TRAINED]["firing_count"].to_numpy() > 0
+    w = torch.nn.functional.normalize(coder.decoder(), dim=-1)
+    for latent in rows["latent"].unique()[:8]:
+        nbrs = list(lat.loc[(TRAINED, latent), "neighbours"])
+        sim = (w @ w[latent]).numpy()
+        sim[latent], sim[~live] = -np.inf, -np.inf
+        assert nbrs == list(np.argsort(-sim, kind="stable")[:10])  # nearest live decoder rows, nearest first
+        mine = rows[(rows["latent"] == latent) & (rows["kind"] == "neighbour_negative")].sort_values("rank")
+        first = [min(j for j, n in enumerate(nbrs) if (codes[wid][:, n] > 0).any()) for wid in mine["window_id"]]
+        assert first == sorted(first)  # windows of the nearest neighbour first
 
 
 def test_two_model_mining_resumed_and_a_rerun_is_skipped(mined, subject):

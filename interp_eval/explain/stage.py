@@ -1,14 +1,20 @@
 """The `explain` stage: one explanation per selected latent and explainer, saved chunk by chunk as it comes.
 
-Two explainers (`ExplainConfig.explainer`):
+Four explainers (`ExplainConfig.explainer`):
 - `llm`: an LLM reads the windows (marked tokens) and a one-line summary of the most frequent marked
   tokens. An answer without a parseable `[EXPLANATION]:` line, or one that repeats a few-shot answer
   (copies.py), is asked again with a corrective follow-up turn (so the response cache does not replay
   the bad answer) up to `max_retries` times, then recorded as a failure (llm/ask.py).
+- `llm-outputs`: the same, plus one line with the tokens the latent's decoder row promotes and suppresses
+  (latents.parquet, written by mine: subject/logit_lens.py); the prompt is otherwise the paper's.
+- `output`: an LLM reads only those promoted and suppressed tokens (Gur-Arieh et al. 2025's output-centric
+  description): what the latent makes the model write next, not where it fires.
 - `token-table`: no LLM; the most frequent marked tokens with their counts (tokens.py).
 
-Both see only `split == "explain"` windows (never test windows); a selected latent with none gets a failed row
-saying what to change (`no_windows` in the counts) and the stage goes on. A row's key is (coder, latent,
+All but `output` see only `split == "explain"` windows (never test windows); a selected latent with none gets a
+failed row saying what to change (`no_windows` in the counts) and the stage goes on. A latent without output tokens
+(a coder writing to the MLP's normalised input, or a run mined before they were recorded) gets such a row from the
+two output explainers, saying why (`no_outputs`). A row's key is (coder, latent,
 explainer): both explainers' explanations of a latent live side by side. A re-run skips latents
 already explained by the same explainer, model and prompt version and retries failures: a provider
 error is asked again, an answer that never parsed gets new corrective turns after its cached ones;
@@ -40,12 +46,16 @@ from ..catalog import (
     CONTEXTS, EXPLAIN_PARTS, EXPLAINERS, EXPLANATIONS, LATENTS, LLM_USAGE, RUN_JSON, SPLIT_EXPLAIN, STATUS_OK, WINDOWS,
 )
 from ..catalog import EXPLAINER_LLM as LLM, EXPLAINER_TOKEN_TABLE as TOKEN_TABLE
+from ..catalog import EXPLAINER_LLM_OUTPUTS as LLM_OUTPUTS, EXPLAINER_OUTPUT as OUTPUT, LLM_EXPLAINERS
 from ..mining.outputs import mismatch_lines
 from ..llm.usage import CallTag, ledger_rows
 from ..parts import PartedTable, PartWriter
 from ..progress import progress_bar
 from .diversity import diversity
-from .prompt import Window, build_request, fewshot_explanations, judge_answer, prompt_version, retry_request
+from .prompt import (
+    OutputTokens, Window, build_output_request, build_request, fewshot_explanations, judge_answer, prompt_version,
+    retry_request,
+)
 from .tokens import TOKEN_TABLE_VERSION, token_table_explanation
 
 log = logging.getLogger(__name__)
@@ -56,7 +66,8 @@ KEY = ["coder", "latent", "explainer"]
 @dataclass
 class ExplainConfig:
     explainer: str = LLM
-    """llm (an LLM reads the windows) or token-table (no LLM: the most frequent marked tokens with counts)."""
+    """llm (an LLM reads the windows), llm-outputs (the windows and the tokens the latent promotes and suppresses),
+    output (an LLM reads only those tokens) or token-table (no LLM: the most frequent marked tokens with counts)."""
     latents: int | None = field(default=None, metadata=flags("--latents", parser=count_or_all))
     """Explain the first N live latents of each coder (the paper's choice), or 'all' (the default)."""
     sample: int | None = None
@@ -151,9 +162,9 @@ def run_explain_stage(run: str | Path, cfg: ExplainConfig | None = None, llm_cfg
     for line in mismatch_lines(latents[latents["coder"].isin(chosen["coder"])]):
         log.warning("explain: %s", line)
     explain_rows, windows = load_explain_windows(rd)
-    if cfg.explainer == LLM:
+    if cfg.explainer in LLM_EXPLAINERS:
         backend, model = llm_cfg.resolved()
-        version = prompt_version()
+        version = prompt_version(outputs=cfg.explainer == LLM_OUTPUTS, alone=cfg.explainer == OUTPUT)
     else:
         backend, model, version = None, TOKEN_TABLE, TOKEN_TABLE_VERSION
     # explanations belong to one mining run: re-mined (e.g. retrained) coders are explained afresh
@@ -169,10 +180,18 @@ def run_explain_stage(run: str | Path, cfg: ExplainConfig | None = None, llm_cfg
         done = set(zip(ok["coder"], ok["latent"].astype(int)))
     by_latent = {key: grp for key, grp in explain_rows.groupby(["coder", "latent"])}
     binary = dict(zip(latents["coder"], latents["binary"]))
+    outputs = _output_tokens(chosen) if cfg.explainer in (LLM_OUTPUTS, OUTPUT) else {}
     todo: list[tuple[str, int, list[Window]]] = []
     no_windows: list[tuple[str, int]] = []  # nothing to explain from: failed rows, counted apart (see _no_windows_failure)
+    no_outputs: list[tuple[str, int, str]] = []  # an output explainer's latents without output tokens, and why
     for coder, latent in zip(chosen["coder"], chosen["latent"].astype(int)):
         if (coder, latent) in done:
+            continue
+        if outputs and not isinstance(outputs[(coder, latent)], OutputTokens):
+            no_outputs.append((coder, latent, str(outputs[(coder, latent)])))
+            continue
+        if cfg.explainer == OUTPUT:  # reads no window
+            todo.append((coder, latent, []))
             continue
         group = by_latent.get((coder, latent))
         if group is None or group.empty:
@@ -182,17 +201,21 @@ def run_explain_stage(run: str | Path, cfg: ExplainConfig | None = None, llm_cfg
     counts = {
         "explainer": cfg.explainer,
         "selected": len(chosen),
-        "already_done": len(chosen) - len(todo) - len(no_windows),
+        "already_done": len(chosen) - len(todo) - len(no_windows) - len(no_outputs),
         "no_windows": len(no_windows),
+        "no_outputs": len(no_outputs),
         "too_rare": int((latents["status"] == "too_rare").sum()),
         "dead": int((latents["status"] == "dead").sum()),
     }
     stage_hash = config_hash({"explain": asdict(cfg), "model": model, "backend": backend, "prompt": version})
     requests: list[LLMRequest] = []
-    if cfg.explainer == LLM:
-        requests = [build_request(w, show_activations=cfg.show_activations and not binary.get(c, False)) for c, _, w in todo]
+    if cfg.explainer == OUTPUT:
+        requests = [build_output_request(outputs[(c, lat)]) for c, lat, _ in todo]
+    elif cfg.explainer in LLM_EXPLAINERS:
+        requests = [build_request(w, show_activations=cfg.show_activations and not binary.get(c, False),
+                                  outputs=outputs.get((c, lat))) for c, lat, w in todo]
     if dry_run:
-        est = llm_dry_run(llm_cfg, requests).to_dict() if cfg.explainer == LLM else None
+        est = llm_dry_run(llm_cfg, requests).to_dict() if cfg.explainer in LLM_EXPLAINERS else None
         return {**counts, "dry_run": est}
     log.info("explaining %d latents with %s (%d already done)", len(todo), model, counts["already_done"])
     if no_windows:
@@ -200,6 +223,11 @@ def run_explain_stage(run: str | Path, cfg: ExplainConfig | None = None, llm_cfg
         log.warning("%d selected latents have no explanation windows in %s (first: %s latent %d); recorded as failures, "
                     "the others are explained: %s", len(no_windows), CONTEXTS, *no_windows[0], why)
         _write(store, [_row(c, lat, cfg.explainer, model, version, 0, None, why) for c, lat in no_windows], mine_config)
+    if no_outputs:
+        log.warning("%d selected latents have no output tokens (first: %s latent %d: %s); recorded as failures, the "
+                    "others are explained", len(no_outputs), *no_outputs[0])
+        _write(store, [_row(c, lat, cfg.explainer, model, version, 0, None, f"no output tokens: {why}")
+                       for c, lat, why in no_outputs], mine_config)
     if cfg.explainer == TOKEN_TABLE:
         rows = []
         for c, lat, w in todo:
@@ -215,12 +243,22 @@ def run_explain_stage(run: str | Path, cfg: ExplainConfig | None = None, llm_cfg
         rd.mark_complete("explain", stage_hash, [EXPLANATIONS.name], explained=len(todo), explainer=cfg.explainer)
     else:
         log.warning("%d latents failed to get an explanation: re-run the same command to retry them", failed)
-    div = diversity(rd.read(EXPLANATIONS), fewshot_explanations())
+    div = diversity(rd.read(EXPLANATIONS), fewshot_explanations(cfg.explainer == OUTPUT))
     div = div[div["explainer"] == cfg.explainer]
     for r in div.itertuples():
         log.info("%s / %s: %d distinct explanations of %d explained latents (diversity %.2f), %d few-shot copies",
                  r.coder, r.explainer, r.distinct, r.explained, r.diversity, r.fewshot_copies)
     return {**counts, "explained": len(todo) - failed, "failed": failed, "usage": usage, "diversity": div}
+
+
+def _output_tokens(chosen: pd.DataFrame) -> dict[tuple[str, int], OutputTokens | str]:
+    """{(coder, latent): its output tokens (latents.parquet), or why it has none} of the chosen latents."""
+    out: dict[tuple[str, int], OutputTokens | str] = {}
+    for c, lat, up, down, note in zip(chosen["coder"], chosen["latent"].astype(int), chosen["promotes"],
+                                      chosen["suppresses"], chosen["output_note"]):
+        ok = up is not None and down is not None
+        out[(c, int(lat))] = OutputTokens(list(up), list(down)) if ok else (note or "none recorded in latents.parquet")
+    return out
 
 
 def _no_windows_failure(rd: RunDir) -> str:
@@ -254,7 +292,8 @@ def _explain_llm(rd: RunDir, store: PartedTable, llm_cfg: LLMConfig, cfg: Explai
                  requests: list[LLMRequest], model: str, version: str, mine_config: str | None) -> tuple[int, dict]:
     """Ask the LLM; each latent is written once its answers settle (see the module). Returns (failures, usage summary)."""
     failed = 0
-    fewshot = fewshot_explanations()
+    alone = cfg.explainer == OUTPUT
+    fewshot = fewshot_explanations(alone)
     llm = make_client(llm_cfg)
 
     def write(finished: list[tuple[dict, list[dict]]]) -> None:
@@ -265,7 +304,7 @@ def _explain_llm(rd: RunDir, store: PartedTable, llm_cfg: LLMConfig, cfg: Explai
 
     questions = [
         Question(request, lambda text: judge_answer(text, fewshot).explanation,
-                 lambda req, text: retry_request(req, text or "", judge_answer(text, fewshot).copied), about=(c, lat, len(w)))
+                 lambda req, text: retry_request(req, text or "", judge_answer(text, fewshot).copied, alone), about=(c, lat, len(w)))
         for (c, lat, w), request in zip(todo, requests)
     ]
 
@@ -278,8 +317,8 @@ def _explain_llm(rd: RunDir, store: PartedTable, llm_cfg: LLMConfig, cfg: Explai
                     verdict = judge_answer(last.text, fewshot)
                     explanation = verdict.explanation if last.ok else None
                     failure = None if explanation else _llm_failure(last, verdict.copied, len(answers))
-                    out.add((_row(c, lat, LLM, model, version, n_windows, explanation, failure, answers),
-                             ledger_rows(CallTag(c, lat, explainer=LLM), answers)))
+                    out.add((_row(c, lat, cfg.explainer, model, version, n_windows, explanation, failure, answers),
+                             ledger_rows(CallTag(c, lat, explainer=cfg.explainer), answers)))
                     bar.advance(1)
 
                 await ask_each(llm, questions, cfg.max_retries, settled, desc="explain", batch_state=rd.path("llm_batch_explain.json"))

@@ -88,9 +88,14 @@ class MineConfig(Sampling):
     """Save the mining state every N batches (resume point)."""
     force: bool = False
     """Mine again even if this config is already complete."""
+    output_tokens: int = 10
+    """Per latent, the tokens its decoder row promotes and suppresses most through the unembedding (latents.parquet:
+    what the output-centric explainers read); 0: none."""
 
     def __post_init__(self):
         super().__post_init__()
+        if self.output_tokens < 0:
+            raise UserError(f"--output-tokens must not be negative, got {self.output_tokens}")
         for name in ("tokens", "ctx_len", "batch_contexts", "checkpoint_every"):
             if getattr(self, name) <= 0:
                 raise UserError(f"--{name.replace('_', '-')} must be positive, got {getattr(self, name)}")

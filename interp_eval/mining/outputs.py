@@ -15,16 +15,19 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import pyarrow as pa
+import torch
 
 from ..artifacts import RunDir
 from ..coders.discover import CoderModel
 from ..coders.saelens import LoadedCoder
 from ..subject.corpus import CorpusConfig
 from .config import Sampling
+from .hard_negatives import HardNegativeInputs, decoder_neighbours, embed_windows
+from .output_tokens import output_columns
 from ..catalog import CONTEXTS, KINDS, LATENTS, SPLITS, STATUSES, WINDOWS
 from .selection import Rows, latent_status, select_rows
 from .state import CoderState
-from .windows import WindowLayout, fetch_windows, windows_table
+from .windows import WindowLayout, decode_tokens, fetch_windows, windows_table
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -55,7 +58,8 @@ def _rows_table(coder: str, rows: Rows) -> pa.Table:
     )
 
 
-def _latents_table(coder: LoadedCoder, state: CoderState, status: np.ndarray, model: CoderModel) -> pa.Table:
+def _latents_table(coder: LoadedCoder, state: CoderState, status: np.ndarray, model: CoderModel, effects,
+                   neighbours: torch.Tensor) -> pa.Table:
     L = state.d_sae
     n_tok = int(state.n_tokens)
     fc = state.firing_count.cpu().numpy().astype(np.int64)
@@ -74,9 +78,44 @@ def _latents_table(coder: LoadedCoder, state: CoderState, status: np.ndarray, mo
             pa.array([model.trained_on] * L, pa.string()),
             _strings([model.mined_on], np.zeros(L, np.int32)),
             pa.array(np.full(L, model.model_mismatch, dtype=bool)),
+            *output_columns(effects, L),
+            _id_lists(neighbours),
         ],
         schema=LATENTS.schema,
     )
+
+
+def _id_lists(ids: torch.Tensor) -> pa.Array:
+    """[L, m] ids (-1: none) as a list<int64> column, each row without its -1s."""
+    a = ids.numpy()
+    keep = a >= 0
+    offsets = np.concatenate([[0], np.cumsum(keep.sum(1))]).astype(np.int32)
+    return pa.ListArray.from_arrays(pa.array(offsets), pa.array(a[keep].astype(np.int64)))
+
+
+def _pool_embeddings(states: dict[str, CoderState], corpus: CorpusConfig, tokenizer, layout: WindowLayout,
+                     tokens: int) -> dict[int, np.ndarray] | None:
+    """{window_id: MiniLM embedding} of every pool window (the pool is one set for every coder of a pass); None when
+    the sentence embedder is not installed."""
+    ids = np.unique(np.concatenate([s.pool_win.cpu().numpy() for s in states.values()]))
+    ids = ids[ids >= 0]
+    if not len(ids):
+        return {}
+    token_ids = fetch_windows(corpus, tokenizer, layout, tokens, ids)
+    flat = decode_tokens(tokenizer, token_ids).to_pylist()
+    width = token_ids.shape[1]
+    vecs = embed_windows([flat[i : i + width] for i in range(0, len(flat), width)])
+    return None if vecs is None else dict(zip(ids.tolist(), vecs))
+
+
+def _hard_inputs(coder: LoadedCoder, state: CoderState, pool: dict[int, np.ndarray] | None) -> HardNegativeInputs:
+    neighbours = decoder_neighbours(coder.decoder(), state.firing_count > 0)
+    emb = None
+    if pool is not None:
+        dim = len(next(iter(pool.values()))) if pool else 1
+        zero = np.zeros(dim, np.float32)
+        emb = torch.from_numpy(np.stack([pool.get(int(w), zero) for w in state.pool_win.cpu().tolist()]))
+    return HardNegativeInputs(neighbours, emb)
 
 
 def _chunk_latents(sampling: Sampling) -> int:
@@ -86,18 +125,22 @@ def _chunk_latents(sampling: Sampling) -> int:
 
 def write_outputs(
     rd: RunDir, coders: list[LoadedCoder], models: dict[str, CoderModel], states: dict[str, CoderState], sampling: Sampling,
-    corpus: CorpusConfig, tokenizer, layout: WindowLayout, tokens: int,
+    corpus: CorpusConfig, tokenizer, layout: WindowLayout, tokens: int, effects: dict | None = None,
 ) -> dict[str, dict]:
-    """Write the three files; `models`: each coder's trained-on and mined-on model (coders/discover.py `coder_models`)."""
+    """Write the three files; `models`: each coder's trained-on and mined-on model (coders/discover.py `coder_models`);
+    `effects`: each coder's output tokens, or why it has none (output_tokens.py; None: not asked for)."""
     per_coder: dict[str, dict] = {}
     window_ids: list[np.ndarray] = []
     chunk = _chunk_latents(sampling)
+    pool = _pool_embeddings(states, corpus, tokenizer, layout, tokens)
+    hard: dict[str, HardNegativeInputs] = {}
     with rd.writer(CONTEXTS) as writer:
         for coder in coders:
             state = states[coder.name]
+            hard[coder.name] = _hard_inputs(coder, state, pool)
             n_rows = 0
             for lo in range(0, state.d_sae, chunk):
-                rows = select_rows(state, sampling, coder.binary, lo, min(lo + chunk, state.d_sae))
+                rows = select_rows(state, sampling, coder.binary, lo, min(lo + chunk, state.d_sae), hard[coder.name])
                 if len(rows):
                     writer.write_table(_rows_table(coder.name, rows))
                     window_ids.append(np.unique(rows.window_id))
@@ -111,7 +154,8 @@ def write_outputs(
     for coder in coders:
         state = states[coder.name]
         status = latent_status(state, sampling.min_examples)
-        tables.append(_latents_table(coder, state, status, models[coder.name]))
+        tables.append(_latents_table(coder, state, status, models[coder.name], (effects or {}).get(coder.name),
+                                     hard[coder.name].neighbours))
         counts = np.bincount(status, minlength=len(STATUSES))
         per_coder[coder.name].update(
             hookpoint=coder.hookpoint, binary=coder.binary, latents=state.d_sae, **asdict(models[coder.name]),

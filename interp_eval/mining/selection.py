@@ -2,7 +2,9 @@
 
 Per latent: its top-N windows (`top` / `display`); its explanation and test windows, drawn from
 the reservoir over equal-count bins of window max activation (`quantile` / `explain` and `test`);
-and its non-activating windows from the shared pool (`random_negative` / `test`). See catalog.CONTEXTS for
+and its non-activating windows from the shared pool (`random_negative` / `test`), plus with the hard-negative
+inputs the pool windows a neighbour latent fires in, or most like its own (`neighbour_negative`, `similar_negative`;
+hard_negatives.py). See catalog.CONTEXTS for
 what each kind is for. While rows are tensors and numpy arrays, kinds, splits and statuses are the
 int8 codes below: their positions in catalog.KINDS, SPLITS and STATUSES, which label them when the
 tables are written.
@@ -16,13 +18,15 @@ import numpy as np
 import torch
 
 from .config import Sampling
+from .hard_negatives import HardNegativeInputs, pick_neighbour_negatives, pick_similar_negatives
 from ..catalog import (
-    KIND_NEGATIVE, KIND_QUANTILE, KIND_TOP, KINDS, SPLIT_DISPLAY, SPLIT_EXPLAIN, SPLIT_TEST, SPLITS, STATUS_DEAD, STATUS_OK,
+    KIND_NEGATIVE, KIND_NEIGHBOUR, KIND_QUANTILE, KIND_SIMILAR, KIND_TOP, KINDS, SPLIT_DISPLAY, SPLIT_EXPLAIN, SPLIT_TEST, SPLITS, STATUS_DEAD, STATUS_OK,
     STATUS_TOO_RARE, STATUSES,
 )
 from .state import EMPTY_LOW, EMPTY_TOP, CoderState, best_keys
 
-TOP, QUANTILE, NEGATIVE = (KINDS.index(k) for k in (KIND_TOP, KIND_QUANTILE, KIND_NEGATIVE))
+TOP, QUANTILE, NEGATIVE, NEIGHBOUR, SIMILAR = (KINDS.index(k) for k in (KIND_TOP, KIND_QUANTILE, KIND_NEGATIVE,
+                                                                        KIND_NEIGHBOUR, KIND_SIMILAR))
 DISPLAY, EXPLAIN, TEST = (SPLITS.index(s) for s in (SPLIT_DISPLAY, SPLIT_EXPLAIN, SPLIT_TEST))
 OK, TOO_RARE, DEAD = (STATUSES.index(s) for s in (STATUS_OK, STATUS_TOO_RARE, STATUS_DEAD))
 
@@ -33,7 +37,7 @@ class Rows:
 
     latent: np.ndarray  # int64
     window_id: np.ndarray  # int64
-    kind: np.ndarray  # int8: TOP, QUANTILE or NEGATIVE
+    kind: np.ndarray  # int8: TOP, QUANTILE, NEGATIVE, NEIGHBOUR or SIMILAR
     split: np.ndarray  # int8: DISPLAY, EXPLAIN or TEST
     quantile: np.ndarray  # int8, -1 = null
     rank: np.ndarray  # int32
@@ -90,8 +94,10 @@ def _per_bin(total: torch.Tensor, room: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def select_rows(state: CoderState, sampling: Sampling, binary: bool, lo: int = 0, hi: int | None = None) -> Rows:
-    """The top, explain, test and negative rows of latents [lo, hi), ordered by latent then kind."""
+def select_rows(state: CoderState, sampling: Sampling, binary: bool, lo: int = 0, hi: int | None = None,
+                hard: HardNegativeInputs | None = None) -> Rows:
+    """The top, explain, test and negative rows of latents [lo, hi), ordered by latent then kind (`hard`: also the
+    hard negatives)."""
     s = sampling
     hi = state.d_sae if hi is None else hi
     L, W = hi - lo, state.window
@@ -159,10 +165,20 @@ def select_rows(state: CoderState, sampling: Sampling, binary: bool, lo: int = 0
     count = quiet.long().cumsum(1)
     pick = quiet & (count <= s.n_negative)
     r, p = pick.nonzero(as_tuple=True)
+    pool_win = state.pool_win.cpu()[porder]
     blocks.append(_rows(
-        lat0[r], state.pool_win.cpu()[porder][p], NEGATIVE, TEST,
+        lat0[r], pool_win[p], NEGATIVE, TEST,
         torch.full_like(r, -1), count[r, p] - 1, torch.zeros(r.numel(), W), torch.zeros(r.numel()),
     ))
+    if hard is not None:  # from the same pool, in the same random order, where the latent fires nowhere
+        fire = state.pool_fire.cpu()[porder] & pvalid[:, None]  # [P, every latent]
+        picks = [(NEIGHBOUR, pick_neighbour_negatives(quiet, fire, hard.neighbours[lo:hi], s.n_negative))]
+        if hard.pool_embeddings is not None:
+            emb = hard.pool_embeddings[porder] * pvalid[:, None]
+            picks.append((SIMILAR, pick_similar_negatives(quiet, fire[:, lo:hi].T, emb, s.n_negative)))
+        for kind, (r, p, rank) in picks:
+            blocks.append(_rows(lat0[r], pool_win[p], kind, TEST, torch.full_like(r, -1), rank,
+                                torch.zeros(r.numel(), W), torch.zeros(r.numel())))
 
     cat = {k: torch.cat([b[k] for b in blocks]) for k in blocks[0]}
     # latent-major order, stable so kinds stay top, explain, test, negative within a latent

@@ -56,6 +56,7 @@ from ..subject.hookpoints import capture
 from ..subject.model import SubjectModel, load_subject_model
 from .checkpoints import Progress, checkpoint_path, load_checkpoint, save_checkpoint
 from .config import MineConfig
+from .output_tokens import output_tokens
 from .outputs import summary_from_files, write_outputs
 from ..catalog import CONTEXTS, LATENTS, WINDOWS
 from .state import CoderState, all_gather_state
@@ -124,6 +125,7 @@ class _Pass:
     ckpt: Path  # this rank's checkpoint
     ckpt_hash: str  # the config hash plus what a checkpoint also depends on (batch size, ranks)
     run_id: str  # this run's id: its manifest lines and its three files record it
+    effects: dict | None = None  # each coder's output tokens, or why it has none (rank 0, made beside the pass)
 
     @property
     def n_contexts(self) -> int:
@@ -156,6 +158,7 @@ def _set_up(rd: RunDir, cfg: MineConfig, subject: SubjectModel | None) -> _Pass:
         "tokens": cfg.tokens,
         "sampling": asdict(cfg.sampling),
         "coders": [{"name": c.name, "fingerprint": fingerprint(c.folder)} for c in coders],
+        "output_tokens": cfg.output_tokens,
     }
     if cfg.allow_model_mismatch:  # recorded, so hashed, only when given: earlier runs' hashes stay valid
         record["allow_model_mismatch"] = True
@@ -196,6 +199,8 @@ def _mine(p: _Pass, progress: Progress, on_batch: Callable[[int], None] | None) 
         f" (rank {d.rank} of {d.world})" if d.world > 1 else "", state_mb,
     )
     models = [g.model(p.subject) for g in p.groups]  # random-model controls are built here, from the subject's config
+    if d.is_main:
+        p.effects = output_tokens([(m, g.coders) for g, m in zip(p.groups, models)], cfg.output_tokens)
     sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
     bookkeeping_threads = BookkeepingThreads(dev)
     contexts = iter_contexts(cfg.corpus, p.subject.tokenizer, "heldout", p.n_contexts * cfg.ctx_len)
@@ -257,7 +262,7 @@ def _finish(p: _Pass, progress: Progress) -> dict:
     n_windows = 0
     if d.is_main:
         per = write_outputs(RunDir(rd.root, run_id=p.run_id), p.coders, coder_models(p.groups, p.subject), states,
-                            cfg.sampling, cfg.corpus, p.subject.tokenizer, p.layout, p.n_contexts * cfg.ctx_len)
+                            cfg.sampling, cfg.corpus, p.subject.tokenizer, p.layout, p.n_contexts * cfg.ctx_len, p.effects)
         n_windows = per.pop("_windows")["n"]
         rd.init({STAGE: p.record})
         mismatch = {"model_mismatch": p.record["model_mismatch"]} if p.record.get("model_mismatch") else {}

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field, replace
 
 from ..config_fields import NOT_AN_OPTION, count_or_all, flags
 from ..errors import UserError
+from ..catalog import NEGATIVES
 from .registry import get_scorer, scorer_names
 
 LOCAL_WINDOWS_PER_PROMPT = 1  # the offline model's format, chosen by measured power (README)
@@ -51,6 +52,10 @@ class ScoreConfig:
     """Windows per intruder prompt (chance 1/n)."""
     intruder_trials: int = 4
     """Intruder prompts per latent."""
+    negatives: str = "random"
+    """Non-activating test windows: random (the paper's), neighbours (windows where a latent with a near decoder
+    direction fires) or similar (text most like the latent's own): hard negatives test whether an explanation is
+    specific. A hard-negative score is reported as its own scorer, e.g. detection@neighbours."""
     window_tokens: int | None = None
     """LLM scorers: cut each test window to N tokens around its highest activation; 0: whole windows (default: 16
     for the offline model, chosen by measured power; whole windows for hosted models)."""
@@ -69,7 +74,14 @@ class ScoreConfig:
         if not self.scorers:
             raise UserError("--scorer: name at least one scorer")
         for s in self.scorers:
+            if "@" in s:
+                raise UserError(f"--scorer {s}: name the scorer alone and its negatives with --negatives")
             get_scorer(s)
+        if self.negatives not in NEGATIVES:
+            raise UserError(f"--negatives {self.negatives}: use one of {', '.join(NEGATIVES)}")
+        if self.negatives != "random" and "intruder" in self.scorers:
+            raise UserError(f"--negatives {self.negatives}: the intruder scorer reads no non-activating windows; score it "
+                            "in a run of its own")
         if len(set(self.scorers)) != len(self.scorers):
             raise UserError("--scorer: each scorer once")
         for name in ("n_activating", "n_negative", "intruder_trials"):

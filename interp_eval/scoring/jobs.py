@@ -12,7 +12,8 @@ import numpy as np
 import pandas as pd
 
 from ..artifacts import RunDir
-from ..catalog import CONTEXTS, EXPLANATIONS, KIND_NEGATIVE, SPLIT_EXPLAIN, SPLIT_TEST, STATUS_OK, WINDOWS
+from ..catalog import CONTEXTS, EXPLANATIONS, NEGATIVES, SPLIT_EXPLAIN, SPLIT_TEST, STATUS_OK, WINDOWS
+from ..errors import UserError
 from ..latent_selection import pick
 from ..prompting import render
 from .config import ScoreConfig
@@ -88,12 +89,16 @@ def load_tests(rd: RunDir, keys: set[tuple[str, int]], latents: pd.DataFrame, cf
         mine = rows.take(at)
         explain = mine.split == SPLIT_EXPLAIN
         explain_ids[key] = mine.window_id[explain].tolist()
-        known[key] = set(mine.window_id[mine.kind != KIND_NEGATIVE].tolist())
+        known[key] = set(mine.window_id[~np.isin(mine.kind, list(NEGATIVES.values()))].tolist())
         tests[key] = build_latent_tests(
             coder, int(latent), "", binary.get(coder, False), mine.take(np.flatnonzero(~explain)), explain_ids[key], tokens_of,
             n_activating=cfg.n_activating, n_negative=cfg.n_negative, seed=cfg.seed, marks=marks,
-            window_tokens=cfg.window_tokens,
+            window_tokens=cfg.window_tokens, negative_kind=NEGATIVES[cfg.negatives],
         )
+    kind = NEGATIVES[cfg.negatives]
+    if cfg.negatives != "random" and not (rows.kind == kind).any():
+        raise UserError(f"--negatives {cfg.negatives}: {CONTEXTS} has no {kind} windows (mined by an interp-eval without "
+                        "hard negatives, or without the sentence embedder for similar): run `interp-eval mine --force`")
     for key in keys - set(tests):
         tests[key] = LatentTests(key[0], key[1], "", binary.get(key[0], False), [])
     return TestData(tests, explain_ids, known, {w: render(t) for w, t in tokens_of.items()})
@@ -134,7 +139,7 @@ def explanation_sha(explanation: str) -> str:
 
 def done_keys(pred: pd.DataFrame, jobs: Sequence[Job], scorer, model: str, version: str, wpp: int | None, cfg: ScoreConfig) -> set:
     """Jobs whose rows match the current model, scorer version, seed, explanation and test windows, with no failed window."""
-    p = pred[pred["scorer"] == scorer.name]
+    p = pred[pred["scorer"] == scorer.label]
     if p.empty:
         return set()
     want = {j.key: (scorer.expected_windows(j), explanation_sha(j.tests.explanation)) for j in jobs}

@@ -85,6 +85,11 @@ class Scorer:
     metrics: ClassVar[tuple[str, ...]] = ("accuracy", "balanced_accuracy", "precision", "recall", "f1", "auc")
     code_version: ClassVar[str] = "1"
 
+    @property
+    def label(self) -> str:
+        """The scorer as its rows name it: its name, or `<name>@<negatives>` with hard negatives (`labelled`)."""
+        return getattr(self, "_label", self.name)
+
     def version(self) -> str:
         """Recorded in every row; a changed version means the latent is scored anew."""
         return f"{self.name}@{self.code_version}"
@@ -164,10 +169,24 @@ def scorer_names() -> tuple[str, ...]:
 
 
 def get_scorer(name: str) -> Scorer:
+    """The scorer registered as `name`; a hard-negative label (`detection@neighbours`) gives its scorer."""
     found = scorers()
-    if name not in found:
+    base = name.partition("@")[0]
+    if base not in found:
         raise UserError(f"--scorer {name}: unknown scorer (use one of {', '.join(found)})")
-    return found[name]
+    return found[base]
+
+
+def labelled(scorer: Scorer, negatives: str) -> Scorer:
+    """The scorer as its rows name it: itself with random negatives, else a copy named `<name>@<negatives>`, so that
+    its scores with hard negatives sit beside (never over) its scores with random ones."""
+    if negatives == "random":
+        return scorer
+    import copy
+
+    twin = copy.copy(scorer)
+    twin._label = f"{scorer.name}@{negatives}"
+    return twin
 
 
 def preferred_metric(scorer: str, prefer: str) -> str:

@@ -16,7 +16,7 @@ from ..progress import progress_bar
 from .classifier import wants_logprobs
 from .config import ScoreConfig
 from .order import prefix_order
-from .registry import Job, LLMScorer, ScorePrompt, get_scorer
+from .registry import Job, LLMScorer, ScorePrompt, get_scorer, labelled
 from .rows import ROW_DEFAULTS, base_row, predictions_table
 
 
@@ -31,7 +31,7 @@ def llm_rows(scorer: LLMScorer, p: ScorePrompt, history: list[LLMResponse], mode
         failure = f"llm: {last.error}"
     else:
         failure = f"parse: no valid answer for {p.answer_size} item(s) after {len(history)} answer(s); last: {(last.text or '')[:80]!r}"
-    base = base_row(p.job, scorer.name, model, version, wpp, cfg)
+    base = base_row(p.job, scorer.label, model, version, wpp, cfg)
     preds = []
     for w in scorer.window_rows(p, answer, probs):
         row = {**ROW_DEFAULTS, **base, **w, "parse_ok": answer is not None, "failure": failure, "attempts": len(history),
@@ -39,7 +39,7 @@ def llm_rows(scorer: LLMScorer, p: ScorePrompt, history: list[LLMResponse], mode
         if failure is None and w.get("failure"):  # an answer the scorer cannot use (simulation: logprobs that do not line up)
             row.update(parse_ok=False, failure=w["failure"])
         preds.append(row)
-    tag = CallTag(p.job.tests.coder, p.job.tests.latent, explainer=p.job.explainer, scorer=scorer.name, control=p.job.control)
+    tag = CallTag(p.job.tests.coder, p.job.tests.latent, explainer=p.job.explainer, scorer=scorer.label, control=p.job.control)
     return preds, ledger_rows(tag, history)
 
 
@@ -60,7 +60,8 @@ def run_llm(rd: RunDir, llm_cfg: LLMConfig, todo: dict[str, list[Job]], model: s
     llm = make_client(llm_cfg)
     logprobs = wants_logprobs(*llm_cfg.resolved())
     # one scorer, then one explanation, at a time: consecutive prompts share the longest prefix (order.py)
-    jobs = prefix_order([(get_scorer(s), j) for s in todo if get_scorer(s).uses_llm for j in todo[s]])
+    chosen = {s: labelled(get_scorer(s), cfg.negatives) for s in todo}  # as its rows name it (detection@neighbours)
+    jobs = prefix_order([(chosen[s], j) for s in todo if chosen[s].uses_llm for j in todo[s]])
 
     def write(finished: list[_OpenJob]) -> None:
         # the ledger first: a crash between the two writes re-scores these jobs (from the cache), never loses their cost record
@@ -81,7 +82,7 @@ def run_llm(rd: RunDir, llm_cfg: LLMConfig, todo: dict[str, list[Job]], model: s
 
                 def settled(q: Question, answers: list[LLMResponse]) -> None:
                     open_job, p = q.about
-                    preds, calls = llm_rows(open_job.scorer, p, answers, model, versions[open_job.scorer.name], wpp, cfg)
+                    preds, calls = llm_rows(open_job.scorer, p, answers, model, versions[open_job.scorer.label], wpp, cfg)
                     open_job.preds += preds
                     open_job.calls += calls
                     open_job.left -= 1

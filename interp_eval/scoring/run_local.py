@@ -21,12 +21,12 @@ def run_local(rd: RunDir, scorer: LocalScorer, jobs: list[Job], context: LocalCo
                cfg: ScoreConfig) -> None:
     model = scorer.model("")
     step = max(1, cfg.chunk) * 64
-    with progress_bar(scorer.name, total=len(jobs), unit="jobs") as bar:
+    with progress_bar(scorer.label, total=len(jobs), unit="jobs") as bar:
         for start in range(0, len(jobs), step):
             part = jobs[start : start + step]
             rows = []
             for job, windows in zip(part, scorer.score(part, context)):
-                base = base_row(job, scorer.name, model, versions[scorer.name], None, cfg)
+                base = base_row(job, scorer.label, model, versions[scorer.label], None, cfg)
                 rows += [{**ROW_DEFAULTS, **base, **w} for w in windows]
             predictions_table(rd).add(rows)
             context.embeddings.save()

@@ -52,7 +52,7 @@ from .config import HOSTED_WINDOWS_PER_PROMPT, LOCAL_WINDOW_TOKENS, LOCAL_WINDOW
 from .dry_run import dry_run as plan_dry_run
 from .embedding import WindowEmbeddings
 from .jobs import TestData, done_keys, explained, live_latents, load_tests, make_jobs, read_explanations
-from .registry import EXPLAINED, LIVE, Job, get_scorer, scorer_names
+from .registry import EXPLAINED, LIVE, Job, get_scorer, labelled, scorer_names
 from .rows import load_predictions, predictions_table, to_table
 from .run_llm import run_llm
 from .run_local import LocalContext, run_local
@@ -91,7 +91,8 @@ def run_score_stage(run: str | Path, cfg: ScoreConfig | None = None, llm_cfg: LL
             raise UserError(f"--coder {', '.join(sorted(missing))}: not in {LATENTS} (coders: {', '.join(sorted(set(lat['coder'])))})")
     for line in mismatch_lines(lat[lat["coder"].isin(cfg.coders)] if cfg.coders else lat):
         log.warning("score: %s", line)
-    chosen = [get_scorer(s) for s in cfg.scorers]
+    chosen = [labelled(get_scorer(s), cfg.negatives) for s in cfg.scorers]
+    labels = [s.label for s in chosen]  # as the rows name them (detection@neighbours with hard negatives)
     uses_llm = any(s.uses_llm for s in chosen)
     llm_cfg = llm_cfg if llm_cfg is not None else LLMConfig(model=None)
     backend, model = llm_cfg.resolved() if uses_llm else ("none", "")
@@ -102,7 +103,7 @@ def run_score_stage(run: str | Path, cfg: ScoreConfig | None = None, llm_cfg: LL
     cfg = with_backend_format(cfg, backend)
     wpp = cfg.windows_per_prompt
     cut_tag = f"+cut{cfg.window_tokens}" if cfg.window_tokens else ""  # a cut window is another test: no reuse across cuts
-    versions = {s.name: s.version() + (cut_tag if s.uses_llm else "") for s in chosen}
+    versions = {s.label: s.version() + (cut_tag if s.uses_llm else "") for s in chosen}
     wants_explanations = any(s.needs_explanation or s.latents == EXPLAINED for s in chosen)
     all_expl = read_explanations(rd) if wants_explanations else pd.DataFrame(columns=["coder", "latent", "explainer", "explanation"])
     selected = explained(all_expl, lat, cfg) if wants_explanations else all_expl
@@ -121,11 +122,11 @@ def run_score_stage(run: str | Path, cfg: ScoreConfig | None = None, llm_cfg: LL
         jobs = [j for j in make_jobs(s, selected, live, data, cfg) if j.tests.windows]
         if hasattr(s, "prepare"):  # scorers that pair a latent with others (the intruder)
             s.prepare(jobs, data.tests, data.known, cfg)
-        done = done_keys(pred, jobs, s, s.model(model), versions[s.name], wpp if s.uses_llm else None, cfg)
-        todo[s.name] = [j for j in jobs if j.key not in done]
-        counts["jobs"][s.name] = len(jobs)
-        counts["to_score"][s.name] = len(todo[s.name])
-        counts["already_done"][s.name] = len(jobs) - len(todo[s.name])
+        done = done_keys(pred, jobs, s, s.model(model), versions[s.label], wpp if s.uses_llm else None, cfg)
+        todo[s.label] = [j for j in jobs if j.key not in done]
+        counts["jobs"][s.label] = len(jobs)
+        counts["to_score"][s.label] = len(todo[s.label])
+        counts["already_done"][s.label] = len(jobs) - len(todo[s.label])
     stage_hash = config_hash({"score": asdict(cfg), "backend": backend, "model": model, "versions": versions})
 
     if dry_run:
@@ -133,31 +134,31 @@ def run_score_stage(run: str | Path, cfg: ScoreConfig | None = None, llm_cfg: LL
 
     log.info("scoring %s%s", ", ".join(f"{len(v)} jobs ({s})" for s, v in todo.items()), f" with {model}" if uses_llm else "")
     usage: dict[str, Any] = {}
-    if any(todo[s.name] for s in chosen if s.uses_llm):
-        usage = run_llm(rd, llm_cfg, {s.name: todo[s.name] for s in chosen if s.uses_llm}, model, versions, wpp, cfg)
-    local = [s for s in chosen if not s.uses_llm and todo[s.name]]
+    if any(todo[s.label] for s in chosen if s.uses_llm):
+        usage = run_llm(rd, llm_cfg, {s.label: todo[s.label] for s in chosen if s.uses_llm}, model, versions, wpp, cfg)
+    local = [s for s in chosen if not s.uses_llm and todo[s.label]]
     if local:
         context = LocalContext(WindowEmbeddings(rd.path(WINDOW_EMBEDDINGS), data.texts))
         for s in local:
-            run_local(rd, s, todo[s.name], context, versions, cfg)
+            run_local(rd, s, todo[s.label], context, versions, cfg)
 
     # consolidate: predictions into their final file, then the aggregates
     pred = load_predictions(rd)
     predictions_table(rd).write(to_table(pred, PREDICTIONS.schema))
 
     # the aggregates of this run's scorers, beside the rows other scorers' runs wrote (their predictions are untouched)
-    ours = pred[pred["scorer"].isin(cfg.scorers)]
+    ours = pred[pred["scorer"].isin(labels)]
     scores = aggregate.latent_scores(ours, lat, all_expl if len(all_expl) else None)
     calls = rd.read(LLM_USAGE, where={"scorer": sorted(set(ours["scorer"]))}) if rd.has(LLM_USAGE) else LLM_USAGE.empty().to_pandas()
     if not calls.empty:
         per = spend(calls, KEY)[[*KEY, "calls", "input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens", "cost_usd"]]
         scores = scores.merge(per, on=KEY, how="left")
     summ = aggregate.summary(scores, ours, lat, all_expl if len(all_expl) else None, freq_adjust=cfg.freq_adjust, seed=cfg.seed,
-                             chance={s.name: s.chance(cfg) for s in chosen})
-    scores = _with_other_scorers(rd, LATENT_SCORES, scores, cfg.scorers)
+                             chance={s.label: s.chance(cfg) for s in chosen})
+    scores = _with_other_scorers(rd, LATENT_SCORES, scores, labels)
     rd.write(LATENT_SCORES, scores)
-    rd.write(SCORE_SUMMARY, _with_other_scorers(rd, SCORE_SUMMARY, summ, cfg.scorers))
-    rd.write(SCORE_BY_QUANTILE, _with_other_scorers(rd, SCORE_BY_QUANTILE, aggregate.by_quantile(ours), cfg.scorers))
+    rd.write(SCORE_SUMMARY, _with_other_scorers(rd, SCORE_SUMMARY, summ, labels))
+    rd.write(SCORE_BY_QUANTILE, _with_other_scorers(rd, SCORE_BY_QUANTILE, aggregate.by_quantile(ours), labels))
     written = [PREDICTIONS, LATENT_SCORES, SCORE_SUMMARY, SCORE_BY_QUANTILE]
     if local:
         written.append(WINDOW_EMBEDDINGS)
@@ -167,11 +168,11 @@ def run_score_stage(run: str | Path, cfg: ScoreConfig | None = None, llm_cfg: LL
     outputs = [t.name for t in written]
 
     in_sel = np.array([k in keys for k in zip(pred["coder"], pred["latent"].astype(int))], dtype=bool)
-    mine = pred[in_sel & pred["scorer"].isin(cfg.scorers).to_numpy()]
+    mine = pred[in_sel & pred["scorer"].isin(labels).to_numpy()]
     llm_errors = int(mine["failure"].fillna("").str.startswith("llm").sum())
     parse_failures = int(mine["failure"].fillna("").str.startswith("parse").sum())
     if llm_errors == 0:
-        rd.mark_complete("score", stage_hash, outputs, scorers=list(cfg.scorers), latents=len(keys))
+        rd.mark_complete("score", stage_hash, outputs, scorers=labels, latents=len(keys))
     if llm_errors or parse_failures:
         log.warning("%d windows without a prediction (%d provider errors, %d unparseable after retries): re-run the same "
                     "command to ask them again", llm_errors + parse_failures, llm_errors, parse_failures)

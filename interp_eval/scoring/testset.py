@@ -133,11 +133,12 @@ def _spread_over_quantiles(act: np.ndarray, rows: TestRows, n: int) -> np.ndarra
     return np.concatenate(keep) if keep else act[:0]
 
 
-def select_test_rows(rows: TestRows, n_activating: int, n_negative: int, seed: int, coder: str, latent: int) -> TestRows:
-    """The test rows of one latent (activating first, then negatives), capped as documented above."""
+def select_test_rows(rows: TestRows, n_activating: int, n_negative: int, seed: int, coder: str, latent: int,
+                     negative_kind: str = KIND_NEGATIVE) -> TestRows:
+    """The test rows of one latent (activating first, then negatives of `negative_kind`), capped as documented above."""
     test = rows.split == SPLIT_TEST
     act = np.flatnonzero((rows.kind == KIND_QUANTILE) & test)
-    neg = np.flatnonzero((rows.kind == KIND_NEGATIVE) & test)
+    neg = np.flatnonzero((rows.kind == negative_kind) & test)
     if len(act) > n_activating:
         q = rows.quantile[act]
         if not np.isnan(q).any():
@@ -156,13 +157,13 @@ def select_test_rows(rows: TestRows, n_activating: int, n_negative: int, seed: i
 def build_latent_tests(
     coder: str, latent: int, explanation: str, binary: bool, rows: TestRows | pd.DataFrame, explain_ids: Sequence[int],
     tokens_of: dict[int, list[str]], *, n_activating: int, n_negative: int, seed: int, marks: bool = True,
-    window_tokens: int | None = None,
+    window_tokens: int | None = None, negative_kind: str = KIND_NEGATIVE,
 ) -> LatentTests:
     """Select, check, (mark) and shuffle one latent's test windows; `marks=False` leaves fuzz marks for mark_fuzz later;
     `window_tokens` cuts every window to that many tokens (ScoreWindow.cut) before it is marked."""
     if isinstance(rows, pd.DataFrame):
         rows = TestRows.of(rows)
-    sel = select_test_rows(rows, n_activating, n_negative, seed, coder, latent)
+    sel = select_test_rows(rows, n_activating, n_negative, seed, coder, latent, negative_kind)
     check_disjoint(coder, latent, sel.window_id.tolist(), explain_ids)
     windows: list[ScoreWindow] = []
     for wid, kind, q, acts in zip(sel.window_id.tolist(), sel.kind, sel.quantile.tolist(), sel.activations):
@@ -171,7 +172,7 @@ def build_latent_tests(
         label = 1 if kind == KIND_QUANTILE else 0
         a = np.asarray(acts, dtype=np.float32)
         if label == 0 and (a > 0).any():
-            raise UserError(f"{CONTEXTS}: {coder} latent {latent}: random_negative window {wid} has activations > 0")
+            raise UserError(f"{CONTEXTS}: {coder} latent {latent}: {kind} window {wid} has activations > 0")
         quantile = None if q != q else int(q)
         windows.append(ScoreWindow(wid, label, quantile, tokens_of[wid], a).cut(window_tokens))
     if marks:
