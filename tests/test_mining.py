@@ -116,9 +116,10 @@ def test_every_row_holds_the_true_activations(tables, brute):
         got = _acts(df)
         np.testing.assert_array_equal(got, want)
         np.testing.assert_array_equal(df["max_activation"].to_numpy(), got.max(1))
-        active = df["kind"] != "random_negative"
+        active = df["kind"].isin(["top", "quantile"])
         assert (got[active.to_numpy()].max(1) > 0).all()
-        # negatives: the latent fires at no token of the window
+        # negatives of every kind (random, neighbour, similar): the latent fires at no token of the window
+        assert set(df.loc[~active, "kind"]) == {"random_negative", "neighbour_negative", "similar_negative"}
         assert (brute[name]["window_max"][wid[~active], lat[~active]] == 0).all()
 
 
