@@ -84,6 +84,7 @@ def load_tests(rd: RunDir, keys: set[tuple[str, int]], latents: pd.DataFrame, cf
     tokens_of = {int(w): list(t) for w, t in zip(win["window_id"], win["tokens"])}
     binary = dict(zip(latents["coder"], latents["binary"].astype(bool)))
     tests, explain_ids, known = {}, {}, {}
+    kind = NEGATIVES[cfg.negatives]  # the non-activating windows this run scores with
     for (coder, latent), at in groups.items():
         key = (coder, int(latent))
         mine = rows.take(at)
@@ -93,9 +94,8 @@ def load_tests(rd: RunDir, keys: set[tuple[str, int]], latents: pd.DataFrame, cf
         tests[key] = build_latent_tests(
             coder, int(latent), "", binary.get(coder, False), mine.take(np.flatnonzero(~explain)), explain_ids[key], tokens_of,
             n_activating=cfg.n_activating, n_negative=cfg.n_negative, seed=cfg.seed, marks=marks,
-            window_tokens=cfg.window_tokens, negative_kind=NEGATIVES[cfg.negatives],
+            window_tokens=cfg.window_tokens, negative_kind=kind,
         )
-    kind = NEGATIVES[cfg.negatives]
     if cfg.negatives != "random" and not (rows.kind == kind).any():
         raise UserError(f"--negatives {cfg.negatives}: {CONTEXTS} has no {kind} windows (mined by an interp-eval without "
                         "hard negatives, or without the sentence embedder for similar): run `interp-eval mine --force`")
