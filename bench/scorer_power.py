@@ -4,12 +4,13 @@ A faster or cheaper scoring format that loses its power is a regression; this be
 is chosen. For each format it copies the run's mining and explanation tables into a scratch run,
 scores the first N explained latents of each coder with their own explanations and with the shuffled
 control (a seeded derangement), and prints the headline metric, the control, the power with its
-bootstrap 95% interval over latents, and seconds per scored window.
+bootstrap 95% interval over latents, and seconds per scored window (steering: per trial, its generation included).
 
     python bench/scorer_power.py --run runs/demo --model local --latents 6 --formats 1 5
     python bench/scorer_power.py --run runs/demo --latents 5 --formats 1 1x16 1x8   # 1 a prompt, cut to 16 / 8 tokens
     python bench/scorer_power.py --run runs/demo --model claude --scorer fuzzing --formats 5
     python bench/scorer_power.py --run runs/demo --formats 1x16 --negatives random neighbours similar  # hard negatives
+    python bench/scorer_power.py --run runs/demo --scorer steering --steering-scale 2 4 --latents 20  # steering scales
 
 Not run in CI (the offline model scores windows slowly; README has the measured seconds a window).
 """
@@ -40,17 +41,20 @@ def parse_format(text: str) -> tuple[int, int | None]:
 
 
 def measure(run: Path, llm_cfg: LLMConfig, scorer: str, fmt: str, latents: int, explainers, n_test: int, scratch: Path,
-            negatives: str = "random") -> list[dict]:
+            negatives: str = "random", steering_scale: float | None = None) -> list[dict]:
     wpp, cut = parse_format(fmt)
     label = f"{wpp} a prompt" + (f", {cut} tokens" if cut else ", whole windows") + f", {negatives} negatives"
-    work = scratch / f"{scorer}-{fmt}-{negatives}"
+    extra = {}
+    if steering_scale is not None:  # steering reads no window: its format is the scale
+        label, extra = f"scale {steering_scale:g}", {"steering_scale": steering_scale}
+    work = scratch / f"{scorer}-{fmt}-{negatives}-{steering_scale}"
     work.mkdir(parents=True)
     for entry in COPIED:
         if (run / entry.name).exists():
             shutil.copy2(run / entry.name, work / entry.name)
     t = time.perf_counter()
     cfg = ScoreConfig(scorers=(scorer,), latents=latents, windows_per_prompt=wpp, explainers=explainers,
-                      n_activating=n_test, n_negative=n_test, window_tokens=cut, negatives=negatives)
+                      n_activating=n_test, n_negative=n_test, window_tokens=cut, negatives=negatives, **extra)
     out = run_score_stage(work, cfg, llm_cfg)
     seconds = time.perf_counter() - t
     scored_windows = len(RunDir(work).read(PREDICTIONS, columns=["latent"]))
@@ -90,14 +94,16 @@ def main() -> None:
     ap.add_argument("--n-test", type=int, default=10, help="activating and non-activating test windows per latent (each)")
     ap.add_argument("--explainer", action="append", default=None, help="only these explainers' explanations")
     ap.add_argument("--negatives", nargs="+", default=["random"], help="non-activating windows: random, neighbours, similar")
+    ap.add_argument("--steering-scale", nargs="+", type=float, default=None, help="steering: the scales to compare")
     args = ap.parse_args()
     llm_cfg = LLMConfig(model=args.model, base_url=args.base_url)
     rows = []
     with tempfile.TemporaryDirectory(prefix="scorer-power-") as scratch:
         for fmt in args.formats:
             for negatives in args.negatives:
-                rows += measure(args.run, llm_cfg, args.scorer, fmt, args.latents, args.explainer, args.n_test, Path(scratch),
-                                negatives)
+                for scale in args.steering_scale or [None]:
+                    rows += measure(args.run, llm_cfg, args.scorer, fmt, args.latents, args.explainer, args.n_test, Path(scratch),
+                                    negatives, scale)
     df = pd.DataFrame(rows)
     with pd.option_context("display.width", 200, "display.max_columns", 20):
         print(df.to_string(index=False, float_format=lambda v: f"{v:.3f}"))

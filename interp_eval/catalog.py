@@ -399,6 +399,20 @@ WINDOW_EMBEDDINGS = Table(
     _schema(("window_id", _i64), ("model", _str), ("embedding", pa.list_(_f32))),
 )
 
+STEERING = Table(
+    "steering.parquet", "score", "the steering scorer's continuations: each steering prompt continued greedily by the "
+    "subject model with and without the latent's decoder direction added (subject/steering.py), made once per latent",
+    _schema(
+        ("coder", _str), ("latent", _i64), ("prompt_index", _i64), ("prompt", _str),
+        ("steered", pa.list_(_str)),  # the steered continuation, one string per token
+        ("clean", pa.list_(_str)),    # the unsteered continuation of the same prompt
+        ("scale", _f64),              # the added vector's norm / the site's median activation norm
+        ("site_norm", _f64),          # the site's median activation norm over the steering prompts (subject/steering.py)
+        ("new_tokens", _i64),         # tokens asked for (a continuation ends early only at end-of-text)
+        ("mine_config", _str),        # the mining run whose coder folders were steered
+    ),
+)
+
 SCORE_PARTS = Folder("score.parts", "score", "part files of an unfinished score stage, merged into predictions.parquet at its end")
 EXPLAIN_PARTS = Folder("explain.parts", "explain", "part files of an unfinished explain stage, merged into explanations.parquet at its end")
 LLM_BATCH_STATE = Folder("llm_batch_<stage>.json", "explain, score", "pending provider batches, so a restarted run resumes polling")
@@ -429,6 +443,6 @@ RESULTS_DIR = Folder("results", "report", "the report: coders/scorers/explanatio
                      "plots/*.png and report.html")
 
 TABLES = (TRAIN_METRICS, RECON_EVAL, LATENTS, WINDOWS, CONTEXTS, EXPLANATIONS, PREDICTIONS, LATENT_SCORES, SCORE_SUMMARY,
-          SCORE_BY_QUANTILE, SCORE_BY_FREQUENCY, WINDOW_EMBEDDINGS, LLM_USAGE)
+          SCORE_BY_QUANTILE, SCORE_BY_FREQUENCY, WINDOW_EMBEDDINGS, STEERING, LLM_USAGE)
 FOLDERS = (RUN_JSON, MANIFEST, CODERS_DIR, ACTIVATIONS_DIR, CHECKPOINTS_DIR, EXPLAIN_PARTS, SCORE_PARTS, LLM_BATCH_STATE,
            RESULTS_DIR)

@@ -266,7 +266,12 @@ def _finish(p: _Pass, progress: Progress) -> dict:
         n_windows = per.pop("_windows")["n"]
         rd.init({STAGE: p.record})
         mismatch = {"model_mismatch": p.record["model_mismatch"]} if p.record.get("model_mismatch") else {}
-        rd.mark_complete(STAGE, p.cfg_hash, OUTPUTS, run=p.run_id, tokens=n_tokens, coders=[c.name for c in p.coders], **mismatch)
+        # where each coder was read from (not hashed: a run directory may move), for the scorers that run a coder again
+        # (steering); each with the fingerprint it was mined with, so a coder retrained since is never used
+        folders = {c.name: {"folder": str(Path(c.folder).resolve()), "fingerprint": r["fingerprint"]}
+                   for c, r in zip(p.coders, p.record["coders"])}
+        rd.mark_complete(STAGE, p.cfg_hash, OUTPUTS, run=p.run_id, tokens=n_tokens, coders=[c.name for c in p.coders],
+                         model=p.record["model"], coder_folders=folders, **mismatch)
         for name, c in per.items():
             log.info(
                 "mine: %s: %d latents: %d ok, %d too_rare (fewer than %d activating windows), %d dead; %d rows",

@@ -52,6 +52,13 @@ class ScoreConfig:
     """Windows per intruder prompt (chance 1/n)."""
     intruder_trials: int = 4
     """Intruder prompts per latent."""
+    steering_prompts: int = 8
+    """Steering: neutral openings (prompts/steering_prompts.txt) each latent's direction is steered on: its trials."""
+    steering_tokens: int = 16
+    """Steering: tokens each continuation generates (greedy)."""
+    steering_scale: float = 4.0
+    """Steering: the added vector's norm, in units of the median activation norm of the site the coder writes to
+    (subject/steering.py)."""
     negatives: str = "random"
     """Non-activating test windows: random (the paper's), neighbours (windows where a latent with a near decoder
     direction fires) or similar (text most like the latent's own): hard negatives test whether an explanation is
@@ -98,6 +105,10 @@ class ScoreConfig:
                 f"--intruder-windows {self.intruder_windows} needs {self.intruder_windows - 1} activating test windows a "
                 f"latent (--n-activating {self.n_activating}): no intruder trial could be formed; lower "
                 "--intruder-windows or raise --n-activating")
+        if self.steering_prompts < 1 or self.steering_tokens < 1:
+            raise UserError("--steering-prompts and --steering-tokens must be at least 1")
+        if not self.steering_scale >= 0:
+            raise UserError(f"--steering-scale must be >= 0, got {self.steering_scale}")
         if self.max_retries < 0:
             raise UserError("--max-retries must be >= 0")
         if self.control_latents is not None and self.control_latents < 0:

@@ -36,7 +36,7 @@ if TYPE_CHECKING:
     from ..llm import LLMRequest, LLMResponse
     from .testset import LatentTests, ScoreWindow
 
-BUILTIN_MODULES = ("classifier", "embedding", "example_embedding", "intruder", "simulation")
+BUILTIN_MODULES = ("classifier", "embedding", "example_embedding", "intruder", "simulation", "steering")
 EXPLAINED, LIVE = "explained", "live"
 
 

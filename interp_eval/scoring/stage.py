@@ -122,6 +122,8 @@ def run_score_stage(run: str | Path, cfg: ScoreConfig | None = None, llm_cfg: LL
         jobs = [j for j in make_jobs(s, selected, live, data, cfg) if j.tests.windows]
         if hasattr(s, "prepare"):  # scorers that pair a latent with others (the intruder)
             s.prepare(jobs, data.tests, data.known, cfg)
+        if hasattr(s, "prepare_run"):  # scorers that run the subject model first (steering; stand-ins in a dry run)
+            s.prepare_run(rd, jobs, cfg, dry_run=dry_run)
         done = done_keys(pred, jobs, s, s.model(model), versions[s.label], wpp if s.uses_llm else None, cfg)
         todo[s.label] = [j for j in jobs if j.key not in done]
         counts["jobs"][s.label] = len(jobs)

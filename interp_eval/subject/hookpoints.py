@@ -262,6 +262,27 @@ def capture(subject: SubjectModel, input_ids: torch.Tensor, hookpoints: list[str
     return out
 
 
+@torch.no_grad()
+def capture_site(subject: SubjectModel, input_ids: torch.Tensor, site: Site) -> torch.Tensor:
+    """The tensor at `site` (its module's input or output side) on `input_ids`, [batch, seq, d] in fp32; the forward
+    stops once the module has run."""
+    found: list[torch.Tensor] = []
+
+    def hook(_module, args, kwargs, output):
+        found.append((_first_tensor(args, kwargs) if site.side == "input" else _main(output)).float())
+        raise _StopForward
+
+    handle = subject.model.base_model.get_submodule(site.module).register_forward_hook(hook, with_kwargs=True)
+    try:
+        with subject.autocast:
+            subject.model.base_model(input_ids=input_ids.to(subject.device), use_cache=False)
+    except _StopForward:
+        pass
+    finally:
+        handle.remove()
+    return found[0]
+
+
 @contextmanager
 def _hooked(handle) -> Iterator[None]:
     """Keep a registered hook for the `with` block, then remove it."""
