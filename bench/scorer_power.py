@@ -29,6 +29,7 @@ from interp_eval.artifacts import RunDir
 from interp_eval.catalog import CONTEXTS, EXPLANATIONS, LATENT_SCORES, LATENTS, MANIFEST, PREDICTIONS, RUN_JSON, WINDOWS
 from interp_eval.llm import LLMConfig
 from interp_eval.scoring import run_score_stage
+from interp_eval.scoring.registry import get_scorer
 from interp_eval.scoring.stage import ScoreConfig
 
 COPIED = (LATENTS, WINDOWS, CONTEXTS, EXPLANATIONS, MANIFEST, RUN_JSON)  # what scoring reads of the run
@@ -65,7 +66,8 @@ def measure(run: Path, llm_cfg: LLMConfig, scorer: str, fmt: str, latents: int, 
                      "ci": f"[{r['power_ci_low']:+.3f}, {r['power_ci_high']:+.3f}]", "latents": r["power_latents"],
                      "has_power": r["has_power"]})
     metric = rows[0]["metric"] if rows else "auc"
-    p = pooled_power(RunDir(work).read(LATENT_SCORES), scorer if negatives == "random" else f"{scorer}@{negatives}", metric)
+    p = pooled_power(RunDir(work).read(LATENT_SCORES), scorer if negatives == "random" else f"{scorer}@{negatives}", metric,
+                     get_scorer(scorer).chance(cfg))
     rows.append({"format": label, "coder": "(all)", "explainer": ",".join(sorted({r["explainer"] for r in rows})), "metric": metric,
                  "own": p.own, "control": p.control, "power": p.power, "ci": f"[{p.ci_low:+.3f}, {p.ci_high:+.3f}]",
                  "latents": p.latents, "has_power": p.has_power,
@@ -73,12 +75,15 @@ def measure(run: Path, llm_cfg: LLMConfig, scorer: str, fmt: str, latents: int, 
     return rows
 
 
-def pooled_power(scores: pd.DataFrame, scorer: str, metric: str = "auc"):
+def pooled_power(scores: pd.DataFrame, scorer: str, metric: str = "auc", chance: float | None = None):
     """Power pooled over coders (latent_scores rows of one scorer): every latent's own minus shuffled-control metric,
-    paired per (coder, latent), with its bootstrap 95% interval (controls.Power)."""
-    from interp_eval.scoring.controls import paired_power
+    paired per (coder, latent), or minus `chance` for a scorer measured against chance (the intruder), with its
+    bootstrap 95% interval (controls.Power)."""
+    from interp_eval.scoring.controls import chance_power, paired_power
 
     scores = scores[scores["scorer"] == scorer].assign(latent=lambda d: d["coder"] + ":" + d["latent"].astype(str))
+    if chance is not None:
+        return chance_power(scores[scores["control"] == "none"], metric, chance)
     return paired_power(scores[scores["control"] == "none"], scores[scores["control"] == "shuffled"], metric)
 
 
