@@ -10,7 +10,11 @@ each a subprocess of this script:
   PYTHONPATH): a topk_binary SAE and transcoder, a dense `binary` SAE; plus our binary SAE and binary
   skip transcoder written by `save_sparsify`.
 
-Every coder is built by sparsify's (or our) own SparseCoder with d_in 16, 32 latents, k 4, and all
+- resid phase (the installed eai-sparsify): a TopK SAE at the block output `layers.1`, sparsify's default kind of
+  hookpoint, at the packaged model's width (d_in 576, 64 latents, k 8), so the suite can mine it on the real model;
+  its own input batch is `inputs_resid.safetensors` (`x` [16, 576]).
+
+Every other coder is built by sparsify's (or our) own SparseCoder with d_in 16, 32 latents, k 4, and all
 parameters moved by seeded noise (nonzero biases and b_dec, thresholds that some top-k entries pass
 and some do not), saved (sparsify's `save_to_disk`, or ours), loaded back with sparsify's
 `load_from_disk` and run on one fixed seeded batch `inputs.safetensors` (`x` [16, 16]). Each
@@ -19,7 +23,8 @@ fixture is a sparsify root `<variant>/layers.1.mlp/` next to `<variant>/expected
 decode of that code plus the skip term (sparsify's forward output). `versions.json` records the
 sparsify versions.
 
-    .venv-bench/bin/python bench/make_sparsify_fixtures.py             # both phases, rewrites the folder
+    .venv-bench/bin/python bench/make_sparsify_fixtures.py             # every phase, rewrites the folder
+    .venv-bench/bin/python bench/make_sparsify_fixtures.py --only-resid  # (re)writes the resid phase's fixture only
 """
 
 from __future__ import annotations
@@ -54,6 +59,8 @@ VARIANTS: dict[str, tuple[str, str, object]] = {
     "ours_btc": ("binary", "ours", ("transcoder", "binary")),
 }
 OLD_CONFIG = ("sae_topk", "sae_topk_old_cfg")  # copied after the main phase, `activation`/`transcode` removed
+RESID = "resid_sae_topk"  # the resid phase's variant, at RESID_HOOKPOINT
+RESID_HOOKPOINT, RESID_D_IN, RESID_LATENTS, RESID_K = "layers.1", 576, 64, 8
 
 
 # --------------------------------------------------------------------------- inside sparsify's environment
@@ -111,8 +118,28 @@ def _expected(folder: Path, x):
     return {"dense": dense.float().contiguous(), "decoded": decoded.float().contiguous()}
 
 
+def run_resid_phase(out: Path) -> None:
+    """sparsify's TopK SAE at the block output, at the real model's width, and its encoding of its own input batch."""
+    import torch
+    from safetensors.torch import save_file
+    from sparsify import SparseCoder, SparseCoderConfig
+
+    x = torch.randn(ROWS, RESID_D_IN, generator=torch.Generator().manual_seed(4321)).contiguous()
+    save_file({"x": x}, str(out / "inputs_resid.safetensors"))
+    torch.manual_seed(len(VARIANTS))
+    coder = SparseCoder(RESID_D_IN, SparseCoderConfig(num_latents=RESID_LATENTS, k=RESID_K, activation="topk"))
+    _perturb(coder.named_parameters(), len(VARIANTS))
+    folder = out / RESID / RESID_HOOKPOINT
+    coder.save_to_disk(folder)
+    save_file(_expected(folder, x), str(out / RESID / "expected.safetensors"))
+    print(f"resid: {RESID}")
+
+
 def run_phase(phase: str, out: Path) -> None:
     from safetensors.torch import load_file, save_file
+
+    if phase == "resid":
+        return run_resid_phase(out)
 
     sys.path.insert(0, str(ROOT))  # interp_eval, for save_sparsify
     from interp_eval.coders.sparsify import save_sparsify
@@ -145,6 +172,18 @@ def run_phase(phase: str, out: Path) -> None:
 
 
 # --------------------------------------------------------------------------- the driver
+def _record_resid(out: Path) -> None:
+    """versions.json's entry for the resid phase: the installed sparsify that wrote it."""
+    import sparsify
+
+    path = out / "versions.json"
+    versions = json.loads(path.read_text()) if path.exists() else {}
+    versions["resid"] = {"package": f"eai-sparsify {getattr(sparsify, '__version__', None)} (PyPI)",
+                         "source_sha256_16": _source_hash(Path(sparsify.__file__).parent),
+                         "command": ".venv-bench/bin/python bench/make_sparsify_fixtures.py --only-resid"}
+    path.write_text(json.dumps(versions, indent=2) + "\n")
+
+
 def _source_hash(package_dir: Path) -> str:
     """sha256 of the package's sparse_coder.py, fused_encoder.py and config.py: what encodes and saves."""
     h = hashlib.sha256()
@@ -156,11 +195,18 @@ def _source_hash(package_dir: Path) -> str:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", type=Path, default=OUT)
-    p.add_argument("--phase", choices=["main", "binary"], help=argparse.SUPPRESS)
+    p.add_argument("--phase", choices=["main", "binary", "resid"], help=argparse.SUPPRESS)
+    p.add_argument("--only-resid", action="store_true", help="write the resid phase's fixture only, leaving the others")
     p.add_argument("--mirror", type=Path, default=MIRROR, help="bare git mirror of EleutherAI/sparsify (for the binary branch)")
     a = p.parse_args()
     if a.phase:
         run_phase(a.phase, a.out)
+        return
+    env = {**os.environ, "SPARSIFY_DISABLE_TRITON": "1"}
+    if a.only_resid:
+        shutil.rmtree(a.out / RESID, ignore_errors=True)
+        subprocess.run([sys.executable, __file__, "--phase", "resid", "--out", str(a.out)], check=True, env=env)
+        _record_resid(a.out)
         return
     import torch
     from safetensors.torch import save_file
@@ -174,8 +220,8 @@ def main() -> None:
         (out / "README.md").write_text(readme)
     save_file({"x": torch.randn(ROWS, D_IN, generator=torch.Generator().manual_seed(1234)).contiguous()},
               str(out / "inputs.safetensors"))
-    env = {**os.environ, "SPARSIFY_DISABLE_TRITON": "1"}
     subprocess.run([sys.executable, __file__, "--phase", "main", "--out", str(out)], check=True, env=env)
+    subprocess.run([sys.executable, __file__, "--phase", "resid", "--out", str(out)], check=True, env=env)
     binary_commit = subprocess.run(["git", "-C", str(a.mirror), "rev-parse", "binary"], check=True,
                                    capture_output=True, text=True).stdout.strip()
     main_commit = subprocess.run(["git", "-C", str(a.mirror), "rev-parse", "main"], check=True,
@@ -198,6 +244,7 @@ def main() -> None:
         "command": ".venv-bench/bin/python bench/make_sparsify_fixtures.py",
     }
     (out / "versions.json").write_text(json.dumps(versions, indent=2) + "\n")
+    _record_resid(out)
     total = sum(f.stat().st_size for f in out.rglob("*") if f.is_file())
     print(f"wrote {out} ({total / 1024:.0f} KiB): {json.dumps(versions)}")
 

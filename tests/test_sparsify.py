@@ -50,8 +50,52 @@ def _perturbed(kind: str, activation: str, seed: int, d: int = 16, latents: int 
     return coder
 
 
+RESID = "resid_sae_topk"  # written by sparsify at the block output `layers.1`, at the packaged model's width
+
+
 def test_fixtures_cover_every_variant():
-    assert {p.name for p in FIXTURES.iterdir() if p.is_dir()} == FAST | DENSE
+    assert {p.name for p in FIXTURES.iterdir() if p.is_dir()} == FAST | DENSE | {RESID}
+
+
+# --------------------------------------------------------------------------- a sparsify coder at layers.N
+def test_a_sparsify_coder_at_the_block_output_encodes_as_sparsify_does():
+    coder = load_any_coder(FIXTURES / RESID / "layers.1")
+    x = load_file(str(FIXTURES / "inputs_resid.safetensors"))["x"]
+    expected = load_file(str(FIXTURES / RESID / "expected.safetensors"))
+    assert coder.hookpoint == "layers.1" and coder.site == "output" and coder.d_in == 576 and coder.ours is not None
+    torch.testing.assert_close(_dense_code(coder, x), expected["dense"], atol=1e-5, rtol=0)
+    code = coder.encode_sparse(x)
+    torch.testing.assert_close(coder.ours.decode(code, x), expected["decoded"], atol=1e-5, rtol=0)
+
+
+def test_a_sparsify_root_at_the_block_output_runs_mine_explain_score_and_report(tmp_path, subject):
+    """`--coder ROOT` for sparsify's default kind of hookpoint (the block output, `layers.N`): mined on the packaged
+    model from the residual stream (firing counts equal to encoding the block's output directly), then explained by
+    the token table, scored by both embedding scorers and reported."""
+    import pandas as pd
+    from mining_helpers import MINE_KW, brute_force
+
+    from interp_eval.explain.stage import ExplainConfig, run_explain_stage
+    from interp_eval.mining import MineConfig, run_mine_stage
+    from interp_eval.report import ReportConfig, run_report_stage
+    from interp_eval.scoring import run_score_stage
+    from interp_eval.scoring.stage import ScoreConfig
+
+    root = tmp_path / "sp-resid"
+    shutil.copytree(FIXTURES / RESID, root)
+    (root / "expected.safetensors").unlink()
+    run = tmp_path / "run"
+    run_mine_stage(run, MineConfig(coders=(root,), **MINE_KW), subject=subject)
+    lat = pd.read_parquet(run / "latents.parquet").sort_values("latent")
+    assert set(lat["coder"]) == {"sp-resid.layers.1"} and set(lat["hookpoint"]) == {"layers.1"}
+    want = brute_force(subject, load_any_coder(root / "layers.1"), MINE_KW)["acts"]
+    assert (lat["firing_count"].to_numpy() == (want > 0).sum(0)).all() and lat["firing_count"].sum() > 0
+    run_explain_stage(run, ExplainConfig(explainer="token-table"))
+    run_score_stage(run, ScoreConfig(scorers=("example-embedding", "embedding")))
+    scores = pd.read_parquet(run / "latent_scores.parquet")
+    assert set(scores["scorer"]) == {"example-embedding", "embedding"} and set(scores["coder"]) == {"sp-resid.layers.1"}
+    written = run_report_stage(run, ReportConfig(plots=False))
+    assert "sp-resid.layers.1" in written["coders_md"].read_text()
 
 
 # --------------------------------------------------------------------------- in: sparsify's encodings
