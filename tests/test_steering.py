@@ -81,6 +81,21 @@ def test_the_prompt_shows_both_continuations_as_data_in_the_seeded_place():
         assert req.system and req.messages[0]["role"] == "user"  # the few-shot turns come first
 
 
+def test_the_steered_places_probability_comes_from_the_answers_logprobs():
+    import math
+
+    from interp_eval.llm.types import LLMResponse, TokenLogprob
+    from interp_eval.scoring.intruder import truth_probability
+
+    answer = [TokenLogprob("[", 0.0, []), TokenLogprob("2", math.log(0.6), [("2", math.log(0.6)), ("1", math.log(0.2)),
+                                                                            ("3", math.log(0.1))])]
+    response = LLMResponse("[2]", "local", "m", logprobs=answer)
+    assert truth_probability(response, 2, 1) == pytest.approx([0.6 / 0.8])  # "3" is not a choice of two
+    assert truth_probability(response, 2, 0) == pytest.approx([0.2 / 0.8])
+    assert truth_probability(response, 3, 2) == pytest.approx([0.1 / 0.9])
+    assert truth_probability(LLMResponse("[2]", "anthropic", "m"), 2, 1) is None  # no logprobs: none invented
+
+
 # -- the stage ---------------------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def mined_tiny(tmp_path_factory, tiny_run, subject):

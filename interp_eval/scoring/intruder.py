@@ -98,15 +98,7 @@ class Intruder(LLMScorer):
         return replace(request, messages=messages)
 
     def probabilities(self, response: LLMResponse, prompt: ScorePrompt) -> list[float] | None:
-        """P(the true position) from the answer's logprobs (None without logprobs)."""
-        if response.logprobs is None:
-            return None
-        choices = tuple(str(i) for i in range(1, len(prompt.windows) + 1))
-        try:
-            found = choice_probabilities(response.logprobs, choices)
-        except ValueError:
-            return None
-        return [float(found[0][str(prompt.truth + 1)])] if found else None
+        return truth_probability(response, len(prompt.windows), prompt.truth)
 
     def window_rows(self, prompt: ScorePrompt, answer: list[int] | None, probs: list[float] | None) -> list[dict]:
         w = prompt.windows[prompt.truth]
@@ -126,6 +118,17 @@ def build_request(windows: Sequence[ScoreWindow], *, logprobs: bool = True) -> L
         max_tokens=8, temperature=0.0, logprobs=logprobs, top_logprobs=5 if logprobs else 0,
         cache_prefix=len(fewshot), stage="intruder", expected_output_tokens=3,
     )
+
+
+def truth_probability(response: LLMResponse, n: int, truth: int) -> list[float] | None:
+    """[P(position truth + 1)] among the choices 1..n, from the answer's logprobs (None without them)."""
+    if response.logprobs is None:
+        return None
+    try:
+        found = choice_probabilities(response.logprobs, tuple(str(i) for i in range(1, n + 1)))
+    except ValueError:
+        return None
+    return [float(found[0][str(truth + 1)])] if found else None
 
 
 def parse_choice(text: str | None, n: int) -> list[int] | None:

@@ -23,9 +23,9 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Sequence
 
-from ..llm import LLMRequest, LLMResponse, choice_probabilities
+from ..llm import LLMRequest, LLMResponse
 from ..prompting import load_dialogue, load_prompt, render
-from .intruder import parse_choice
+from .intruder import parse_choice, truth_probability
 from .registry import Job, LLMScorer, ScorePrompt, register_scorer
 from .steering_texts import Continuation, continuations, steering_prompts
 from .testset import seeded_rng
@@ -81,13 +81,7 @@ class Steering(LLMScorer):
 
     def probabilities(self, response: LLMResponse, prompt: ScorePrompt) -> list[float] | None:
         """P(the steered position) from the answer's logprobs (None without logprobs)."""
-        if response.logprobs is None:
-            return None
-        try:
-            found = choice_probabilities(response.logprobs, ("1", "2"))
-        except ValueError:
-            return None
-        return [float(found[0][str(prompt.truth + 1)])] if found else None
+        return truth_probability(response, 2, prompt.truth)
 
     def window_rows(self, prompt: ScorePrompt, answer: list[int] | None, probs: list[float] | None) -> list[dict]:
         return [{
