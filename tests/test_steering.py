@@ -175,11 +175,20 @@ def test_steering_scores_own_explanations_above_the_control_and_resumes_free(llm
     assert pd.read_parquet(run / "steering.parquet").equals(steer)  # nor generated twice
 
 
-def test_a_judge_that_ignores_the_explanation_has_no_power(llm_env, fast_config, tmp_path, mined_tiny):
+def test_steering_with_a_zero_vector_gives_chance_and_no_power(llm_env, fast_config, tmp_path, mined_tiny):
+    """Scale 0 adds a zero vector: every steered continuation is the clean one, so even the judge that has power at
+    scale 4 can only guess, and it guesses the same with either explanation."""
     run = tmp_path / "run"
     _explained(run, mined_tiny)
-    llm_env.answer = lambda req: "[1]"
-    out = run_score_stage(run, ScoreConfig(**CFG), fast_config("claude"))
+    llm_env.answer = informed_judge(run)
+    out = run_score_stage(run, ScoreConfig(**{**CFG, "steering_scale": 0.0}), fast_config("claude"))
+    steer = pd.read_parquet(run / "steering.parquet")
+    assert (steer["scale"] == 0).all() and all(list(a) == list(b) for a, b in zip(steer["steered"], steer["clean"]))
+    pred = pd.read_parquet(run / "predictions.parquet")
+    assert (pred["answer"] == 1).all()  # no difference to find: its fixed guess
+    own = pred[pred["control"] == "none"]
+    assert own["prediction"].mean() == pytest.approx((own["position"] == 1).mean())  # right exactly where the guess falls
+    assert 0.3 <= own["prediction"].mean() <= 0.7  # the seeded places: chance, 1/2, over 64 trials
     for row in out["summary"]:
         assert row["power"] == pytest.approx(0.0)  # the same answers with either explanation: paired difference 0
 
