@@ -168,6 +168,11 @@ def test_steering_scores_own_explanations_above_the_control_and_resumes_free(llm
     assert (ctl["answer"] == 1).all()
     for row in out["summary"]:
         assert row["power_metric"] == "accuracy" and row["power"] > 0.2 and row["power_status"] == "too few latents"
+    from interp_eval.scoring.aggregate import format_summary
+
+    for row, line in zip(out["summary"], format_summary(pd.DataFrame(out["summary"])).splitlines()[1:]):
+        # the printed summary shows the scorer's own metric, not the F1 of its all-positive trials
+        assert re.search(rf"accuracy {row['accuracy_mean']:.3f} \[[^\]]*\]\s+-\s+-\s+", line)  # then F1 and bal.acc: "-"
 
     calls = llm_env.count()
     again = run_score_stage(run, ScoreConfig(**CFG), fast_config("claude"))

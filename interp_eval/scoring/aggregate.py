@@ -265,6 +265,16 @@ def format_summary(df: pd.DataFrame) -> str:
     def num(v):
         return "-" if pd.isna(v) else f"{v:.3f}"
 
+    def reports(scorer: str, metric: str) -> bool:  # F1 of the all-positive trials of intruder or steering says nothing
+        try:
+            return metric in get_scorer(scorer).metrics
+        except Exception:  # a plugin scorer not loaded now
+            return True
+
+    def headline(r):
+        m = r["power_metric"]
+        return "-" if not isinstance(m, str) or f"{m}_mean" not in r else f"{m} {ci(r, m)}"
+
     def power(r):
         if not r["power_latents"]:
             return "no control"
@@ -274,11 +284,13 @@ def format_summary(df: pd.DataFrame) -> str:
         "coder": df["coder"], "scorer": df["scorer"], "explainer": df["explainer"],
         "scored": [f"{r.scored}/{r.explained}" for r in df.itertuples()],
         "fail (win)": [f"{r.score_failed} ({r.window_failures})" for r in df.itertuples()],
-        "F1 mean [95% CI]": [ci(r, "f1") for _, r in df.iterrows()],
-        "bal.acc mean": [num(v) for v in df["balanced_accuracy_mean"]],
+        "headline mean [95% CI]": [headline(r) for _, r in df.iterrows()],
+        "F1 mean [95% CI]": [ci(r, "f1") if reports(r["scorer"], "f1") else "-" for _, r in df.iterrows()],
+        "bal.acc mean": [num(r["balanced_accuracy_mean"]) if reports(r["scorer"], "balanced_accuracy") else "-"
+                         for _, r in df.iterrows()],
         "AUC mean": [num(v) for v in df["auc_mean"]],
         "power vs control [95% CI]": [power(r) for _, r in df.iterrows()],
-        "F1 pooled": [num(v) for v in df["f1_pooled"]],
+        "F1 pooled": [num(r["f1_pooled"]) if reports(r["scorer"], "f1") else "-" for _, r in df.iterrows()],
         "F1 freq-wtd": [num(v) for v in df["freq_weighted_f1"]],
         "uhf>1%": df["uhf_over_0.01"],
         "dead/rare": [f"{r.dead}/{r.too_rare}" for r in df.itertuples()],
