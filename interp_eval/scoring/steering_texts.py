@@ -115,7 +115,10 @@ def _generate(rd, missing, prompts, new_tokens, scale, folders, model_name, mine
         for group in group_by_subject(coders, subject, allow_model_mismatch=True):
             model = group.model(subject)
             ids = encode_prompts(model, prompts)
-            clean = continue_prompts(model, ids, new_tokens)
+            # every continuation comes from a batch of one shape (LATENTS_PER_BATCH copies of the openings, short chunks
+            # padded with zero vectors), so a row's arithmetic is the same in each and a steered continuation differs
+            # from its clean one only through its vector (a zero vector gives the clean text exactly)
+            clean = continue_prompts(model, ids * LATENTS_PER_BATCH, new_tokens)[: len(prompts)]
             decode = vocab_of.setdefault(id(model), _decoder(model))
             for c in group.coders:
                 site = written_site(model, c.hookpoint, c.site, c.transcoder, c.out_hookpoint)
@@ -124,10 +127,11 @@ def _generate(rd, missing, prompts, new_tokens, scale, folders, model_name, mine
                 lats = sorted(by_coder[c.name])
                 for lo in range(0, len(lats), LATENTS_PER_BATCH):
                     chunk = lats[lo : lo + LATENTS_PER_BATCH]
-                    w = rows_w[chunk]
+                    w = rows_w.new_zeros(LATENTS_PER_BATCH, rows_w.shape[1])
+                    w[: len(chunk)] = rows_w[chunk]
                     unit = w / w.norm(dim=-1, keepdim=True).clamp_min(1e-12)
                     vectors = (scale * norm * unit).repeat_interleave(len(prompts), dim=0)
-                    steered = continue_prompts(model, ids * len(chunk), new_tokens, site, vectors)
+                    steered = continue_prompts(model, ids * LATENTS_PER_BATCH, new_tokens, site, vectors)
                     for j, latent in enumerate(chunk):
                         for i, prompt in enumerate(prompts):
                             rows.append({"coder": c.name, "latent": int(latent), "prompt_index": i, "prompt": prompt,
