@@ -7,11 +7,12 @@ fired there with a large activation. The added vector is
 
     v = scale * norm(site) * row / |row|,
 
-where norm(site) is the median L2 norm of the site's activations over the steering prompts' tokens (`site_norm`,
-measured once per site and model): one `scale` means the same relative push at every kind of site, in every model, for binary and
-continuous latents alike (a binary latent's own output is its row; a continuous latent's, its row times its value,
-so the row's norm alone would put the two kinds on different footings). Continuations are greedy, so a steered and
-an unsteered continuation of one prompt differ only through v.
+where norm(site) is the median L2 norm of the site's activations over the steering prompts' tokens after their first
+(`site_norm`, measured once per site and model): one `scale` means the same relative push at every kind of site, in
+every model, for binary and continuous latents alike (a binary latent's own output is its row; a continuous latent's,
+its row times its value, so the row's norm alone would put the two kinds on different footings). Continuations are
+greedy, and the caller generates steered and clean ones in batches of one shape (scoring/steering_texts.py), so the
+two continuations of one prompt differ only through v.
 
 Prompts of one batch are left-padded to a common length; a padded position is masked in attention and never read.
 """
