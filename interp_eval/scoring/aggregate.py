@@ -36,7 +36,7 @@ import pandas as pd
 from ..catalog import SCORE_KEY, UHF_THRESHOLDS, UNIFORM
 from .controls import Power, chance_power, no_power, paired_power
 from .metrics import METRICS, NAN, Confusion, bootstrap_mean_ci, frequency_bin, frequency_weighted
-from .registry import CONTROL_NONE, CONTROL_SHUFFLED, get_scorer
+from .registry import CONTROL_NONE, CONTROL_SHUFFLED, get_scorer, preferred_metric
 from .simulation import simulation_metrics
 
 KEY = list(SCORE_KEY)
@@ -266,10 +266,7 @@ def format_summary(df: pd.DataFrame) -> str:
         return "-" if pd.isna(v) else f"{v:.3f}"
 
     def reports(scorer: str, metric: str) -> bool:  # F1 of the all-positive trials of intruder or steering says nothing
-        try:
-            return metric in get_scorer(scorer).metrics
-        except Exception:  # a plugin scorer not loaded now
-            return True
+        return preferred_metric(scorer, metric) == metric
 
     def headline(r):
         m = r["power_metric"]

@@ -2,8 +2,8 @@
 latent's decoder direction (subject/steering.py), made once per latent and kept in steering.parquet.
 
 The coders are the very folders the mining run read (its manifest line records each folder and its fingerprint);
-a coder retrained or moved since is refused rather than steered, since its decoder rows would not be the ones the
-latent's windows and explanation came from. Each coder runs on the model it was mined on (the subject, or the
+a coder retrained since, or gone (unless the run directory moved with it in its own coders/), is refused rather than
+steered, since its decoder rows would not be the ones the latent's windows and explanation came from. Each coder runs on the model it was mined on (the subject, or the
 subject's random-model control).
 """
 

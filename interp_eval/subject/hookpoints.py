@@ -229,7 +229,18 @@ class Captured:
 def capture(subject: SubjectModel, input_ids: torch.Tensor, hookpoints: list[str]) -> Captured:
     """Run the model on `input_ids` and return each hookpoint's module input and output, stopping once every hooked
     module has run (after the last of them)."""
-    sites = {hp: resolve_site(subject, hp) for hp in hookpoints}
+    return _capture_sites(subject, input_ids, {hp: resolve_site(subject, hp) for hp in hookpoints})
+
+
+def capture_site(subject: SubjectModel, input_ids: torch.Tensor, site: Site) -> torch.Tensor:
+    """The tensor at `site` (its module's input or output side) on `input_ids`, [batch, seq, d] in fp32; the forward
+    stops once the module has run."""
+    return _capture_sites(subject, input_ids, {"site": site}).read("site", site.side)
+
+
+@torch.no_grad()
+def _capture_sites(subject: SubjectModel, input_ids: torch.Tensor, sites: dict[str, Site]) -> Captured:
+    """capture() of sites under any keys: each key's module input and output, the forward stopped after the last."""
     by_module: dict[str, list[str]] = {}
     for hp, site in sites.items():
         by_module.setdefault(site.module, []).append(hp)
@@ -260,27 +271,6 @@ def capture(subject: SubjectModel, input_ids: torch.Tensor, hookpoints: list[str
         for h in handles:
             h.remove()
     return out
-
-
-@torch.no_grad()
-def capture_site(subject: SubjectModel, input_ids: torch.Tensor, site: Site) -> torch.Tensor:
-    """The tensor at `site` (its module's input or output side) on `input_ids`, [batch, seq, d] in fp32; the forward
-    stops once the module has run."""
-    found: list[torch.Tensor] = []
-
-    def hook(_module, args, kwargs, output):
-        found.append((_first_tensor(args, kwargs) if site.side == "input" else _main(output)).float())
-        raise _StopForward
-
-    handle = subject.model.base_model.get_submodule(site.module).register_forward_hook(hook, with_kwargs=True)
-    try:
-        with subject.autocast:
-            subject.model.base_model(input_ids=input_ids.to(subject.device), use_cache=False)
-    except _StopForward:
-        pass
-    finally:
-        handle.remove()
-    return found[0]
 
 
 @contextmanager

@@ -19,44 +19,26 @@ Prompts of one batch are left-padded to a common length; a padded position is ma
 
 from __future__ import annotations
 
-from contextlib import contextmanager
-from typing import Iterator, Sequence
+from contextlib import nullcontext
+from typing import ContextManager, Sequence
 
 import torch
 
-from .hookpoints import Site, _main, capture_site
+from .hookpoints import Site, capture_site, splice_input, splice_output
 from .model import SubjectModel
 
 
-@contextmanager
-def steered(subject: SubjectModel, site: Site, vectors: torch.Tensor | None) -> Iterator[None]:
+def steered(subject: SubjectModel, site: Site, vectors: torch.Tensor | None) -> ContextManager:
     """Within the block, `vectors` [batch, d] (one per batch row) is added at `site` at every position; None: no change."""
     if vectors is None:
-        yield
-        return
-    module = subject.model.base_model.get_submodule(site.module)
+        return nullcontext()
 
     def add(x: torch.Tensor) -> torch.Tensor:
         return x + vectors.to(device=x.device, dtype=x.dtype)[: x.shape[0], None, :]
 
     if site.side == "output":
-        def hook(_module, args, kwargs, output):
-            new = add(_main(output))
-            return (new, *output[1:]) if isinstance(output, tuple) else new
-
-        handle = module.register_forward_hook(hook, with_kwargs=True)
-    else:
-        def hook(_module, args, kwargs):
-            if args:
-                return (add(args[0]), *args[1:]), kwargs
-            key = "hidden_states" if "hidden_states" in kwargs else next(k for k, v in kwargs.items() if isinstance(v, torch.Tensor))
-            return args, {**kwargs, key: add(kwargs[key])}
-
-        handle = module.register_forward_pre_hook(hook, with_kwargs=True)
-    try:
-        yield
-    finally:
-        handle.remove()
+        return splice_output(subject, site.module, lambda _input, output: add(output))
+    return splice_input(subject, site.module, add)
 
 
 def encode_prompts(subject: SubjectModel, prompts: Sequence[str]) -> list[list[int]]:
