@@ -43,6 +43,10 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 
+# every part of the stage's time, as run_mine_stage reports it (untimed_s: what no timer saw)
+PARTS = ["set_up_s", "output_tokens_s", "data_s", "forward_s", "encode_s", "bookkeeping_s", "checkpoint_s", "write_s"]
+
+
 def make_coders(run: Path, kinds: list[str], hookpoint: str, expansion: int, k: int, model_name: str) -> None:
     from interp_eval.coders.coder import CODER_KINDS, CoderConfig, SparseCoder
     from interp_eval.coders.saelens import save_coder
@@ -58,7 +62,7 @@ def child(args) -> None:
 
     from interp_eval.coders.discover import group_by_subject
     from interp_eval.coders.saelens import load_coder
-    from interp_eval.subject.corpus import CorpusConfig, iter_batches, iter_contexts
+    from interp_eval.subject.corpus import CorpusConfig, iter_batches, iter_contexts, prefetched
     from interp_eval.subject.hookpoints import capture
     from interp_eval.subject.model import load_subject_model
     from interp_eval.mining import MineConfig, run_mine_stage
@@ -83,9 +87,16 @@ def child(args) -> None:
     passes = [(g.model(subject), g.hookpoints) for g in groups]
     out = {"tokens_asked": args.child_tokens, "models": len(passes)}
     sync = torch.cuda.synchronize if subject.device.type == "cuda" else (lambda: None)
+    asked = MineConfig(batch_contexts=args.batch_contexts, prefetch=args.prefetch)
+    batch_contexts, prefetch = asked.batch_for(subject.device), asked.prefetch_for(subject.device)
+    out.update(batch_contexts=batch_contexts, prefetch=prefetch)
+
     def bare() -> tuple[float, int]:
+        """The same batches, drawn as the stage draws them, through the same models: what any pass costs."""
         n, t0 = 0, time.perf_counter()
-        for batch in iter_batches(iter_contexts(corpus, subject.tokenizer, "heldout", args.child_tokens), args.batch_contexts):
+        stream = iter_batches(iter_contexts(corpus, subject.tokenizer, "heldout", args.child_tokens), batch_contexts)
+        for batch in prefetched(stream, prefetch):
+            batch = batch.to(subject.device, non_blocking=True)
             for model, hookpoints in passes:
                 capture(model, batch, hookpoints)
             n += batch.numel()
@@ -93,20 +104,20 @@ def child(args) -> None:
         return time.perf_counter() - t0, n
 
     if not args.no_bare:  # warm up, then time the bare pass before and after mining; keep the faster
-        first = next(iter_batches(iter_contexts(corpus, subject.tokenizer, "heldout", 256 * args.batch_contexts), args.batch_contexts))
+        first = next(iter_batches(iter_contexts(corpus, subject.tokenizer, "heldout", 256 * batch_contexts), batch_contexts))
         for model, hookpoints in passes:
             capture(model, first, hookpoints)
         out["bare_s"], out["bare_tokens"] = bare()
     t0 = time.perf_counter()
     summary = run_mine_stage(
         run, BenchMineConfig(tokens=args.child_tokens, heldout_fraction=corpus.heldout_fraction,
-                             batch_contexts=args.batch_contexts, checkpoint_every=10**9, force=True),
+                             batch_contexts=batch_contexts, prefetch=prefetch, checkpoint_every=10**9, force=True),
         subject=subject,
     )
     out["stage_s"] = time.perf_counter() - t0
     if not args.no_bare:
         out["bare_s"] = min(out["bare_s"], bare()[0])
-    out.update({k: summary[k] for k in ("tokens", "forward_s", "encode_s", "bookkeeping_s", "windows")})
+    out.update({k: summary[k] for k in ("tokens", "windows", "elapsed_s", "untimed_s", *PARTS)})
     from interp_eval.coders import topk as topk_mod
 
     st = topk_mod.CANDIDATE_STATS
@@ -125,7 +136,8 @@ def main() -> None:
     ap.add_argument("--coders", type=Path, default=None, help="a folder of trained coders to mine instead of random ones")
     ap.add_argument("--expansion", type=int, default=8)
     ap.add_argument("--k", type=int, default=32)
-    ap.add_argument("--batch-contexts", type=int, default=32)
+    ap.add_argument("--batch-contexts", type=int, default=None, help="default: the stage's on the device (32 CPU, 256 GPU)")
+    ap.add_argument("--prefetch", type=int, default=None, help="default: the stage's on the device (0 CPU, 2 GPU)")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--model", default=None, help="subject model (default: the packaged one), as --model of the stages")
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 1)
@@ -150,15 +162,17 @@ def main() -> None:
         else:
             make_coders(Path(tmp), args.kinds, args.hookpoint, args.expansion, args.k, args.model or PACKAGED)
             what = f"random, {', '.join(args.kinds)} at {args.hookpoint}, {576 * args.expansion} latents, k={args.k}"
-        print(f"subject model: {args.model or PACKAGED}; coders: {what}; batches of {args.batch_contexts} x 256 tokens; device {args.device}, "
+        batches = f"{args.batch_contexts} x 256 tokens" if args.batch_contexts else "the device's default size"
+        print(f"subject model: {args.model or PACKAGED}; coders: {what}; batches of {batches}; device {args.device}, "
               f"{args.threads} threads; {cpu_line()}")
         print(f"load average at start: {load()}")
         results = []
         for n in args.tokens:
             frac = args.heldout_fraction if args.heldout_fraction is not None else (1.0 if n > 300_000 else 0.3)
             cmd = [sys.executable, __file__, "--run", tmp, "--child-tokens", str(n), "--device", args.device,
-                   "--threads", str(args.threads), "--batch-contexts", str(args.batch_contexts),
-                   "--heldout-fraction", str(frac)] + (["--no-bare"] if args.no_bare else [])
+                   "--threads", str(args.threads), "--heldout-fraction", str(frac)] + (["--no-bare"] if args.no_bare else [])
+            cmd += ["--batch-contexts", str(args.batch_contexts)] if args.batch_contexts else []
+            cmd += ["--prefetch", str(args.prefetch)] if args.prefetch is not None else []
             cmd += ["--model", args.model] if args.model else []
             proc = subprocess.run(cmd, capture_output=True, text=True)
             line = [x for x in proc.stdout.splitlines() if x.startswith("RESULT ")]
@@ -175,6 +189,12 @@ def main() -> None:
                 msg += f"; bare forward ({r['models']} model(s)) {r['bare_s']:.1f}s ({r['bare_tokens'] / r['bare_s']:,.0f} tok/s): " \
                        f"encode + bookkeeping = +{100 * extra / r['bare_s']:.1f}% of it, " \
                        f"mining loop / bare = {loop / r['bare_s']:.3f} (+{100 * (loop / r['bare_s'] - 1):.1f}%)"
+            msg += f"; batches of {r['batch_contexts']} contexts, prefetch {r['prefetch']}"
+            msg += "; every part of the stage: " + ", ".join(f"{k[:-2]} {r[k]:.2f}s" for k in PARTS + ["untimed_s"])
+            msg += f" = {r['elapsed_s']:.2f}s"
+            if "bare_s" in r:
+                msg += f"; stage / bare = {r['elapsed_s'] / r['bare_s']:.3f}, mining loop with its batches drawn / bare = " \
+                       f"{(r['forward_s'] + extra + r['data_s']) / r['bare_s']:.3f}"
             msg += f"; peak RSS {r['peak_rss_mib']:,.0f} MiB"
             sel = r.get("selection", "")
             if r.get("fallback") is not None:

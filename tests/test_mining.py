@@ -223,6 +223,50 @@ def test_interrupted_mining_resumes_to_the_same_result(tmp_path, src, subject, t
     assert not (run / "checkpoints" / "mine-rank0.pt").exists()
 
 
+def test_batch_size_and_prefetch_change_no_row_and_every_second_is_accounted_for(tmp_path, src, subject, tables, mined):
+    """Batches of 3 contexts drawn 2 ahead by the prefetch thread (the GPU's way) give the tables of batches of 4
+    drawn in the loop; the summary splits the stage's time into parts, with what no timer saw."""
+    run = _new_run(tmp_path, src)
+    summary = run_mine_stage(run, MineConfig(coders=(src / "slsae",), **{**MINE_KW, "batch_contexts": 3, "prefetch": 2}),
+                             subject=subject)
+    assert summary["batch_contexts"] == 3
+    for name, ref in tables.items():
+        got = pd.read_parquet(run / f"{name}.parquet")
+        pd.testing.assert_frame_equal(got.drop(columns=["activations"], errors="ignore"),
+                                      ref.drop(columns=["activations"], errors="ignore"))
+    np.testing.assert_array_equal(_acts(pd.read_parquet(run / "contexts.parquet")), _acts(tables["contexts"]))
+    for s in (summary, mined[1]):
+        parts = ["set_up_s", "output_tokens_s", "data_s", "forward_s", "encode_s", "bookkeeping_s", "checkpoint_s", "write_s"]
+        assert all(s[k] >= 0 for k in parts) and s["data_s"] > 0 and s["write_s"] > 0
+        assert 0 <= s["untimed_s"] < 0.2 * s["elapsed_s"]
+        assert sum(s[k] for k in parts) + s["untimed_s"] == pytest.approx(s["elapsed_s"])
+
+
+def test_prefetch_thread_keeps_order_hands_over_errors_and_stops_with_its_caller():
+    import threading
+
+    from interp_eval.subject.corpus import prefetched
+
+    assert list(prefetched(iter(range(10)), 3)) == list(range(10)) == list(prefetched(iter(range(10)), 0))
+
+    def broken():
+        yield 1
+        raise ValueError("corrupt document")
+
+    got = []
+    with pytest.raises(ValueError, match="corrupt document"):
+        for x in prefetched(broken(), 2):
+            got.append(x)
+    assert got == [1]
+    stream = prefetched(iter(range(10**9)), 2)
+    assert next(stream) == 0
+    stream.close()
+    for t in threading.enumerate():
+        if t.name == "prefetch":
+            t.join(timeout=2)
+    assert not any(t.name == "prefetch" and t.is_alive() for t in threading.enumerate())
+
+
 def test_changed_config_ignores_old_checkpoint_and_invalidates_old_files(tmp_path, src, subject):
     run = _new_run(tmp_path, src)
     kw = {**MINE_KW, "tokens": 2048, "batch_contexts": 2}

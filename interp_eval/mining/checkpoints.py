@@ -22,7 +22,8 @@ VERSION = 2  # 2: lazily compacted top-N and reservoir buffers with their thresh
 
 
 def _zero_timing() -> dict[str, float]:
-    return {"forward_s": 0.0, "encode_s": 0.0, "bookkeeping_s": 0.0}
+    return {"output_tokens_s": 0.0, "data_s": 0.0, "forward_s": 0.0, "encode_s": 0.0, "bookkeeping_s": 0.0,
+            "checkpoint_s": 0.0}
 
 
 @dataclass

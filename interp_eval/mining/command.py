@@ -33,5 +33,8 @@ def mine(run: Path = run_option("Run directory; every coder in RUN/coders/ is mi
     if not summary["skipped"] and summary.get("forward_s"):
         typer.echo(
             f"forward {summary['forward_s']:.1f}s, encoding {summary['encode_s']:.1f}s, bookkeeping "
-            f"{summary['bookkeeping_s']:.1f}s (+{100 * summary['overhead']:.0f}% over the forward pass)"
+            f"{summary['bookkeeping_s']:.1f}s (+{100 * summary['overhead']:.0f}% over the forward pass); "
+            f"batches drawn {summary['data_s']:.1f}s, set-up {summary['set_up_s']:.1f}s, output tokens "
+            f"{summary['output_tokens_s']:.1f}s, checkpoints {summary['checkpoint_s']:.1f}s, writing {summary['write_s']:.1f}s, "
+            f"untimed {summary['untimed_s']:.1f}s of {summary['elapsed_s']:.1f}s"
         )

@@ -37,7 +37,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable, Iterator
@@ -51,7 +51,7 @@ from ..coders.saelens import LoadedCoder
 from ..distributed import DistInfo, init_distributed
 from ..errors import UserError
 from ..progress import progress_bar
-from ..subject.corpus import iter_batches, iter_contexts
+from ..subject.corpus import iter_batches, iter_contexts, prefetched
 from ..subject.hookpoints import capture
 from ..subject.model import SubjectModel, load_subject_model
 from .checkpoints import Progress, checkpoint_path, load_checkpoint, save_checkpoint
@@ -125,6 +125,7 @@ class _Pass:
     ckpt: Path  # this rank's checkpoint
     ckpt_hash: str  # the config hash plus what a checkpoint also depends on (batch size, ranks)
     run_id: str  # this run's id: its manifest lines and its three files record it
+    batch: int  # contexts per batch (the config's, else the device's default)
     effects: dict | None = None  # each coder's output tokens, or why it has none (rank 0, made beside the pass)
 
     @property
@@ -133,7 +134,7 @@ class _Pass:
 
     @property
     def n_batches(self) -> int:
-        return math.ceil(self.n_contexts / self.cfg.batch_contexts)
+        return math.ceil(self.n_contexts / self.batch)
 
     @property
     def rank_batches(self) -> int:
@@ -164,9 +165,10 @@ def _set_up(rd: RunDir, cfg: MineConfig, subject: SubjectModel | None) -> _Pass:
         record["allow_model_mismatch"] = True
         record["model_mismatch"] = {n: m.trained_on for n, m in coder_models(groups, subject).items() if m.model_mismatch}
     cfg_hash = config_hash(record)
-    ckpt_hash = config_hash({**record, "batch_contexts": cfg.batch_contexts, "world": d.world, "rank": d.rank})
+    batch = cfg.batch_for(subject.device)
+    ckpt_hash = config_hash({**record, "batch_contexts": batch, "world": d.world, "rank": d.rank})
     return _Pass(rd, cfg, d, subject, coders, groups, layout, record, cfg_hash, checkpoint_path(rd, d.rank), ckpt_hash,
-                 new_run_id())
+                 new_run_id(), batch)
 
 
 def _check_corpus(p: _Pass) -> None:
@@ -195,24 +197,33 @@ def _mine(p: _Pass, progress: Progress, on_batch: Callable[[int], None] | None) 
         "mine: %d coder(s) (%s), %d held-out tokens in %d batches of %d contexts x %d tokens%s; state %.0f MiB",
         len(p.coders), "; ".join(f"{', '.join(c.name for c in g.coders)} on {g.model_name(p.subject)} at {', '.join(g.hookpoints)}"
                                  for g in p.groups),
-        p.n_contexts * cfg.ctx_len, p.n_batches, cfg.batch_contexts, cfg.ctx_len,
+        p.n_contexts * cfg.ctx_len, p.n_batches, p.batch, cfg.ctx_len,
         f" (rank {d.rank} of {d.world})" if d.world > 1 else "", state_mb,
     )
+    t0 = time.perf_counter()
     models = [g.model(p.subject) for g in p.groups]  # random-model controls are built here, from the subject's config
     if d.is_main:
         p.effects = output_tokens([(m, g.coders) for g, m in zip(p.groups, models)], cfg.output_tokens)
+    timing["output_tokens_s"] += time.perf_counter() - t0
     sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
     bookkeeping_threads = BookkeepingThreads(dev)
     contexts = iter_contexts(cfg.corpus, p.subject.tokenizer, "heldout", p.n_contexts * cfg.ctx_len)
-    with progress_bar("mine", total=p.rank_batches, unit="batches") as bar:
+    stream = prefetched(iter_batches(contexts, p.batch), cfg.prefetch_for(dev))
+    batches = enumerate(stream)
+    with closing(stream), progress_bar("mine", total=p.rank_batches, unit="batches") as bar:
         bar.advance(progress.done)
-        for b, batch in enumerate(iter_batches(contexts, cfg.batch_contexts)):
-            if b % d.world != d.rank:
+        while True:
+            t_data = time.perf_counter()  # drawing and tokenising the batch (or waiting for the prefetch thread)
+            b, batch = next(batches, (None, None))
+            if batch is None:
+                break
+            if b % d.world != d.rank or b // d.world < progress.done:
+                timing["data_s"] += time.perf_counter() - t_data
                 continue
             local = b // d.world
-            if local < progress.done:
-                continue
-            wids = p.layout.batch_window_ids(b * cfg.batch_contexts, batch.shape[0], device=dev)
+            batch = batch.to(dev, non_blocking=True)
+            wids = p.layout.batch_window_ids(b * p.batch, batch.shape[0], device=dev)
+            timing["data_s"] += time.perf_counter() - t_data
             codes = []
             for g, m in zip(p.groups, models):  # the same tokens through each subject model; its coders encode
                 t0 = time.perf_counter()
@@ -238,8 +249,10 @@ def _mine(p: _Pass, progress: Progress, on_batch: Callable[[int], None] | None) 
             sync()
             timing["bookkeeping_s"] += time.perf_counter() - t2
             progress.done = local + 1
+            t3 = time.perf_counter()
             if progress.done % cfg.checkpoint_every == 0 and progress.done < p.rank_batches:
                 save_checkpoint(p.ckpt, p.ckpt_hash, progress)
+            timing["checkpoint_s"] += time.perf_counter() - t3
             bar.advance(1)
             fwd = max(timing["forward_s"], 1e-9)
             extra = timing["encode_s"] + timing["bookkeeping_s"]
@@ -292,7 +305,10 @@ def run_mine_stage(run: str | Path, cfg: MineConfig | None = None, subject: Subj
 
     `subject` is an already loaded subject model (else `cfg.model` is loaded). `on_batch(batches_done)`
     is called after each batch (and after its checkpoint), e.g. to interrupt a test run.
-    Returns a summary dict: tokens, windows, per-coder latent status counts, timings.
+    Returns a summary dict: tokens, windows, per-coder latent status counts, and the seconds of every part:
+    set_up_s (coders, model, checks, checkpoint), output_tokens_s, the loop's data_s (drawing and tokenising
+    batches), forward_s, encode_s, bookkeeping_s and checkpoint_s, write_s (merging, the files), and
+    untimed_s, whatever of elapsed_s no timer saw (the progress bar, loop control).
     """
     started = time.perf_counter()
     cfg = cfg or MineConfig()
@@ -310,22 +326,29 @@ def run_mine_stage(run: str | Path, cfg: MineConfig | None = None, subject: Subj
 
     progress = _start(p)
     resumed_batches = progress.done
+    set_up_s = time.perf_counter() - started
+    loop_timing = dict(progress.timing)
     _mine(p, progress, on_batch)
+    t_finish = time.perf_counter()
     done = _finish(p, progress)
     timing = progress.timing
     fwd = timing["forward_s"]
     extra = timing["encode_s"] + timing["bookkeeping_s"]
+    elapsed = time.perf_counter() - started
+    parts = {"set_up_s": set_up_s, **timing, "write_s": time.perf_counter() - t_finish}
+    # this invocation's parts (a resumed pass's timing also holds the earlier invocations'), and what no timer saw
+    this_run = sum(v - loop_timing.get(k, 0.0) for k, v in parts.items())
     return {
         "run": str(rd.root),
         "skipped": False,
         "models": p.record["models"],
         "resumed_batches": resumed_batches,
+        "batch_contexts": p.batch,
         **done,
-        "forward_s": fwd,
-        "encode_s": timing["encode_s"],
-        "bookkeeping_s": timing["bookkeeping_s"],
+        **parts,
+        "untimed_s": elapsed - this_run,
         "overhead": extra / fwd if fwd > 0 else float("nan"),
-        "elapsed_s": time.perf_counter() - started,
+        "elapsed_s": elapsed,
         "outputs": [str(rd.path(o)) for o in OUTPUTS],
     }
 

@@ -205,6 +205,50 @@ def iter_contexts(cfg: CorpusConfig, tokenizer, split: str, n_tokens: int | None
                 return
 
 
+def prefetched(items: Iterable, depth: int) -> Iterator:
+    """`items`, drawn up to `depth` ahead in a background thread (depth 0: drawn in the caller's thread).
+
+    An error in the thread is raised in the caller at the item where it happened; a caller that stops
+    early stops the thread."""
+    if depth <= 0:
+        yield from items
+        return
+    import queue
+    import threading
+
+    q: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+    done = object()
+
+    def fill():
+        try:
+            for item in items:
+                while not stop.is_set():
+                    try:
+                        q.put((True, item), timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            q.put((True, done))
+        except BaseException as e:  # handed to the caller
+            q.put((False, e))
+
+    thread = threading.Thread(target=fill, name="prefetch", daemon=True)
+    thread.start()
+    try:
+        while True:
+            ok, item = q.get()
+            if not ok:
+                raise item
+            if item is done:
+                return
+            yield item
+    finally:
+        stop.set()
+
+
 def split_tokens(cfg: CorpusConfig, tokenizer, split: str, limit: int | None = None) -> int | None:
     """The tokens `iter_contexts` yields from `split` (whole contexts), counted up to `limit` if given.
 

@@ -42,6 +42,7 @@ class SubjectModel:
     model: torch.nn.Module  # a transformers *ForCausalLM
     tokenizer: object
     device: torch.device
+    cuda_bf16: bool = True  # False: the forward in fp32 on CUDA too (the device tests compare it with the CPU's)
 
     @property
     def d_model(self) -> int:
@@ -50,7 +51,7 @@ class SubjectModel:
     @property
     def autocast(self):
         """bf16 autocast on CUDA, plain fp32 elsewhere (bf16 on CPU is several times slower)."""
-        if self.device.type == "cuda":
+        if self.device.type == "cuda" and self.cuda_bf16:
             return torch.autocast("cuda", dtype=torch.bfloat16)
         return torch.autocast("cpu", enabled=False)
 
@@ -108,7 +109,7 @@ def random_subject_model(base: SubjectModel, seed: int = 0) -> SubjectModel:
         raise UserError(f"{base.name} is already a random model: its random copy would be another random model")
     model = random_init(base.model.config, seed)
     name = RandomModelSpec(base=base.name, seed=seed).name
-    return _ready(SubjectModel(name=name, model=model, tokenizer=base.tokenizer, device=base.device))
+    return _ready(SubjectModel(name=name, model=model, tokenizer=base.tokenizer, device=base.device, cuda_bf16=base.cuda_bf16))
 
 
 def resolve_device(device: str = "auto") -> torch.device:
