@@ -77,6 +77,33 @@ def test_interrupted_training_resumes_to_the_same_weights(tiny_run, tmp_path, co
     assert torch.equal(full_fires, fires)
 
 
+def test_metrics_read_in_blocks_as_on_a_gpu_give_the_same_rows_checkpoints_and_resume(tiny_run, tmp_path, monkeypatch):
+    from interp_eval.coders import train as train_mod
+
+    cache = _cache(tiny_run)
+    cfg = TrainConfig(coder="bae", hookpoint="layers.3.mlp", k=8, expansion=2, tokens=4096, batch_size=256,
+                      checkpoint_every=5)
+    ref, ref_rows, ref_fires = train_coder(tmp_path / "a", cfg, cache, "m", torch.device("cpu"))
+    monkeypatch.setattr(train_mod, "metrics_flush_steps", lambda device: 3)
+    seen = []
+
+    def crash(row):
+        seen.append(row["step"])
+        if row["step"] == 7:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train_coder(tmp_path / "b", cfg, cache, "m", torch.device("cpu"), on_step=crash)
+    assert seen == list(range(8))  # blocks of 3, one cut short by the checkpoint after step 4
+    blob = torch.load(tmp_path / "b" / "checkpoints" / f"{cfg.coder_name}.pt", weights_only=False)
+    assert [r["step"] for r in blob["rows"]] == list(range(5))
+    resumed, rows, fires = train_coder(tmp_path / "b", cfg, cache, "m", torch.device("cpu"))
+    drop = lambda rs: [{k: v for k, v in r.items() if k != "elapsed_s"} for r in rs]  # noqa: E731
+    assert drop(rows) == drop(ref_rows)
+    assert torch.equal(fires, ref_fires)
+    assert all(torch.equal(a, b) for a, b in zip(ref.state_dict().values(), resumed.state_dict().values()))
+
+
 def test_resume_from_a_checkpoint_of_another_shape_is_refused(tiny_run, tmp_path):
     cache = _cache(tiny_run)
     cfg = TrainConfig(coder="sae", hookpoint="layers.3.mlp", k=8, expansion=2, tokens=4096, batch_size=256, checkpoint_every=4)

@@ -108,6 +108,15 @@ class TrainConfig:
         )
 
 
+METRICS_FLUSH_STEPS = 32  # on a GPU, steps whose metrics are read in one transfer
+
+
+def metrics_flush_steps(device: torch.device) -> int:
+    """Steps whose metrics are read from the device at once: 1 on CPU (reading costs nothing there, and
+    `on_step` sees each step as it ends), METRICS_FLUSH_STEPS on a GPU."""
+    return METRICS_FLUSH_STEPS if device.type == "cuda" else 1
+
+
 def optimizer_step(coder: SparseCoder, opt: Optimizer) -> None:
     """One update after backward: the gradient parallel to each unit-norm decoder row removed, the step, the rows
     put back on the unit sphere (coders whose decoder is normalised)."""
@@ -196,8 +205,25 @@ def train_coder(
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else torch.autocast("cpu", enabled=False)
     tokens_seen = start * cfg.batch_size * d.world
     t0 = time.time()
+    # each step's metrics stay on the device until a flush reads a block of them in one transfer: on a GPU a
+    # read per step would stall the host until the step ran, so it could never queue the next one meanwhile
+    flush_every = metrics_flush_steps(device)
+    pending: list[tuple[int, int, float, float, torch.Tensor]] = []  # step, tokens, lr, elapsed, [fvu, l0, dead]
     with progress_bar(f"train {cfg.coder_name}", total=total) as bar:
         bar.advance(start)
+
+        def flush() -> None:
+            values = torch.stack([m for *_, m in pending]).cpu().tolist() if pending else []
+            for (step_i, tokens_i, lr_i, elapsed_i, _), (fvu_i, l0_i, dead_i) in zip(pending, values):
+                row = {"coder": cfg.coder_name, "step": step_i, "tokens": tokens_i, "fvu": fvu_i, "l0": l0_i,
+                       "dead_fraction": dead_i, "lr": lr_i, "elapsed_s": elapsed_i}
+                rows.append(row)
+                bar.advance(1)
+                bar.set_postfix(f"fvu {row['fvu']:.3f}  L0 {row['l0']:.1f}  dead {row['dead_fraction']:.1%}")
+                if on_step is not None:
+                    on_step(row)
+            pending.clear()
+
         for step, xin, xout in cache.batches(cfg.batch_size, cfg.seed, cfg.epochs, start, d.rank, d.world):
             if step >= total:
                 break
@@ -215,34 +241,25 @@ def train_coder(
             loss.backward()
             optimizer_step(coder, opt)
             with torch.no_grad():
+                # no boolean indexing (its output size would need a sync): silent entries add 0
                 active = code.values > 0
-                fired = torch.zeros_like(fire_counts).index_add_(0, code.indices[active], torch.ones_like(code.indices[active]))
+                fired = torch.zeros_like(fire_counts).index_add_(0, code.indices.reshape(-1), active.reshape(-1).long())
                 fired = all_reduce(fired, d)
                 fire_counts += fired
                 batch_tokens = x.shape[0] * d.world
                 tokens_seen += batch_tokens
                 since_fired += batch_tokens
-                since_fired[fired > 0] = 0
+                since_fired.masked_fill_(fired > 0, 0)
                 l0 = all_reduce(active.sum(-1).float().mean(), d, average=True)
                 fvu_val = all_reduce(loss_fvu.detach().float(), d, average=True)
                 dead_frac = dead_latents(since_fired, tokens_seen, cfg.dead_tokens).float().mean()
-            row = {
-                "coder": cfg.coder_name,
-                "step": step,
-                "tokens": tokens_seen,
-                "fvu": float(fvu_val),
-                "l0": float(l0),
-                "dead_fraction": float(dead_frac),
-                "lr": opt.lr,
-                "elapsed_s": time.time() - t0,
-            }
-            rows.append(row)
-            bar.advance(1)
-            bar.set_postfix(f"fvu {row['fvu']:.3f}  L0 {row['l0']:.1f}  dead {row['dead_fraction']:.1%}")
-            if (step + 1) % cfg.checkpoint_every == 0 and step + 1 < total and d.is_main:
+            pending.append((step, tokens_seen, opt.lr, time.time() - t0, torch.stack([fvu_val, l0, dead_frac])))
+            checkpoint_due = (step + 1) % cfg.checkpoint_every == 0 and step + 1 < total
+            if len(pending) >= flush_every or checkpoint_due:
+                flush()
+            if checkpoint_due and d.is_main:
                 _save_checkpoint(ckpt_path, coder, opt, ccfg, cfg, step + 1, since_fired, fire_counts, rows)
-            if on_step is not None:
-                on_step(row)
+        flush()
     opt.eval()
     coder.requires_grad_(False)
     return coder, rows, fire_counts.cpu()
