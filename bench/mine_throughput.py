@@ -117,7 +117,7 @@ def child(args) -> None:
     out["stage_s"] = time.perf_counter() - t0
     if not args.no_bare:
         out["bare_s"] = min(out["bare_s"], bare()[0])
-    out.update({k: summary[k] for k in ("tokens", "windows", "elapsed_s", "untimed_s", *PARTS)})
+    out.update({k: summary[k] for k in ("tokens", "windows", "elapsed_s", "untimed_s", "writing", *PARTS)})
     from interp_eval.coders import topk as topk_mod
 
     st = topk_mod.CANDIDATE_STATS
@@ -191,7 +191,7 @@ def main() -> None:
                        f"mining loop / bare = {loop / r['bare_s']:.3f} (+{100 * (loop / r['bare_s'] - 1):.1f}%)"
             msg += f"; batches of {r['batch_contexts']} contexts, prefetch {r['prefetch']}"
             msg += "; every part of the stage: " + ", ".join(f"{k[:-2]} {r[k]:.2f}s" for k in PARTS + ["untimed_s"])
-            msg += f" = {r['elapsed_s']:.2f}s"
+            msg += f" = {r['elapsed_s']:.2f}s (writing: " + ", ".join(f"{k[:-2]} {v:.2f}s" for k, v in r["writing"].items()) + ")"
             if "bare_s" in r:
                 msg += f"; stage / bare = {r['elapsed_s'] / r['bare_s']:.3f}, mining loop with its batches drawn / bare = " \
                        f"{(r['forward_s'] + extra + r['data_s']) / r['bare_s']:.3f}"

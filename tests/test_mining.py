@@ -240,6 +240,8 @@ def test_batch_size_and_prefetch_change_no_row_and_every_second_is_accounted_for
         assert all(s[k] >= 0 for k in parts) and s["data_s"] > 0 and s["write_s"] > 0
         assert 0 <= s["untimed_s"] < 0.2 * s["elapsed_s"]
         assert sum(s[k] for k in parts) + s["untimed_s"] == pytest.approx(s["elapsed_s"])
+        assert set(s["writing"]) == {"pool_embeddings_s", "neighbours_s", "rows_s", "windows_s", "latents_s"}
+        assert sum(s["writing"].values()) <= s["write_s"]
 
 
 def test_prefetch_thread_keeps_order_hands_over_errors_and_stops_with_its_caller():

@@ -10,6 +10,7 @@ one set, and a crash between their renames leaves a set that every reader refuse
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import asdict
 from typing import TYPE_CHECKING
 
@@ -132,12 +133,21 @@ def write_outputs(
     per_coder: dict[str, dict] = {}
     window_ids: list[np.ndarray] = []
     chunk = _chunk_latents(sampling)
+    clock = {"start": time.perf_counter()}
+
+    def lap(name: str) -> None:  # the seconds of each part of the writing, for the stage's summary
+        now = time.perf_counter()
+        clock[name] = clock.get(name, 0.0) + now - clock["start"]
+        clock["start"] = now
+
     pool = _pool_embeddings(states, corpus, tokenizer, layout, tokens)
+    lap("pool_embeddings_s")
     hard: dict[str, HardNegativeInputs] = {}
     with rd.writer(CONTEXTS) as writer:
         for coder in coders:
             state = states[coder.name]
             hard[coder.name] = _hard_inputs(coder, state, pool)
+            lap("neighbours_s")
             n_rows = 0
             for lo in range(0, state.d_sae, chunk):
                 rows = select_rows(state, sampling, coder.binary, lo, min(lo + chunk, state.d_sae), hard[coder.name])
@@ -146,10 +156,12 @@ def write_outputs(
                     window_ids.append(np.unique(rows.window_id))
                 n_rows += len(rows)
             per_coder[coder.name] = {"rows": n_rows}
+            lap("rows_s")
     ids = np.unique(np.concatenate(window_ids)) if window_ids else np.zeros(0, np.int64)
     log.info("reading back the tokens of %d windows", len(ids))
     token_ids = fetch_windows(corpus, tokenizer, layout, tokens, ids)
     rd.write(WINDOWS, windows_table(tokenizer, layout, ids, token_ids))
+    lap("windows_s")
     tables = []
     for coder in coders:
         state = states[coder.name]
@@ -162,7 +174,9 @@ def write_outputs(
             **{label: int(counts[code]) for code, label in enumerate(STATUSES)},
         )
     rd.write(LATENTS, pa.concat_tables(tables))
+    lap("latents_s")
     per_coder["_windows"] = {"n": int(len(ids))}
+    per_coder["_timing"] = {k: v for k, v in clock.items() if k != "start"}
     return per_coder
 
 

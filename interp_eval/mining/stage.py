@@ -272,11 +272,12 @@ def _finish(p: _Pass, progress: Progress) -> dict:
         log.warning("mine: the held-out split has only %d tokens; mined those (%d asked for)", n_tokens, cfg.tokens)
 
     per: dict[str, dict] = {}
-    n_windows = 0
+    n_windows, writing = 0, {}
     if d.is_main:
         per = write_outputs(RunDir(rd.root, run_id=p.run_id), p.coders, coder_models(p.groups, p.subject), states,
                             cfg.sampling, cfg.corpus, p.subject.tokenizer, p.layout, p.n_contexts * cfg.ctx_len, p.effects)
         n_windows = per.pop("_windows")["n"]
+        writing = per.pop("_timing")
         rd.init({STAGE: p.record})
         mismatch = {"model_mismatch": p.record["model_mismatch"]} if p.record.get("model_mismatch") else {}
         # where each coder was read from (not hashed: a run directory may move), for the scorers that run a coder again
@@ -296,7 +297,7 @@ def _finish(p: _Pass, progress: Progress) -> dict:
         dist.barrier()
     if p.ckpt.exists():
         p.ckpt.unlink()
-    return {"tokens": n_tokens, "windows": n_windows, "coders": per}
+    return {"tokens": n_tokens, "windows": n_windows, "coders": per, "writing": writing}
 
 
 def run_mine_stage(run: str | Path, cfg: MineConfig | None = None, subject: SubjectModel | None = None,
@@ -307,7 +308,8 @@ def run_mine_stage(run: str | Path, cfg: MineConfig | None = None, subject: Subj
     is called after each batch (and after its checkpoint), e.g. to interrupt a test run.
     Returns a summary dict: tokens, windows, per-coder latent status counts, and the seconds of every part:
     set_up_s (coders, model, checks, checkpoint), output_tokens_s, the loop's data_s (drawing and tokenising
-    batches), forward_s, encode_s, bookkeeping_s and checkpoint_s, write_s (merging, the files), and
+    batches), forward_s, encode_s, bookkeeping_s and checkpoint_s, write_s (merging, the files; `writing` splits
+    it: the pool windows' MiniLM embeddings, decoder neighbours, rows, windows and latents tables), and
     untimed_s, whatever of elapsed_s no timer saw (the progress bar, loop control).
     """
     started = time.perf_counter()
