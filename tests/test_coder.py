@@ -319,6 +319,15 @@ def test_scatter_rows_and_gather_dots(monkeypatch):
     assert torch.allclose(gather_dots(idx, table, rows), expected)
     monkeypatch.setattr(kernels_mod, "_CHUNK_ELEMENTS", 4 * 7 * 3)  # 3 rows a block: 30 rows in 10
     assert torch.allclose(gather_dots_chunked(idx, table, rows), expected)
+    # the chunked loops in blocks of 3 rows and in the GPU's one block: the same sums
+    monkeypatch.setattr(kernels_mod, "SPARSE_T_MM", "index_add")
+    for limit in (4 * 7 * 3, kernels_mod._CHUNK_ELEMENTS_GPU):
+        monkeypatch.setattr(kernels_mod, "chunk_elements", lambda device, limit=limit: limit)
+        assert torch.allclose(scatter_rows(idx, w, rows, 50), dense.T @ rows)
+        assert torch.allclose(gather_dots_chunked(idx, table, rows), expected)
+    monkeypatch.undo()
+    assert kernels_mod.chunk_elements(torch.device("cpu")) == kernels_mod._CHUNK_ELEMENTS
+    assert kernels_mod.chunk_elements(torch.device("cuda")) == kernels_mod._CHUNK_ELEMENTS_GPU
 
 
 def test_parallel_gradient_removal_is_the_projection():

@@ -14,7 +14,15 @@ import warnings
 import torch
 
 SPARSE_T_MM = "csr"  # how scatter_rows() accumulates on CPU: "csr" (sparse CSR @ dense) or "index_add"
-_CHUNK_ELEMENTS = 1 << 22  # temporaries of at most this many elements (16 MiB fp32) in chunked loops
+_CHUNK_ELEMENTS = 1 << 22  # temporaries of at most this many elements (16 MiB fp32) in chunked loops on CPU
+# on a GPU, where each chunk costs its launches and memory is plentiful: a training batch of 4,096 x k 32 x
+# d 576 (75M elements) is one chunk, not 18 (about 190 fewer ops a training step)
+_CHUNK_ELEMENTS_GPU = 1 << 28
+
+
+def chunk_elements(device: torch.device) -> int:
+    """Largest temporary (elements) of the chunked loops on `device`."""
+    return _CHUNK_ELEMENTS if device.type == "cpu" else _CHUNK_ELEMENTS_GPU
 
 
 def scatter_rows(indices: torch.Tensor, weights: torch.Tensor, rows: torch.Tensor, m: int) -> torch.Tensor:
@@ -33,7 +41,7 @@ def scatter_rows(indices: torch.Tensor, weights: torch.Tensor, rows: torch.Tenso
             g_t = torch.sparse_csr_tensor(crow, order // k, weights.reshape(-1)[order], (m, n), check_invariants=False)
             return g_t @ rows
     out = torch.zeros(m, d, dtype=rows.dtype, device=rows.device)
-    step = max(1, _CHUNK_ELEMENTS // (k * d))
+    step = max(1, chunk_elements(rows.device) // (k * d))
     for i in range(0, n, step):
         src = (weights[i : i + step, :, None] * rows[i : i + step, None, :]).reshape(-1, d)
         out.index_add_(0, indices[i : i + step].reshape(-1), src)
@@ -82,7 +90,7 @@ def gather_dots_chunked(indices: torch.Tensor, table: torch.Tensor, rows: torch.
     d = rows.shape[1]
     flat = indices.reshape(-1)
     out = torch.empty(n, k, dtype=rows.dtype, device=rows.device)
-    step = max(1, _CHUNK_ELEMENTS // (k * d))
+    step = max(1, chunk_elements(rows.device) // (k * d))
     for i in range(0, n, step):
         picked = table.index_select(0, flat[i * k : (i + step) * k]).view(-1, k, d)
         torch.bmm(picked, rows[i : i + step, :, None], out=out[i : i + step, :, None])
